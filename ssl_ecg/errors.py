@@ -1,0 +1,26 @@
+"""Exceptions raised by ssl-ecg.
+
+Every message names the file or argument, what was found and what was expected.
+"""
+
+__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError"]
+
+
+class SslEcgError(Exception):
+    """Base class of all ssl-ecg errors."""
+
+
+class RecordError(SslEcgError, ValueError):
+    """A single record cannot be read or does not meet a requirement."""
+
+
+class DatasetError(SslEcgError, ValueError):
+    """A dataset folder, label file or index is missing or malformed."""
+
+
+class ConfigError(SslEcgError, ValueError):
+    """A recipe, argument or checkpoint config is invalid."""
+
+
+class SplitError(DatasetError):
+    """A split or label fraction is empty, leaks patients, or loses a class."""
