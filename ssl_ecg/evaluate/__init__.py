@@ -1,0 +1,12 @@
+"""Frozen-encoder evaluation and label-efficiency curves."""
+
+from ssl_ecg.evaluate.curve import CurveSpec, plot_curve, run_curve, summarize, write_outputs
+from ssl_ecg.evaluate.embed import EncoderChangedError, assert_unchanged, embed_records, frozen_state, tile_windows
+from ssl_ecg.evaluate.probe import ProbeResult, logistic_probe
+from ssl_ecg.evaluate.supervised import SupervisedResult, train_supervised
+
+__all__ = [
+    "CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs",
+    "embed_records", "frozen_state", "assert_unchanged", "tile_windows", "EncoderChangedError",
+    "logistic_probe", "ProbeResult", "train_supervised", "SupervisedResult",
+]

@@ -1,0 +1,84 @@
+"""Frozen-encoder embeddings per record, with a proof that the encoder did not change."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = ["tile_windows", "embed_records", "frozen_state", "assert_unchanged", "EncoderChangedError"]
+
+
+class EncoderChangedError(RuntimeError):
+    """The encoder's state dict changed during an evaluation that must keep it frozen."""
+
+
+def tile_windows(x: Tensor, window: int) -> Tensor:
+    """Cut (R, L, T) into non-overlapping windows from the start: (R, W, L, window)."""
+    if x.shape[-1] < window:
+        raise ValueError(f"x: records have {x.shape[-1]} samples, shorter than the {window}-sample window")
+    n = x.shape[-1] // window
+    return rearrange(x[..., : n * window], "r l (w s) -> r w l s", w=n)
+
+
+def window_embeddings(encoder: nn.Module, windows: Tensor, per_lead: bool) -> Tensor:
+    """(R, W, L, S) windows -> (R, W, L*E) with per-lead instances, or (R, W, E) multi-lead."""
+    r, w, n_leads, s = windows.shape
+    if per_lead:
+        z = encoder(windows.reshape(r * w * n_leads, 1, s))
+        return z.reshape(r, w, n_leads * z.shape[-1])
+    return encoder(windows.reshape(r * w, n_leads, s)).reshape(r, w, -1)
+
+
+def frozen_state(encoder: nn.Module) -> dict[str, Tensor]:
+    """A copy of the full state dict, BatchNorm buffers included."""
+    return {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+
+
+def assert_unchanged(encoder: nn.Module, before: dict[str, Tensor]) -> None:
+    """Raise :class:`EncoderChangedError` unless the state dict is bit-identical to ``before``."""
+    after = encoder.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k].detach())]
+    if changed or set(after) != set(before):
+        raise EncoderChangedError(f"encoder changed during frozen evaluation: {changed[:5]}")
+
+
+@torch.no_grad()
+def embed_records(
+    encoder: nn.Module,
+    signals: np.ndarray | Tensor,
+    window: int,
+    per_lead: bool = True,
+    aggregate: str = "mean",
+    batch_records: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Record embeddings from a frozen encoder.
+
+    Each record is cut into non-overlapping windows of ``window`` samples; the
+    encoder embeds each window (each lead alone for per-lead encoders, the
+    lead embeddings then concatenated in lead order so lead identity survives),
+    and windows are aggregated per record by mean (default) or max.
+
+    The encoder runs in eval mode under ``no_grad``; its state dict is checked
+    bit-for-bit afterwards and its training flag restored.
+
+    Returns:
+        float32 array (R, L*E) for per-lead encoders or (R, E) otherwise.
+    """
+    if aggregate not in ("mean", "max"):
+        raise ValueError(f"aggregate: expected 'mean' or 'max', got {aggregate!r}")
+    x = torch.as_tensor(signals, dtype=torch.float32)
+    was_training = encoder.training
+    before = frozen_state(encoder)
+    encoder.eval()
+    out = []
+    try:
+        for r0 in range(0, len(x), batch_records):
+            z = window_embeddings(encoder, tile_windows(x[r0:r0 + batch_records].to(device), window), per_lead)
+            out.append((z.mean(1) if aggregate == "mean" else z.amax(1)).cpu())
+    finally:
+        encoder.train(was_training)
+    assert_unchanged(encoder, before)
+    return torch.cat(out).numpy()

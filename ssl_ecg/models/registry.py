@@ -1,0 +1,26 @@
+"""Build encoders from config dicts (the config saved beside every checkpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.models.clocs import ClocsEncoder
+
+__all__ = ["build_encoder", "ENCODERS"]
+
+ENCODERS = {"clocs": ClocsEncoder}
+
+
+def build_encoder(config: dict[str, Any]) -> nn.Module:
+    """Build an encoder from ``{"name": ..., **kwargs}``."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in ENCODERS:
+        raise ConfigError(f"encoder config: name {name!r} is unknown; expected one of {sorted(ENCODERS)}")
+    try:
+        return ENCODERS[name](**config)
+    except TypeError as exc:
+        raise ConfigError(f"encoder config for {name!r}: {exc}") from exc

@@ -1,0 +1,105 @@
+"""Pretraining entry point: in-memory signals -> trained encoder on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from augmentations import SegmentViews
+from ssl_ecg.checkpoint import save_encoder
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.models import build_encoder
+from ssl_ecg.pretrain.module import ContrastivePretrainer
+from ssl_ecg.utils import seeded
+
+__all__ = ["pretrain", "PretrainResult"]
+
+
+@dataclass
+class PretrainResult:
+    encoder_path: Path
+    losses: list[float]
+    seconds: float
+
+
+def pretrain(
+    signals: np.ndarray,
+    patient_codes: np.ndarray,
+    out_dir: str | Path,
+    fs: float,
+    segment_len: float = 4.0,
+    n_segments: int = 2,
+    per_lead: bool = True,
+    positives: str = "patient",
+    embed_dim: int = 128,
+    temperature: float = 0.1,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    epochs: int = 10,
+    seed: int = 0,
+    accelerator: str = "auto",
+    progress_bar: bool = True,
+    max_steps: int = -1,
+) -> PretrainResult:
+    """CMSC-pretrain a CLOCS encoder on ``signals`` (R, L, T) with patient codes (R,).
+
+    Writes ``encoder.pt``/``encoder.json`` (see :func:`ssl_ecg.load_encoder`),
+    Lightning checkpoints under ``checkpoints/`` and a CSV log under ``logs/``.
+
+    Args:
+        batch_size: records per batch; with per-lead views a batch holds
+            ``batch_size * L`` instances.
+    """
+    if signals.ndim != 3 or len(signals) != len(patient_codes):
+        raise ConfigError(f"signals: expected (R, L, T) with R = len(patient_codes), got {signals.shape}")
+    if len(signals) < 2:
+        raise ConfigError(f"signals: need at least 2 records to pretrain, got {len(signals)}")
+    out_dir = Path(out_dir)
+    views = SegmentViews(n_segments, segment_len, fs, per_lead=per_lead)
+    n_leads = signals.shape[1]
+    encoder_cfg = {"name": "clocs", "in_channels": 1 if per_lead else n_leads,
+                   "input_len": views.segment_samples, "embed_dim": embed_dim}
+    with seeded(seed):
+        encoder = build_encoder(encoder_cfg)
+    module = ContrastivePretrainer(encoder, views, temperature=temperature, lr=lr, seed=seed,
+                                  positives=positives)
+    data = TensorDataset(torch.as_tensor(signals, dtype=torch.float32), torch.as_tensor(patient_codes).long())
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
+                        generator=torch.Generator().manual_seed(seed))
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, every_n_epochs=1,
+                           monitor="train_loss_epoch", mode="min", save_top_k=1)
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=1,
+                         logger=CSVLogger(out_dir, name="logs"), callbacks=[ckpt],
+                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=1)
+    t0 = time.perf_counter()
+    with seeded(seed):
+        trainer.fit(module, loader)
+    seconds = time.perf_counter() - t0
+    losses = _epoch_losses(Path(trainer.logger.log_dir) / "metrics.csv")
+    encoder.cpu().eval()
+    path = save_encoder(encoder, out_dir / "encoder.pt", extra={
+        "method": "cmsc", "fs": fs, "segment_len": segment_len, "n_segments": n_segments, "per_lead": per_lead,
+        "positives": positives, "temperature": temperature, "lr": lr, "epochs": epochs, "seed": seed, "n_records": int(len(signals)),
+    })
+    (out_dir / "pretrain_losses.json").write_text(json.dumps(losses))
+    return PretrainResult(path, losses, seconds)
+
+
+def _epoch_losses(metrics_csv: Path) -> list[float]:
+    import pandas as pd
+
+    if not metrics_csv.is_file():
+        return []
+    df = pd.read_csv(metrics_csv)
+    if "train_loss_epoch" not in df:
+        return []
+    return df["train_loss_epoch"].dropna().astype(float).tolist()
