@@ -1,3 +1,69 @@
+"""Shared fixtures: the real-data locator and small WFDB writers."""
+
 import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+MARKERS = {"ludb": "ludb.csv", "mitdb": "RECORDS", "ptbxl": "ptbxl_database.csv"}
+
+
+def real_dataset(name: str) -> Path:
+    """The real copy of ``name`` under $SSL_ECG_DATA.
+
+    Skips (printing why) on a machine without it; fails instead when
+    SSL_ECG_REQUIRE_DATA=1, as .ci/run sets.
+    """
+    base = os.environ.get("SSL_ECG_DATA")
+    strict = os.environ.get("SSL_ECG_REQUIRE_DATA") == "1"
+    if not base:
+        reason = f"real dataset {name!r} needed: set SSL_ECG_DATA to the folder holding {name}/"
+    else:
+        folder = Path(base) / name
+        if (folder / MARKERS[name]).is_file():
+            return folder
+        reason = f"real dataset {name!r} not found at {folder} (no {MARKERS[name]})"
+    if strict:
+        pytest.fail(reason + " [SSL_ECG_REQUIRE_DATA=1]")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def ludb_root():
+    return real_dataset("ludb")
+
+
+def write_wfdb(folder: Path, name: str, signal_mv: np.ndarray, fs: float, leads, units="mV", fmt="16", **kw):
+    """Write (leads, time) millivolts as a WFDB record; returns the path without extension."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = signal_mv.shape[0]
+    wfdb.wrsamp(name, fs=fs, units=[units] * n, sig_name=list(leads), p_signal=signal_mv.T.astype(np.float64),
+                fmt=[fmt] * n, write_dir=str(folder), **kw)
+    return folder / name
+
+
+def ecg_like(n_leads: int, n: int, fs: float, seed: int = 0, hr: float = 72.0) -> np.ndarray:
+    """A crude periodic ECG-ish signal (mV) with lead-specific gains and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fs
+    period = 60.0 / hr
+    phase = (t % period) / period
+    qrs = np.exp(-((phase - 0.3) ** 2) / (2 * 0.012**2))
+    twave = 0.3 * np.exp(-((phase - 0.6) ** 2) / (2 * 0.05**2))
+    base = qrs + twave
+    gains = rng.uniform(-1.5, 1.5, size=(n_leads, 1))
+    return (gains * base[None, :] + 0.02 * rng.standard_normal((n_leads, n))).astype(np.float64)
+
+
+@pytest.fixture(name="write_wfdb")
+def _write_wfdb_fixture():
+    return write_wfdb
+
+
+@pytest.fixture(name="ecg_like")
+def _ecg_like_fixture():
+    return ecg_like

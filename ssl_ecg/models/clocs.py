@@ -51,7 +51,8 @@ class ClocsEncoder(nn.Module):
         else:
             steps = self.output_steps(input_len)
             if steps < 1:
-                raise ValueError(f"input_len: {input_len} samples is too short for the CLOCS encoder (needs >= 58)")
+                raise ValueError(f"input_len: {input_len} samples is too short for the CLOCS encoder "
+                                 f"(needs >= {self.min_input_len()})")
             self.pool = nn.Identity()
         self.head = nn.Linear(32 * steps, embed_dim)
         self.config: dict[str, Any] = {"name": "clocs", "in_channels": in_channels, "input_len": input_len,
@@ -65,10 +66,20 @@ class ClocsEncoder(nn.Module):
             n = ((n - 7) // 3 + 1) // 2 if n >= 7 else 0
         return n
 
+    @classmethod
+    def min_input_len(cls) -> int:
+        """Shortest input that leaves at least one time step (388 samples)."""
+        n = 1
+        while cls.output_steps(n) < 1:
+            n += 1
+        return n
+
     def forward(self, x: Tensor) -> Tensor:
         """Embed ``x`` of shape (N, C, T) into (N, embed_dim)."""
         if x.dim() != 3 or x.shape[1] != self.in_channels:
             raise ValueError(f"x: expected (N, {self.in_channels}, T), got {tuple(x.shape)}")
         if self.input_len is not None and x.shape[2] != self.input_len:
             raise ValueError(f"x: encoder was built for {self.input_len} samples, got {x.shape[2]}")
+        if x.shape[2] < self.min_input_len():
+            raise ValueError(f"x: {x.shape[2]} samples is shorter than the {self.min_input_len()} the encoder needs")
         return self.head(torch.flatten(self.pool(self.features(x)), 1))

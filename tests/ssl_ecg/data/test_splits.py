@@ -1,0 +1,49 @@
+import pytest
+
+from ssl_ecg.data.splits import check_classes_present, check_no_leakage, label_fraction_subsets, patient_split
+from ssl_ecg.errors import SplitError
+
+PATIENTS = [f"p{i}" for i in range(100)]
+LABELS = {p: int(i % 4 == 0) for i, p in enumerate(PATIENTS)}  # 25% positives
+
+
+def test_patient_split_is_disjoint_complete_seeded_and_stratified():
+    s = patient_split(PATIENTS + PATIENTS[:10], (0.6, 0.2, 0.2), labels=LABELS, seed=3)
+    assert sorted(sum(s.values(), []), key=str) == sorted(PATIENTS, key=str)
+    assert [len(s[k]) for k in ("train", "val", "test")] == [60, 20, 20]
+    assert sum(LABELS[p] for p in s["test"]) == 5  # 25% of 20
+    assert s == patient_split(PATIENTS, (0.6, 0.2, 0.2), labels=LABELS, seed=3)
+    assert s != patient_split(PATIENTS, (0.6, 0.2, 0.2), labels=LABELS, seed=4)
+
+
+def test_label_fractions_are_nested_seeded_and_keep_every_class():
+    fr = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0]
+    subsets = label_fraction_subsets(PATIENTS, fr, labels=LABELS, seed=0)
+    for small, large in zip(fr[:-1], fr[1:]):
+        assert set(subsets[small]) <= set(subsets[large])
+    for f in fr:
+        assert {LABELS[p] for p in subsets[f]} == {0, 1}
+    assert set(subsets[1.0]) == set(PATIENTS)
+    assert len(subsets[0.25]) == 25
+    assert subsets == label_fraction_subsets(PATIENTS, fr, labels=LABELS, seed=0)
+    assert subsets[0.1] != label_fraction_subsets(PATIENTS, fr, labels=LABELS, seed=1)[0.1]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_fraction_outside_unit_interval(bad):
+    with pytest.raises(SplitError, match=r"\(0, 1\]"):
+        label_fraction_subsets(PATIENTS, [bad])
+
+
+def test_leakage_and_empty_split_are_errors():
+    with pytest.raises(SplitError, match="p1.*both"):
+        check_no_leakage({"train": ["p0", "p1"], "test": ["p1"]})
+    with pytest.raises(SplitError, match="'val' is empty"):
+        check_no_leakage({"train": ["p0"], "val": []})
+    with pytest.raises(SplitError, match="sum"):
+        patient_split(PATIENTS, (0.5, 0.2, 0.2))
+
+
+def test_class_without_positives_is_named():
+    with pytest.raises(SplitError, match=r"task 'lvh', test split.*\[1\]"):
+        check_classes_present([0, 0, 0], "test split", "lvh")

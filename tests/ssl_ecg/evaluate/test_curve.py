@@ -1,0 +1,58 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ssl_ecg.evaluate import CurveSpec, run_curve, summarize, write_outputs
+from ssl_ecg.models import ClocsEncoder
+
+
+def synthetic(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    t = np.arange(800) / 100.0
+    x = rng.standard_normal((n, 2, 800)).astype(np.float32) * 0.3
+    x[:, 0] += (y[:, None] * 2.0 - 1.0) * np.sin(2 * np.pi * 3 * t)[None]  # polarity carries the label
+    table = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "y": y.astype(float)})
+    table.loc[5, "y"] = np.nan  # unlabelled for this task
+    pats = table["patient_id"].tolist()
+    splits = {"train": pats[:36], "val": pats[36:48], "test": pats[48:]}
+    return x, table, splits
+
+
+def spec(**kw):
+    base = dict(tasks=["y"], fractions=[0.25, 1.0], seeds=[0, 1, 2], window=400,
+                supervised={"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8},
+                supervised_epochs=3)
+    base.update(kw)
+    return CurveSpec(**base)
+
+
+def test_curve_rows_resume_and_outputs(tmp_path):
+    x, table, splits = synthetic()
+    enc = {"random_init": ClocsEncoder(input_len=400, embed_dim=8).eval()}
+    full = run_curve(x, table, splits, enc, spec(), tmp_path / "a", progress=False)
+    assert len(full) == 2 * 3 * 2  # arms x seeds x fractions
+    assert set(full["arm"]) == {"random_init", "supervised"}
+    n100 = full.loc[full.fraction == 1.0, "n_train_patients"].unique().tolist()
+    assert n100 == [35]  # 36 train patients, one unlabelled
+    # Interrupted run: keep the first 5 rows, resume, compare with the uninterrupted run.
+    part = tmp_path / "b"
+    part.mkdir()
+    full.iloc[:5].to_csv(part / "curve.csv", index=False)
+    resumed = run_curve(x, table, splits, enc, spec(), part, progress=False)
+    key = ["task", "arm", "fraction", "seed"]
+    pd.testing.assert_frame_equal(full.sort_values(key).reset_index(drop=True),
+                                  resumed.sort_values(key).reset_index(drop=True))
+    summary = write_outputs(full, tmp_path / "a", {"note": "test"})
+    assert (tmp_path / "a" / "curve.png").stat().st_size > 1000
+    v = full[(full.arm == "random_init") & (full.fraction == 0.25)]["value"].to_numpy()
+    cell = summary["y"]["random_init"]["0.25"]
+    half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+    assert cell["mean"] == pytest.approx(v.mean()) and cell["ci_high"] == pytest.approx(v.mean() + half)
+
+
+def test_summarize_single_seed_has_nan_ci():
+    df = pd.DataFrame({"task": ["t"], "arm": ["a"], "fraction": [1.0], "seed": [0], "value": [0.7]})
+    cell = summarize(df)["t"]["a"]["1"]
+    assert cell["mean"] == 0.7 and np.isnan(cell["ci_low"])
