@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ssl_ecg.checkpoint import load_encoder
@@ -90,7 +89,8 @@ def run_demo(cfg: DemoConfig, data: str | None = None, runs: str | Path = "runs"
     assert not (set(table.loc[in_pool, "patient_id"]) & set(splits["test"])), "test patients in the pretraining pool"
 
     result = pretrain(signals[in_pool], codes[in_pool], out / "pretrain", fs=cfg.fs, segment_len=cfg.segment_len,
-                      n_segments=cfg.n_segments, per_lead=cfg.per_lead, positives=cfg.positives, embed_dim=cfg.embed_dim,
+                      n_segments=cfg.n_segments, per_lead=cfg.per_lead, positives=cfg.positives,
+                      embed_dim=cfg.embed_dim,
                       temperature=cfg.temperature, lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
                       seed=cfg.pretrain_seed, progress_bar=progress)
     encoder_cfg = {"name": "clocs", "in_channels": 1 if cfg.per_lead else signals.shape[1], "input_len": window,

@@ -5,4 +5,6 @@ from ssl_ecg.data.index import DATASETS, DatasetIndex, load_index
 from ssl_ecg.data.preprocess import preprocess, resample
 from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record
 
-__all__ = ["read_record", "load_index", "Record", "DatasetIndex", "DATASETS", "STANDARD_LEADS", "preprocess", "resample"]
+__all__ = [
+    "read_record", "load_index", "Record", "DatasetIndex", "DATASETS", "STANDARD_LEADS", "preprocess", "resample",
+]

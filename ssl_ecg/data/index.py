@@ -89,7 +89,8 @@ def load_index(name: str, root: str | os.PathLike) -> DatasetIndex:
     if key not in DATASETS:
         raise DatasetError(f"dataset name {name!r} is unknown; expected one of {', '.join(DATASETS)}")
     if key not in _BUILDERS:
-        raise DatasetError(f"dataset {name!r}: no adapter in this version yet (available: {', '.join(sorted(_BUILDERS))})")
+        available = ", ".join(sorted(_BUILDERS))
+        raise DatasetError(f"dataset {name!r}: no adapter in this version yet (available: {available})")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{name} root {root}: not a directory")

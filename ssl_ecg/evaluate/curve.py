@@ -26,7 +26,9 @@ from ssl_ecg.evaluate.supervised import train_supervised
 
 __all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "CURVE_COLUMNS"]
 
-CURVE_COLUMNS = ["task", "arm", "fraction", "seed", "metric", "value", "val_value", "n_train_patients", "n_train_records"]
+CURVE_COLUMNS = [
+    "task", "arm", "fraction", "seed", "metric", "value", "val_value", "n_train_patients", "n_train_records",
+]
 
 
 @dataclass
@@ -131,7 +133,9 @@ def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
     for (task, arm, frac), g in curve.groupby(["task", "arm", "fraction"]):
         v = g["value"].to_numpy(dtype=float)
         mean = float(v.mean())
-        half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+        half = float("nan")
+        if len(v) > 1:
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
         out.setdefault(task, {}).setdefault(arm, {})[f"{frac:g}"] = {
             "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n_seeds": int(len(v))}
     return out
@@ -154,7 +158,7 @@ def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> P
             lo = np.array([cells[f]["ci_low"] for f in fr])
             hi = np.array([cells[f]["ci_high"] for f in fr])
             ax.plot(x, m, marker="o", label=arm)
-            ax.fill_between(x, lo, hi, alpha=0.2)
+            ax.fill_between(x, np.clip(lo, 0, 1), np.clip(hi, 0, 1), alpha=0.2)  # AUROC is bounded
         ax.set_xscale("log")
         ax.set_xticks([float(f) * 100 for f in sorted(next(iter(summary[task].values())), key=float)])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())

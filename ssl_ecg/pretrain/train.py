@@ -88,7 +88,8 @@ def pretrain(
     encoder.cpu().eval()
     path = save_encoder(encoder, out_dir / "encoder.pt", extra={
         "method": "cmsc", "fs": fs, "segment_len": segment_len, "n_segments": n_segments, "per_lead": per_lead,
-        "positives": positives, "temperature": temperature, "lr": lr, "epochs": epochs, "seed": seed, "n_records": int(len(signals)),
+        "positives": positives, "temperature": temperature, "lr": lr, "epochs": epochs, "seed": seed,
+        "n_records": int(len(signals)),
     })
     (out_dir / "pretrain_losses.json").write_text(json.dumps(losses))
     return PretrainResult(path, losses, seconds)

@@ -8,7 +8,6 @@ from ssl_ecg.data.arrays import load_signals
 from ssl_ecg.pretrain import pretrain
 
 
-
 @pytest.mark.realdata
 def test_cmsc_on_real_ludb_loss_falls_and_is_reproducible(ludb_root, tmp_path):
     idx = load_index("ludb", ludb_root)
