@@ -1,0 +1,60 @@
+"""Supervised contrastive loss, single- and multi-label."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from losses.patient_ntxent import _infonce_views, _WarnOnce, check_embeddings
+
+__all__ = ["SupConLoss"]
+
+
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Khosla et al., "Supervised Contrastive
+    Learning", NeurIPS 2020, eq. 2, the "outside" form), the objective of sCL-ST
+    (Le et al., JBHI 2023).
+
+    All N*V embeddings are L2-normalised. For anchor r the positive weights over
+    the other embeddings c are w(r, c) = [labels equal] for single-label
+    ``labels`` (N,), which is exactly :class:`~losses.PatientNTXentLoss` with
+    labels as ids, or the Jaccard overlap |y_r & y_c| / |y_r | y_c| for multi-hot
+    ``labels`` (N, C) (our documented extension for multi-label ECG). The anchor
+    loss is
+
+        l(r) = -sum_c w(r, c) / W(r) * log( exp(s_rc / tau) / sum_{k != r} exp(s_rk / tau) )
+
+    with W(r) = sum_c w(r, c); anchors with W(r) = 0 are excluded (a multi-hot
+    row of zeros has no positive). With no positive anywhere the loss is 0,
+    still attached to the graph, and a warning is issued once. One-hot
+    ``labels`` (N, C) give the same value as their class indices (N,).
+
+    Args:
+        temperature: softmax temperature.
+        gather_distributed: gather embeddings and labels from every rank.
+        chunk_size: anchor rows per chunk (``None``: automatic).
+    """
+
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False, chunk_size: int | None = None):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
+        self.temperature = float(temperature)
+        self.gather_distributed = bool(gather_distributed)
+        self.chunk_size = chunk_size
+        self._warn_no_positive = _WarnOnce()
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Loss for embeddings ``z`` (N, V, D) and labels (N,) integer or (N, C) multi-hot."""
+        n, v, _ = check_embeddings(z)
+        labels = torch.as_tensor(labels, device=z.device)
+        if labels.dim() == 1 and labels.shape[0] == n and not labels.is_floating_point():
+            spec = labels.long().repeat_interleave(v)
+        elif labels.dim() == 2 and labels.shape[0] == n:
+            if ((labels != 0) & (labels != 1)).any():
+                raise ValueError("labels: multi-hot labels (N, C) must hold only 0 and 1")
+            spec = labels.float().repeat_interleave(v, dim=0)
+        else:
+            raise ValueError(f"labels: expected integer (N,) or multi-hot (N, C) with N = {n}, "
+                             f"got {tuple(labels.shape)} of dtype {labels.dtype}")
+        return _infonce_views(self, z, spec)
