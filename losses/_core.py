@@ -5,16 +5,23 @@ This is the engine shared by :class:`~losses.PatientNTXentLoss` and
 ``k`` (M_k, D), where anchor ``r`` is key ``offset + r``, and per-pair positive
 weights ``w[r, c] >= 0`` (zero on the anchor's own key), the loss is
 
-    L = 1/A * sum_{r valid} -sum_c (w[r, c] / W_r) * log softmax_{c != self}(a_r . k_c / tau)
+    L = sum_{r valid} [ lse_r - sum_c (w[r, c] / W_r) * a_r . k_c / tau ],
+    lse_r = log sum_{c != self} exp(a_r . k_c / tau),
 
-with ``W_r = sum_c w[r, c]``, valid anchors those with ``W_r > 0`` and ``A`` their
-count. The function returns the sum and ``A`` so the caller can divide by a
-count taken over all ranks.
+with ``W_r = sum_c w[r, c]`` and valid anchors those with ``W_r > 0``. The
+function returns this sum and the number of valid anchors, so the caller can
+divide by a count taken over all ranks.
 
 The (M_a, M_k) logit matrix is never held at once: rows are processed in
 chunks, the forward keeps only the per-row log-sum-exp, and the backward
 recomputes each chunk's logits. The gradient with respect to the logits is
-``(softmax - w / W_r) / A``, so peak extra memory is O(chunk * M_k).
+``softmax - w / W_r`` (times 1/tau), so peak extra memory is O(chunk * M_k).
+
+For integer ids the positive weights never become a dense matrix: the
+positive term and its gradients are per-id sums of keys and anchors
+(``segment sums``), so the only dense work per chunk is one matmul, a
+log-sum-exp and, in the backward, one exp and two matmuls. Multi-hot labels
+(Jaccard weights) use a dense weight block per chunk.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import Tensor
 
 __all__ = ["multi_positive_infonce", "auto_chunk_size"]
 
-# About 1M float32 logits per chunk keeps a chunk's working set in L2/L3 on CPU.
+# About 1M float32 logits (4 MB) per chunk keeps a chunk's working set near the cache.
 _TARGET_CHUNK_ELEMENTS = 1 << 20
 
 
@@ -34,74 +41,118 @@ def auto_chunk_size(n_rows: int, n_cols: int) -> int:
     return min(n_rows, rows)
 
 
-def _pos_weights(spec_rows: Tensor, spec_cols: Tensor) -> Tensor:
-    """Positive weights between two label specs.
-
-    Integer 1-D specs are ids: weight 1 where equal. Floating 2-D specs are
-    multi-hot labels: weight is the Jaccard overlap |a & b| / |a | b|.
-    """
-    if spec_rows.dim() == 1:
-        return (spec_rows[:, None] == spec_cols[None, :]).to(torch.float32)
-    inter = spec_rows @ spec_cols.T
-    union = spec_rows.sum(1, keepdim=True) + spec_cols.sum(1)[None, :] - inter
+def _jaccard(rows: Tensor, cols: Tensor) -> Tensor:
+    inter = rows @ cols.T
+    union = rows.sum(1, keepdim=True) + cols.sum(1)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
-def _chunk_terms(a_c, keys, spec_c, spec_k, rows, inv_tau):
-    """Logits, self mask and normalised positive weights for one row chunk."""
-    logits = (a_c @ keys.T) * inv_tau
-    cols = torch.arange(keys.shape[0], device=keys.device)
-    self_mask = cols[None, :] == rows[:, None]
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    w = _pos_weights(spec_c, spec_k).masked_fill(self_mask, 0.0)
-    w_sum = w.sum(1)
-    valid = w_sum > 0
-    w = w / w_sum.clamp_min(1e-12)[:, None]
-    return logits, w, valid
+def _jaccard_weights(spec_a, spec_k, r0, r1, offset):
+    """Jaccard positive weights of anchor rows r0:r1, zero on each anchor's own key."""
+    w = _jaccard(spec_a[r0:r1], spec_k)
+    rows = torch.arange(r1 - r0, device=spec_k.device)
+    w[rows, rows + r0 + offset] = 0.0
+    return w
+
+
+def _chunk_logits(anchors, keys, r0, r1, offset, inv_tau):
+    """Logits of anchor rows r0:r1 with each anchor's own key set to -inf."""
+    logits = torch.mm(anchors[r0:r1], keys.T).mul_(inv_tau)
+    rows = torch.arange(r1 - r0, device=keys.device)
+    logits[rows, rows + r0 + offset] = float("-inf")
+    return logits
+
+
+class _IdStats:
+    """Per-id sums that give the positive term without a dense weight matrix."""
+
+    def __init__(self, anchors: Tensor, keys: Tensor, ids_a: Tensor, ids_k: Tensor, offset: int):
+        uniq, inv_k = torch.unique(ids_k, return_inverse=True)
+        self.inv_k = inv_k
+        self.inv_a = inv_k[offset:offset + anchors.shape[0]]
+        counts = torch.bincount(inv_k, minlength=len(uniq))
+        self.n_pos = (counts[self.inv_a] - 1).to(anchors.dtype)  # own key excluded
+        self.valid = self.n_pos > 0
+        self.inv_pos = torch.where(self.valid, 1.0 / self.n_pos.clamp_min(1), torch.zeros_like(self.n_pos))
+        key_sums = torch.zeros(len(uniq), keys.shape[1], dtype=keys.dtype, device=keys.device)
+        key_sums.index_add_(0, inv_k, keys)
+        own = keys[offset:offset + anchors.shape[0]]
+        self.pos_keys = (key_sums[self.inv_a] - own) * self.inv_pos[:, None]  # mean positive key per anchor
+        self.n_uniq = len(uniq)
 
 
 class _MultiPositiveInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchors, keys, spec_a, spec_k, offset, inv_tau, chunk):
         m_a = anchors.shape[0]
+        by_id = spec_a.dim() == 1
+        single = chunk >= m_a  # small problem: keep the softmax for the backward
         lse = anchors.new_empty(m_a)
-        total = anchors.new_zeros(())
-        n_valid = 0
+        stats = None
+        if by_id:
+            stats = _IdStats(anchors, keys, spec_a, spec_k, offset)
+            valid = stats.valid
+            pos_logit = (anchors * stats.pos_keys).sum(1) * inv_tau
+        else:
+            valid = anchors.new_zeros(m_a, dtype=torch.bool)
+            pos_logit = anchors.new_zeros(m_a)
+        probs = None
         for r0 in range(0, m_a, chunk):
             r1 = min(r0 + chunk, m_a)
-            rows = torch.arange(r0 + offset, r1 + offset, device=anchors.device)
-            logits, w, valid = _chunk_terms(anchors[r0:r1], keys, spec_a[r0:r1], spec_k, rows, inv_tau)
-            lse_c = torch.logsumexp(logits, dim=1)
-            lse[r0:r1] = lse_c
-            # sum_c w*logp with w summing to 1: sum_c w*logit - lse. -inf logits have w = 0.
-            wl = (w * logits.masked_fill(torch.isinf(logits), 0.0)).sum(1)
-            per_anchor = lse_c - wl
-            total = total + per_anchor[valid].sum()
-            n_valid += int(valid.sum())
-        ctx.save_for_backward(anchors, keys, spec_a, spec_k, lse)
-        ctx.offset, ctx.inv_tau, ctx.chunk = offset, inv_tau, chunk
-        count = torch.tensor(n_valid, device=anchors.device)
+            logits = _chunk_logits(anchors, keys, r0, r1, offset, inv_tau)
+            lse[r0:r1] = torch.logsumexp(logits, dim=1)
+            if not by_id:
+                w = _jaccard_weights(spec_a, spec_k, r0, r1, offset)
+                w_sum = w.sum(1)
+                valid[r0:r1] = w_sum > 0
+                finite = logits.masked_fill(torch.isinf(logits), 0.0)
+                pos_logit[r0:r1] = (w * finite).sum(1) / w_sum.clamp_min(1e-12)
+            if single:
+                probs = logits.sub_(lse[:, None]).exp_()
+        per_anchor = torch.where(valid, lse - pos_logit, torch.zeros_like(lse))
+        ctx.save_for_backward(anchors, keys, spec_a, spec_k, lse, valid, probs)
+        ctx.offset, ctx.inv_tau, ctx.chunk, ctx.stats = offset, inv_tau, chunk, stats
+        count = valid.sum()
         ctx.mark_non_differentiable(count)
-        return total, count
+        return per_anchor.sum(), count
 
     @staticmethod
     def backward(ctx, grad_out, _grad_count):
-        anchors, keys, spec_a, spec_k, lse = ctx.saved_tensors
-        offset, inv_tau, chunk = ctx.offset, ctx.inv_tau, ctx.chunk
-        grad_a = torch.zeros_like(anchors) if ctx.needs_input_grad[0] else None
-        grad_k = torch.zeros_like(keys) if ctx.needs_input_grad[1] else None
-        scale = grad_out * inv_tau
+        anchors, keys, spec_a, spec_k, lse, valid, probs = ctx.saved_tensors
+        offset, inv_tau, chunk, stats = ctx.offset, ctx.inv_tau, ctx.chunk, ctx.stats
+        need_a, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_a = torch.zeros_like(anchors) if need_a else None
+        grad_k = torch.zeros_like(keys) if need_k else None
+        if not bool(valid.any()):  # nothing to learn; also avoids -inf - -inf when there is one key
+            return grad_a, grad_k, None, None, None, None, None
+        # Row scale of d loss / d logits: grad_out / tau on valid anchors.
+        scale = valid.to(anchors.dtype) * (grad_out * inv_tau)
         m_a = anchors.shape[0]
         for r0 in range(0, m_a, chunk):
             r1 = min(r0 + chunk, m_a)
-            rows = torch.arange(r0 + offset, r1 + offset, device=anchors.device)
-            logits, w, valid = _chunk_terms(anchors[r0:r1], keys, spec_a[r0:r1], spec_k, rows, inv_tau)
-            g = torch.exp(logits - lse[r0:r1, None]).sub_(w)
-            g.mul_((valid.to(g.dtype) * scale)[:, None])
-            if grad_a is not None:
-                grad_a[r0:r1] = g @ keys
-            if grad_k is not None:
-                grad_k.addmm_(g.T, anchors[r0:r1])
+            if probs is not None:
+                p = probs if stats is not None else probs.clone()
+            else:
+                p = _chunk_logits(anchors, keys, r0, r1, offset, inv_tau)
+                p.sub_(lse[r0:r1, None]).exp_()  # softmax over keys, 0 on the own key
+            s = scale[r0:r1, None]
+            if stats is None:
+                w = _jaccard_weights(spec_a, spec_k, r0, r1, offset)
+                p.sub_(w / w.sum(1, keepdim=True).clamp_min(1e-12))
+            if need_a:
+                grad_a[r0:r1] = torch.mm(p, keys).mul_(s)
+            if need_k:
+                grad_k.addmm_(p.T, anchors[r0:r1] * s)
+        if stats is not None:
+            # The -w / W part of the logit gradient, as per-id sums.
+            if need_a:
+                grad_a.sub_(stats.pos_keys * scale[:, None])
+            if need_k:
+                weighted = anchors * (scale * stats.inv_pos)[:, None]
+                sums = torch.zeros(stats.n_uniq, anchors.shape[1], dtype=anchors.dtype, device=anchors.device)
+                sums.index_add_(0, stats.inv_a, weighted)
+                grad_k.sub_(sums[stats.inv_k])
+                grad_k[offset:offset + m_a].add_(weighted)  # an anchor is not its own positive
         return grad_a, grad_k, None, None, None, None, None
 
 
@@ -117,8 +168,8 @@ def multi_positive_infonce(
     """Multi-positive InfoNCE over normalised ``anchors`` against ``keys``.
 
     Args:
-        anchors: (M_a, D) L2-normalised float32 embeddings.
-        keys: (M_k, D) L2-normalised float32 embeddings; anchor ``r`` is key ``offset + r``.
+        anchors: (M_a, D) L2-normalised embeddings.
+        keys: (M_k, D) L2-normalised embeddings; anchor ``r`` is key ``offset + r``.
         spec_anchors: (M_a,) integer ids or (M_a, C) float multi-hot labels.
         spec_keys: ids or labels of the keys, same kind as ``spec_anchors``.
         temperature: softmax temperature tau.
