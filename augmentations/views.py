@@ -20,7 +20,7 @@ from ecg_augmentations.base import randint
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["SegmentViews", "per_lead_ids"]
+__all__ = ["SegmentViews", "LeadViews", "SegmentLeadViews", "MultiView", "per_lead_ids"]
 
 
 def per_lead_ids(ids: Tensor, n_leads: int, same_lead: bool = False) -> Tensor:
@@ -95,4 +95,88 @@ class SegmentViews(Transform):
         return rearrange(picked, "b l (v s) -> b v l s", v=self.n_segments)
 
     def apply(self, x, generator=None):  # gating does not apply to view makers
+        return self.forward(x, generator)
+
+
+class LeadViews(Transform):
+    """CMLC views: each selected lead is a view of the same instance at the same time.
+
+    Kiyasseh et al., "CLOCS", ICML 2021 (contrastive multi-lead coding).
+    (B, L, T) -> (B, V, 1, T) with V = number of selected leads, in the order given.
+
+    Args:
+        leads: lead indices to use as views (``None``: all leads, in order).
+    """
+
+    def __init__(self, leads: list[int] | None = None):
+        super().__init__(p=1.0)
+        if leads is not None and len(leads) < 1:
+            raise ValueError("leads: expected at least one lead index")
+        self.leads = None if leads is None else [int(i) for i in leads]
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_batch(x)
+        if self.leads is not None:
+            bad = [i for i in self.leads if not -x.shape[1] <= i < x.shape[1]]
+            if bad:
+                raise ValueError(f"leads: indices {bad} out of range for {x.shape[1]} leads")
+            x = x[:, self.leads]
+        return rearrange(x, "b l t -> b l 1 t")
+
+    def apply(self, x, generator=None):
+        return self.forward(x, generator)
+
+
+class SegmentLeadViews(Transform):
+    """CMSMLC views: adjacent segments x selected leads.
+
+    (B, L, T) -> (B, V, 1, S) with V = n_segments * n_leads, ordered segment-major:
+    view ``v = s * n_leads + l`` is segment s (earliest first) of the l-th selected lead.
+
+    Args:
+        n_segments: adjacent, non-overlapping segments starting at a random time.
+        segment_len: segment length in seconds.
+        fs: sampling rate in Hz.
+        leads: lead indices (``None``: all leads).
+    """
+
+    def __init__(self, n_segments: int = 2, segment_len: float = 4.0, fs: float = 250.0,
+                 leads: list[int] | None = None):
+        super().__init__(p=1.0)
+        self.segments = SegmentViews(n_segments, segment_len, fs, per_lead=False)
+        self.lead_views = LeadViews(leads)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_batch(x)
+        if self.lead_views.leads is not None:
+            x = self.lead_views(x)[:, :, 0]
+        seg = self.segments(x, generator)  # (B, S, L, T)
+        return rearrange(seg, "b s l t -> b (s l) 1 t")
+
+    def apply(self, x, generator=None):
+        return self.forward(x, generator)
+
+
+class MultiView(Transform):
+    """SimCLR / sCL-ST views: ``n_views`` independently augmented copies.
+
+    (B, L, T) -> (B, V, L, T); view v is ``transform(x, generator)``, drawn in order.
+
+    Args:
+        transform: any callable ``transform(x, generator=None)`` on (B, L, T).
+        n_views: V.
+    """
+
+    def __init__(self, transform, n_views: int = 2):
+        super().__init__(p=1.0)
+        if n_views < 1:
+            raise ValueError(f"n_views: expected >= 1, got {n_views}")
+        self.transform = transform
+        self.n_views = int(n_views)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_batch(x)
+        return torch.stack([self.transform(x, generator=generator) for _ in range(self.n_views)], dim=1)
+
+    def apply(self, x, generator=None):
         return self.forward(x, generator)

@@ -67,3 +67,35 @@ def _write_wfdb_fixture():
 @pytest.fixture(name="ecg_like")
 def _ecg_like_fixture():
     return ecg_like
+
+
+@pytest.fixture
+def mitdb_root():
+    return real_dataset("mitdb")
+
+
+def synthetic_beats(fs=250.0, seconds=10.0, rr_s=(0.8, 0.95, 0.7, 1.05, 0.85, 0.9, 0.75, 1.0, 0.8, 0.9, 0.95, 0.8),
+                    n_leads=2, seed=0):
+    """Beats with distinct amplitudes and irregular RR; returns (x (1, L, T) float64, R indices)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * fs)) / fs
+    r, pos = [], 0.4
+    for rr in rr_s:
+        if pos > seconds - 0.3:
+            break
+        r.append(pos)
+        pos += rr
+    x = np.zeros((n_leads, len(t)))
+    gains = np.linspace(1.0, -0.6, n_leads)[:, None]
+    for k, rk in enumerate(r):
+        amp = 1.0 + 0.15 * k
+        qrs = amp * np.exp(-((t - rk) ** 2) / (2 * 0.012**2))
+        tw = 0.25 * amp * np.exp(-((t - rk - 0.25) ** 2) / (2 * 0.04**2))
+        x += gains * (qrs + tw)
+    x += 0.01 * rng.standard_normal(x.shape)
+    return x[None], np.round(np.asarray(r) * fs).astype(int)
+
+
+@pytest.fixture(name="synthetic_beats")
+def _synthetic_beats_fixture():
+    return synthetic_beats

@@ -46,3 +46,32 @@ def test_per_lead_ids():
     ids = torch.tensor([7, 9])
     assert per_lead_ids(ids, 3).tolist() == [7, 7, 7, 9, 9, 9]
     assert per_lead_ids(ids, 3, same_lead=True).tolist() == [21, 22, 23, 27, 28, 29]
+
+
+def test_lead_views_and_segment_lead_order():
+    from augmentations import LeadViews, SegmentLeadViews
+
+    x = torch.randn(2, 5, 900)
+    lv = LeadViews([4, 0, 2])(x)
+    assert lv.shape == (2, 3, 1, 900) and torch.equal(lv[:, 0, 0], x[:, 4])
+    with pytest.raises(ValueError, match=r"\[7\] out of range"):
+        LeadViews([7])(x)
+    slv = SegmentLeadViews(2, 1.6, 250.0, leads=[1, 3])(x, generator=torch.Generator().manual_seed(0))
+    assert slv.shape == (2, 4, 1, 400)
+    # v = s * n_leads + l: views 0, 1 are segment 0 of leads 1, 3; views 2, 3 segment 1, right after.
+    for b in range(2):
+        start = next(t for t in range(900 - 800 + 1) if torch.equal(x[b, 1, t:t + 400], slv[b, 0, 0]))
+        assert torch.equal(slv[b, 1, 0], x[b, 3, start:start + 400])
+        assert torch.equal(slv[b, 2, 0], x[b, 1, start + 400:start + 800])
+        assert torch.equal(slv[b, 3, 0], x[b, 3, start + 400:start + 800])
+
+
+def test_multiview_draws_independent_views():
+    from augmentations import GaussianNoise, MultiView
+
+    x = torch.randn(3, 2, 500)
+    mv = MultiView(GaussianNoise(snr_db=10.0), n_views=3)
+    a = mv(x, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (3, 3, 2, 500)
+    assert not torch.equal(a[:, 0], a[:, 1])
+    assert torch.equal(a, mv(x, generator=torch.Generator().manual_seed(0)))
