@@ -120,10 +120,10 @@ def peak_rss_mb():
 def peak_memory(impl, n, v, d):
     """Peak extra memory (MB) of one forward+backward, measured in a fresh process."""
     code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks');"
+        "import json, sys, time; sys.path.insert(0, 'benchmarks');"
         "import bench_losses as b;"
         f"z, ids = b.make_inputs({n}, {v}, {d}); base = b.rss_mb(); b.reset_peak();"
-        f"t0 = __import__('time').perf_counter(); b.IMPLS['{impl}'](z, ids); t = __import__('time').perf_counter() - t0;"
+        f"t0 = time.perf_counter(); b.IMPLS['{impl}'](z, ids); t = time.perf_counter() - t0;"
         "peak = b.peak_rss_mb();"
         "print(json.dumps({'peak_extra_mb': peak - base, 'seconds': t}))"
     )
