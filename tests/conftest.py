@@ -99,3 +99,8 @@ def synthetic_beats(fs=250.0, seconds=10.0, rr_s=(0.8, 0.95, 0.7, 1.05, 0.85, 0.
 @pytest.fixture(name="synthetic_beats")
 def _synthetic_beats_fixture():
     return synthetic_beats
+
+
+@pytest.fixture
+def ptbxl_root():
+    return real_dataset("ptbxl")

@@ -18,7 +18,7 @@ REQUIRED_COLUMNS = ("record_id", "patient_id", "patient_id_source", "fs", "n_sam
 
 DATASETS = ("ptbxl", "ludb", "cinc2020", "cinc2021", "cpsc2018", "chapman", "incart", "mitdb", "cinc2017")
 
-_BUILDERS: dict[str, Callable[[Path], "DatasetIndex"]] = {}
+_BUILDERS: dict[str, Callable[..., "DatasetIndex"]] = {}
 
 
 @dataclass
@@ -75,12 +75,13 @@ def register_dataset(name: str):
     return wrap
 
 
-def load_index(name: str, root: str | os.PathLike) -> DatasetIndex:
+def load_index(name: str, root: str | os.PathLike, **options) -> DatasetIndex:
     """Build the index of dataset ``name`` from its official layout under ``root``.
 
     Args:
         name: one of ``ptbxl ludb cinc2020 cinc2021 cpsc2018 chapman incart mitdb cinc2017``.
         root: the dataset's folder (for LUDB, the folder holding ``ludb.csv``).
+        **options: adapter options, e.g. ``fs=500`` for PTB-XL.
 
     Raises:
         DatasetError: unknown name, missing folder or malformed label files.
@@ -94,4 +95,9 @@ def load_index(name: str, root: str | os.PathLike) -> DatasetIndex:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{name} root {root}: not a directory")
-    return _BUILDERS[key](root)
+    try:
+        return _BUILDERS[key](root, **options)
+    except TypeError as exc:
+        if "argument" in str(exc):
+            raise DatasetError(f"{name}: invalid options {sorted(options)} ({exc})") from exc
+        raise
