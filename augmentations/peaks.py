@@ -11,6 +11,7 @@ from torch import Tensor
 __all__ = ["detect_r_peaks", "peak_indices", "check_signal", "MIN_FS"]
 
 MIN_FS = 50.0
+_FAR = 1 << 58  # position of padded candidates: beyond any window, safe in int64 arithmetic
 
 
 def check_signal(x: Tensor, fs: float, nan_policy: str = "error", name: str = "x") -> Tensor:
@@ -28,8 +29,10 @@ def check_signal(x: Tensor, fs: float, nan_policy: str = "error", name: str = "x
         raise ValueError(f"fs: {fs} Hz is below the {MIN_FS:.0f} Hz these transforms need")
     if nan_policy not in ("error", "zero"):
         raise ValueError(f"nan_policy: expected 'error' or 'zero', got {nan_policy!r}")
-    nan = torch.isnan(x)
-    if nan.any():
+    if not torch.isfinite(x.sum()):  # one pass; NaN (or inf) anywhere makes the sum non-finite
+        nan = torch.isnan(x)
+        if not nan.any():
+            return x
         if nan_policy == "error":
             bad = torch.nonzero(nan.any(-1))[0].tolist()
             raise ValueError(f"{name}: NaN in sample {bad[0]}, lead {bad[1]}; pass nan_policy='zero' to zero them")
@@ -40,10 +43,10 @@ def check_signal(x: Tensor, fs: float, nan_policy: str = "error", name: str = "x
 def _bandpass(x: Tensor, fs: float, low: float, high: float) -> Tensor:
     """Zero-phase FFT band-pass with raised-cosine edges, after reflect padding against wrap-around."""
     t = x.shape[-1]
-    pad = min(t - 1, int(fs))
+    pad = min(t - 1, int(fs / 2))
     xp = F.pad(x, (pad, pad), mode="reflect") if pad > 0 else x
     n = xp.shape[-1]
-    spec = torch.fft.rfft(xp - xp.mean(-1, keepdim=True), dim=-1)
+    spec = torch.fft.rfft(xp, dim=-1)  # the gain is 0 at DC, so no mean removal is needed
     f = torch.fft.rfftfreq(n, d=1.0 / fs).to(x.device)
     edge = 0.5 * low  # transition width of each edge, in Hz
     rise = torch.clamp((f - (low - edge)) / (2 * edge), 0, 1)
@@ -53,14 +56,45 @@ def _bandpass(x: Tensor, fs: float, low: float, high: float) -> Tensor:
 
 
 def _moving_average(x: Tensor, width: int) -> Tensor:
-    """Centred moving average over the last axis of a (B, T) tensor."""
-    width = max(1, width | 1)  # odd, so the window is centred
-    return F.avg_pool1d(x[:, None], width, stride=1, padding=width // 2, count_include_pad=False)[:, 0]
+    """Centred moving average over the last axis, from cumulative sums (O(T) for any width).
 
-
-def _rolling_max(x: Tensor, width: int) -> Tensor:
+    Windows are truncated at the edges and averaged over the samples they hold.
+    Long signals accumulate in float64 so the differences of large running sums
+    stay exact enough; short ones (<= 100k samples) in float32.
+    """
     width = max(1, width | 1)
-    return F.max_pool1d(x[:, None], width, stride=1, padding=width // 2)[:, 0]
+    half = width // 2
+    t = x.shape[-1]
+    acc = x.double() if t > 100_000 else x
+    c = torch.cumsum(F.pad(acc, (half + 1, half)), dim=-1)
+    sums = c[..., width:] - c[..., :-width]  # window [i - half, i + half] for i in 0..t-1
+    idx = torch.arange(t, device=x.device)
+    count = ((idx + half + 1).clamp(max=t) - (idx - half).clamp(min=0)).to(acc.dtype)
+    return (sums / count).to(x.dtype)
+
+
+def _rolling_max(x: Tensor, width: int) -> Tensor:  # noqa: D401
+    """Centred rolling maximum over the last axis in O(T) (van Herk / Gil-Werman blocks)."""
+    width = max(1, width | 1)
+    half = width // 2
+    t = x.shape[-1]
+    if width == 1:
+        return x
+    n_blocks = -(-(t + 2 * half) // width)
+    total = n_blocks * width
+    xp = F.pad(x, (half, total - t - half), value=float("-inf"))
+    blocks = xp.reshape(*x.shape[:-1], n_blocks, width)
+    prefix = blocks.cummax(-1).values.reshape(*x.shape[:-1], total)
+    suffix = blocks.flip(-1).cummax(-1).values.flip(-1).reshape(*x.shape[:-1], total)
+    # Window [i, i + width) of the padded signal: suffix max of i's block, prefix max up to i + width - 1.
+    return torch.maximum(suffix[..., :t], prefix[..., width - 1:width - 1 + t])
+
+
+def _block_max(x: Tensor, step: int) -> Tensor:
+    """Maximum over consecutive blocks of ``step`` samples (the last block may be partial)."""
+    t = x.shape[-1]
+    n = -(-t // step)
+    return F.pad(x, (0, n * step - t), value=float("-inf")).reshape(*x.shape[:-1], n, step).amax(-1)
 
 
 def detect_r_peaks(
@@ -107,105 +141,143 @@ def detect_r_peaks(
     Returns:
         Boolean peak mask of shape (B, T).
     """
-    x = check_signal(x, fs, nan_policy)
+    _check_shape(x)
     if lead is not None:
         if not -x.shape[1] <= lead < x.shape[1]:
             raise ValueError(f"lead: {lead} is out of range for {x.shape[1]} leads")
         x = x[:, lead:lead + 1]
+    x = check_signal(x, fs, nan_policy)
     b, n_leads, t = x.shape
     xf = x.float()
     y = _bandpass(xf, fs, band[0], min(band[1], 0.45 * fs))
-    d = F.pad(y[..., 2:] - y[..., :-2], (1, 1)) * 0.5
-    energy = d * d
-    alive = xf.std(-1, keepdim=True) > 1e-6 * xf.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-    lead_mwi = _moving_average(energy.reshape(b * n_leads, t), int(round(integration_ms * fs / 1000)))
-    lead_mwi = lead_mwi.reshape(b, n_leads, t)
-    mwi, weights = _combine_leads(lead_mwi, alive[..., 0], lead_weight_power)
+    d = y[..., 2:] - y[..., :-2]
+    energy = F.pad(d * d, (1, 1))
+    top, bottom = xf.amax(-1), xf.amin(-1)
+    alive = (top - bottom) > 1e-6 * torch.maximum(top.abs(), bottom.abs()).clamp_min(1e-12)
+    width = int(round(integration_ms * fs / 1000))
+    if n_leads == 1:
+        mwi = torch.where(alive, _moving_average(energy[:, 0], width), torch.zeros(1, device=x.device))
+        weights = alive.float()
+    else:
+        # The moving average is linear: weight the lead energies first, integrate once.
+        weights, scale = _lead_weights(_moving_average(energy.reshape(b * n_leads, t), width).reshape(b, n_leads, t),
+                                       alive, lead_weight_power, width // 2)
+        mwi = _moving_average(torch.einsum("blt,bl->bt", energy, weights / scale), width)
 
     refr = int(round(refractory_ms * fs / 1000))
-    is_max = (mwi == _rolling_max(mwi, 2 * refr + 1)) & (mwi > 0)
-    left = F.pad(mwi[:, :-1], (1, 0), value=float("-inf"))
-    is_max &= mwi > left  # one sample per plateau
-
-    env = _robust_envelope(mwi, fs, envelope_s)
-    strong = is_max & (mwi > threshold * env)
-    weak = is_max & ~strong & (mwi > 0.5 * threshold * env)
-    accepted = strong | _searchback(strong, weak, fs, refr)
+    pos, h, valid = _candidates(mwi)
+    keep = valid & _is_window_max(mwi, pos, h, valid, refr)
+    step = max(1, int(fs / 4))
+    env = _robust_envelope(mwi, fs, envelope_s, step).gather(1, (pos // step).clamp(max=-(-t // step) - 1))
+    strong = keep & (h > threshold * env)
+    weak = keep & ~strong & (h > 0.5 * threshold * env)
+    accepted = strong | _searchback(pos, strong, weak, fs, refr)
 
     w = int(round(search_ms * fs / 1000))
-    if w == 0:
-        return accepted
-    amp = (y.abs() / y.abs().amax(-1, keepdim=True).clamp_min(1e-30) * weights[..., None]).sum(1)
-    _, where = F.max_pool1d(amp[:, None], 2 * w + 1, stride=1, padding=w, return_indices=True)
-    mask = torch.zeros(b, t, dtype=torch.bool, device=x.device)
-    rows, cols = torch.nonzero(accepted, as_tuple=True)
-    mask[rows, where[:, 0][rows, cols]] = True
-    return mask
+    if w > 0:
+        amp = (y.abs() / y.abs().amax(-1, keepdim=True).clamp_min(1e-30) * weights[..., None]).sum(1)
+        _, where = F.max_pool1d(amp[:, None], 2 * w + 1, stride=1, padding=w, return_indices=True)
+        pos = where[:, 0].gather(1, pos.clamp(max=t - 1))
+    mask = torch.zeros(b, t + 1, dtype=torch.bool, device=x.device)
+    mask.scatter_(1, torch.where(accepted, pos, torch.full_like(pos, t)), True)
+    return mask[:, :t]
 
 
-def _combine_leads(lead_mwi: Tensor, alive: Tensor, power: float) -> tuple[Tensor, Tensor]:
-    """Weighted sum of per-lead integrated energies, each scaled to its QRS level.
+def _check_shape(x) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x: expected a (B, L, T) tensor, got {shape}")
 
-    A lead's QRS level is its 98th percentile; its weight is its peak-to-background
-    ratio (98th percentile over median) to the power ``power``, so clean leads
-    dominate noisy ones. Flat leads get weight 0. Returns (B, T) and the (B, L) weights.
+
+def _candidates(mwi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Local maxima (first sample of a plateau) as padded (B, K) positions, heights and a validity mask."""
+    b, t = mwi.shape
+    left = F.pad(mwi[:, :-1], (1, 0), value=float("-inf"))
+    right = F.pad(mwi[:, 1:], (0, 1), value=float("-inf"))
+    lm = (mwi > left) & (mwi >= right) & (mwi > 0)
+    counts = lm.sum(-1)
+    k = max(int(counts.max()) if b else 0, 1)
+    rows, cols = torch.nonzero(lm, as_tuple=True)  # row-major, so ranks are offsets within each row
+    rank = torch.arange(rows.numel(), device=mwi.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    pos = torch.full((b, k), _FAR, dtype=torch.long, device=mwi.device)  # padding lies beyond every window
+    pos[rows, rank] = cols
+    valid = torch.arange(k, device=mwi.device)[None, :] < counts[:, None]
+    h = torch.where(valid, mwi.gather(1, pos.clamp(max=t - 1)), torch.full_like(pos, 0, dtype=mwi.dtype))
+    return pos, h, valid
+
+
+def _is_window_max(mwi: Tensor, pos: Tensor, h: Tensor, valid: Tensor, refr: int) -> Tensor:
+    """Whether each candidate is the maximum of mwi over [pos - refr, pos + refr].
+
+    The maximum of a sequence over an interval is at a local maximum inside it or
+    at an end, so it suffices to compare with the two ends and with the other
+    candidates within ``refr``.
     """
-    b, n_leads, t = lead_mwi.shape
-    step = max(1, t // 20000)  # quantiles on a subsample keep long records cheap
-    sub = lead_mwi[..., ::step]
-    hi = torch.quantile(sub, 0.98, dim=-1)
-    lo = torch.quantile(sub, 0.5, dim=-1)
+    b, t = mwi.shape
+    ends_ok = (h >= mwi.gather(1, (pos - refr).clamp(0, t - 1))) & (h >= mwi.gather(1, (pos + refr).clamp(0, t - 1)))
+    k = pos.shape[1]
+    reach = torch.searchsorted(pos, pos + refr, right=True) - torch.arange(k, device=pos.device)[None, :]
+    span = int((reach * valid).max()) if k else 0
+    if span <= 1:
+        return ends_ok
+    # Pad once; shift s compares candidate k with k + s and k - s.
+    hp = F.pad(h, (span, span), value=float("-inf"))
+    pp = F.pad(pos, (span, 0), value=-_FAR)
+    pp = F.pad(pp, (0, span), value=_FAR)
+    beaten = torch.zeros_like(ends_ok)
+    for s in range(1, span):
+        beaten |= ((pp[:, span + s:span + s + k] - pos) <= refr) & (hp[:, span + s:span + s + k] > h)
+        beaten |= ((pos - pp[:, span - s:span - s + k]) <= refr) & (hp[:, span - s:span - s + k] > h)
+    return ends_ok & ~beaten
+
+
+def _lead_weights(lead_mwi: Tensor, alive: Tensor, power: float, stride: int) -> tuple[Tensor, Tensor]:
+    """Per-lead weights and QRS scales from the leads' integrated energies (B, L, T).
+
+    On samples ``stride`` apart (half the integration window, so no QRS is
+    skipped), a lead's QRS level is its 98th percentile and its background the
+    median; the weight is (QRS level / background) ** ``power``, normalised over
+    the leads, so clean leads dominate noisy ones. Flat leads get 0.
+    """
+    sub = lead_mwi[..., ::max(1, stride)].sort(-1).values
+    n = sub.shape[-1]
+    hi = sub[..., int(0.98 * (n - 1))]
+    lo = sub[..., (n - 1) // 2]
     ratio = hi / lo.clamp_min(1e-12 * hi.clamp_min(1e-30))
     weights = torch.where(alive & (hi > 0), ratio.clamp_min(1.0) ** power, torch.zeros_like(ratio))
     weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
-    scaled = lead_mwi / hi.clamp_min(1e-30)[..., None]
-    return (scaled * weights[..., None]).sum(1), weights
+    return weights, hi.clamp_min(1e-30)
 
 
-def _robust_envelope(mwi: Tensor, fs: float, envelope_s: float) -> Tensor:
-    """Median over +-envelope_s of the rolling max over +-1 s, computed on a 0.25 s grid."""
-    b, t = mwi.shape
-    peak = _rolling_max(mwi, int(2 * fs) + 1)
-    step = max(1, int(fs / 4))
-    coarse = peak[:, ::step]
-    half = max(1, int(round(envelope_s * fs / step)))
+def _robust_envelope(mwi: Tensor, fs: float, envelope_s: float, step: int) -> Tensor:
+    """On a grid of ``step`` samples: the median over +-envelope_s of the rolling max over +-1 s."""
+    per_second = fs / step
+    coarse = _rolling_max(_block_max(mwi, step), 2 * int(round(per_second)) + 1)
+    half = max(1, int(round(envelope_s * per_second)))
     padded = F.pad(coarse[:, None], (half, half), mode="replicate")[:, 0]
-    med = padded.unfold(-1, 2 * half + 1, 1).median(-1).values
-    return med.repeat_interleave(step, dim=-1)[:, :t]
+    return padded.unfold(-1, 2 * half + 1, 1).median(-1).values
 
 
-def _searchback(strong: Tensor, weak: Tensor, fs: float, refr: int) -> Tensor:
-    """Weak candidates that sit inside an RR gap > 1.5x the local median RR, far from both neighbours."""
-    b, t = strong.shape
-    idx = torch.arange(t, device=strong.device).expand(b, t)
-    big = t * 10
-    prev = torch.where(strong, idx, torch.full_like(idx, -big)).cummax(-1).values
-    nxt = torch.where(strong, idx, torch.full_like(idx, 2 * big)).flip(-1).cummin(-1).values.flip(-1)
-    prev_excl = F.pad(prev[:, :-1], (1, 0), value=-big)
-    nxt_excl = F.pad(nxt[:, 1:], (0, 1), value=2 * big)
-    gap = (nxt_excl - prev_excl).float()
-    rr = _local_median_rr(strong, fs)
-    far = ((idx - prev_excl) > 1.5 * refr) & ((nxt_excl - idx) > 1.5 * refr)
-    return weak & (gap > 1.5 * rr) & far
+def _searchback(pos: Tensor, strong: Tensor, weak: Tensor, fs: float, refr: int) -> Tensor:
+    """Weak candidates inside an RR gap > 1.5x the median RR, at least 1.5 refractory periods from both neighbours."""
+    big = 4 * _FAR
+    prev = torch.where(strong, pos, torch.full_like(pos, -big)).cummax(-1).values
+    nxt = torch.where(strong, pos, torch.full_like(pos, 2 * big)).flip(-1).cummin(-1).values.flip(-1)
+    prev = F.pad(prev[:, :-1], (1, 0), value=-big)  # strictly before
+    nxt = F.pad(nxt[:, 1:], (0, 1), value=2 * big)  # strictly after
+    far = ((pos - prev) > 1.5 * refr) & ((nxt - pos) > 1.5 * refr)
+    return weak & ((nxt - prev).float() > 1.5 * _median_rr(pos, strong, fs)[:, None]) & far
 
 
-def _local_median_rr(strong: Tensor, fs: float) -> Tensor:
-    """Per-sample median RR (samples) of a batch's strong peaks; a 1 s default where there are too few."""
-    b, t = strong.shape
-    counts = strong.sum(-1)
-    out = torch.full((b, t), float(fs), device=strong.device)
-    if int(counts.max()) < 3:
-        return out
-    # Median RR per sample (row), from padded peak positions.
-    k = int(counts.max())
-    pos = torch.full((b, k), float("nan"), device=strong.device)
-    rows, cols = torch.nonzero(strong, as_tuple=True)
-    rank = torch.cumsum(strong.long(), -1)[rows, cols] - 1
-    pos[rows, rank] = cols.float()
-    rr = torch.diff(pos, dim=-1)
-    med = torch.nanmedian(rr, dim=-1).values
-    med = torch.where(torch.isnan(med) | (counts < 3), torch.full_like(med, float(fs)), med)
-    return med[:, None].expand(b, t)
+def _median_rr(pos: Tensor, strong: Tensor, fs: float) -> Tensor:
+    """Median RR (samples) of each row's strong peaks; 1 s where there are fewer than 3."""
+    ordered = torch.where(strong, pos.double(), torch.full(pos.shape, float("inf"), dtype=torch.float64,
+                                                             device=pos.device))
+    ordered = ordered.sort(-1).values
+    rr = torch.diff(ordered, dim=-1)
+    rr = torch.where(torch.isfinite(rr), rr, torch.full_like(rr, float("nan")))
+    med = torch.nanmedian(rr, dim=-1).values if rr.shape[-1] else torch.full(pos.shape[:1], float("nan"))
+    return torch.where(torch.isnan(med) | (strong.sum(-1) < 3), torch.full_like(med, float(fs)), med).float()
 
 
 def peak_indices(mask: Tensor) -> list[Tensor]:

@@ -81,11 +81,12 @@ class SplitJoin(_PeakTransform):
         fs: sampling rate in Hz (>= 50).
         crossfade_ms: cross-fade width at each join, in ms (0 for hard joins).
         p: probability of transforming each sample.
-        lead: lead used for R-peak detection (``None``: all leads).
+        lead: lead used for R-peak detection (default 0, as in ecg-augmentations' BeatMask;
+            ``None`` combines all leads: more robust, about L times slower).
         nan_policy: ``"error"`` or ``"zero"``.
     """
 
-    def __init__(self, fs: float, crossfade_ms: float = 10.0, p: float = 0.5, lead: int | None = None,
+    def __init__(self, fs: float, crossfade_ms: float = 10.0, p: float = 0.5, lead: int | None = 0,
                  nan_policy: str = "error"):
         super().__init__(fs, p, lead, nan_policy)
         if crossfade_ms < 0:
@@ -120,43 +121,77 @@ class SplitJoin(_PeakTransform):
         out_start = torch.cumsum(out_len, 1) - out_len
 
         pos = torch.arange(t, device=x.device).expand(b, t)
-        piece = (torch.searchsorted(out_start.contiguous(), pos.contiguous(), right=True) - 1).clamp(0, n_piece - 1)
+        # Piece index of every output sample: count the piece starts at or before it.
+        starts_at = torch.zeros(b, t + 1, dtype=torch.long, device=x.device)
+        starts_at.scatter_add_(1, out_start.clamp(max=t), torch.ones_like(out_start))
+        piece = (torch.cumsum(starts_at[:, :t], dim=1) - 1).clamp(0, n_piece - 1)
         offset = pos - out_start.gather(1, piece)
-        src = src_start.gather(1, piece) + offset
-
-        out = x.gather(2, src[:, None, :].expand(b, n_leads, t).clamp(0, t - 1))
+        src = torch.where(ok[:, None], src_start.gather(1, piece) + offset, pos).clamp(0, t - 1)
+        out = x.gather(2, src[:, None, :].expand(b, n_leads, t))
         half = int(round(self.crossfade_ms * self.fs / 2000))
         if half > 0:
-            out = self._crossfade(x, out, piece, offset, src, src_start, out_start, out_len, counts, half)
-        return torch.where(ok[:, None, None], out, x)
+            self._crossfade(x, out, piece, offset, src_start, out_len, counts, ok, half)
+        return out
 
     @staticmethod
-    def _crossfade(x, out, piece, offset, src, src_start, out_start, out_len, counts, half):
-        """Blend over +-half samples around each inner join; lengths and beat bodies are unchanged."""
-        b, n_leads, t = x.shape
-        n_piece = out_start.shape[1]
+    def _crossfade(x, out, piece, offset, src_start, out_len, counts, ok, half):
+        """Blend, in place, the samples within +-half of each inner join; beat bodies are untouched.
+
+        Near a piece's start the previous piece continues past its end; near its
+        end the next piece is read from before its start. Only those few samples
+        are computed.
+        """
+        t = x.shape[-1]
+        n_piece = out_len.shape[1]
         own_len = out_len.gather(1, piece)
         near_start = (offset < half) & (piece >= 1)
         near_end = (own_len - offset <= half) & (piece + 1 <= counts[:, None] - 1)
-        prev = (piece - 1).clamp(0, n_piece - 1)
-        nxt = (piece + 1).clamp(0, n_piece - 1)
-        # Near a piece's start the previous piece continues past its end; near its end the next
-        # piece is read from before its start.
-        other = torch.where(
-            near_start,
-            src_start.gather(1, prev) + out_len.gather(1, prev) + offset,
-            src_start.gather(1, nxt) - (own_len - offset),
-        )
-        alpha = torch.where(near_start, (offset + half + 0.5) / (2 * half),
-                            (offset - own_len + half + 0.5) / (2 * half)).clamp(0, 1)
-        # Weight on the *earlier* piece's signal: near a start that is `other`, near an end it is `out`.
-        blend = near_start | near_end
-        other_sig = x.gather(2, other.clamp(0, t - 1)[:, None, :].expand(b, n_leads, t))
-        a = alpha[:, None, :].to(x.dtype)
-        early = torch.where(near_start[:, None, :], other_sig, out)
-        late = torch.where(near_start[:, None, :], out, other_sig)
-        mixed = (1 - a) * early + a * late
-        return torch.where(blend[:, None, :], mixed, out)
+        rows, cols = torch.nonzero((near_start | near_end) & ok[:, None], as_tuple=True)
+        if rows.numel() == 0:
+            return
+        k, off, own, start = piece[rows, cols], offset[rows, cols], own_len[rows, cols], near_start[rows, cols]
+        prev, nxt = (k - 1).clamp(0, n_piece - 1), (k + 1).clamp(0, n_piece - 1)
+        other = torch.where(start, src_start[rows, prev] + out_len[rows, prev] + off, src_start[rows, nxt] - (own - off))
+        # alpha is the weight of the later piece across the 2 * half samples of the join.
+        alpha = torch.where(start, (off + half + 0.5) / (2 * half), (off - own + half + 0.5) / (2 * half)).clamp(0, 1)
+        mine = out[rows, :, cols]  # (n, L)
+        theirs = x[rows, :, other.clamp(0, t - 1)]
+        a = alpha.to(x.dtype)[:, None]
+        early = torch.where(start[:, None], theirs, mine)
+        late = torch.where(start[:, None], mine, theirs)
+        out[rows, :, cols] = (1 - a) * early + a * late
+
+
+def _window_sums(x: Tensor, width: int) -> Tensor:
+    """Sums of x over a centred window of odd ``width`` along the last axis, edges replicated.
+
+    Interior samples come from one running sum of x (no padded copy of the batch);
+    the ``width // 2`` samples at each end are computed from a small padded slice.
+    """
+    half = width // 2
+    t = x.shape[-1]
+    if half == 0:
+        return x.clone()
+    if t <= 4 * half + 1:
+        xp = torch.cat([x[..., :1].expand(*x.shape[:-1], half), x, x[..., -1:].expand(*x.shape[:-1], half)], -1)
+        c = F.pad(torch.cumsum(xp, -1), (1, 0))
+        return c[..., width:] - c[..., :-width]
+    c = F.pad(torch.cumsum(x, -1), (1, 0))
+    out = torch.empty_like(x)
+    out[..., half:t - half] = c[..., width:] - c[..., :t + 1 - width]
+    for sl, src in ((slice(0, half), x[..., :2 * half]), (slice(t - half, t), x[..., t - 2 * half:])):
+        out[..., sl] = _window_sums(src, width)[..., :half] if sl.start == 0 else _window_sums(src, width)[..., half:]
+    return out
+
+
+def _lead_std(x: Tensor) -> Tensor:
+    """Per-lead standard deviation (B, L, 1) from one sum and one norm pass; exactly 0 for flat leads."""
+    t = x.shape[-1]
+    mean = x.sum(-1, keepdim=True).double() / t
+    power = torch.linalg.vector_norm(x, dim=-1, keepdim=True).double() ** 2 / t
+    var = (power - mean * mean).clamp_min(0)
+    flat = x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)
+    return torch.where(flat, torch.zeros_like(var), var.sqrt()).to(x.dtype)
 
 
 def nearest_peak_distance(mask: Tensor) -> Tensor:
@@ -191,12 +226,13 @@ class PeakNoiseSmoothing(_PeakTransform):
         peak_width_ms: FWHM of the protected window around each R peak, in ms.
         smooth_ms: moving-average width, in ms.
         p: probability of transforming each sample.
-        lead: lead used for R-peak detection (``None``: all leads).
+        lead: lead used for R-peak detection (default 0, as in ecg-augmentations' BeatMask;
+            ``None`` combines all leads: more robust, about L times slower).
         nan_policy: ``"error"`` or ``"zero"``.
     """
 
     def __init__(self, fs: float, snr_db=(15.0, 30.0), peak_width_ms: float = 60.0, smooth_ms: float = 40.0,
-                 p: float = 0.5, lead: int | None = None, nan_policy: str = "error"):
+                 p: float = 0.5, lead: int | None = 0, nan_policy: str = "error"):
         super().__init__(fs, p, lead, nan_policy)
         if peak_width_ms <= 0 or smooth_ms <= 0:
             raise ValueError(f"peak_width_ms/smooth_ms: expected positive ms, got {peak_width_ms}/{smooth_ms}")
@@ -219,12 +255,12 @@ class PeakNoiseSmoothing(_PeakTransform):
         has = peaks.any(-1)
         self.n_seen += b
         self.n_unchanged += int((~has).sum())
-        w = self.weights(peaks)[:, None, :].to(x.dtype)
+        w = torch.where(has[:, None], self.weights(peaks), torch.zeros(1, device=x.device))[:, None, :].to(x.dtype)
         width = max(1, int(round(self.smooth_ms * self.fs / 1000)) | 1)
-        smooth = F.avg_pool1d(F.pad(x.reshape(b * n_leads, 1, t), (width // 2, width // 2), mode="replicate"),
-                              width, stride=1).reshape(b, n_leads, t)
+        smooth = _window_sums(x, width)  # sums over the centred window, edges replicated
         snr = uniform(self.snr_db, (b, 1, 1), x, generator)
-        noise_std = x.std(-1, keepdim=True) * torch.pow(10.0, -snr / 20)
-        noise = randn(x.shape, x, generator) * noise_std
-        out = x + w * (smooth - x + noise)
-        return torch.where(has[:, None, None], out, x)
+        noise_std = _lead_std(x) * torch.pow(10.0, -snr / 20)
+        out = randn(x.shape, x, generator)
+        # out = x + w * (smooth - x + noise), in place on the noise buffer.
+        out.mul_(noise_std).add_(smooth, alpha=1.0 / width).sub_(x).mul_(w).add_(x)
+        return out

@@ -87,9 +87,10 @@ def main():
         "neurokit2 ecg_peaks loop (lead 0)": lambda: neurokit_loop(x),
         "detect_r_peaks (12 leads)": lambda: detect_r_peaks(x, FS),
         "detect_r_peaks (lead 0)": lambda: detect_r_peaks(x, FS, lead=0),
-        "SplitJoin (12 leads)": lambda: SplitJoin(FS, p=1.0)(x, generator=g()),
+        "SplitJoin (detect on all 12 leads)": lambda: SplitJoin(FS, p=1.0, lead=None)(x, generator=g()),
         "SplitJoin (detect on lead 0)": lambda: SplitJoin(FS, p=1.0, lead=0)(x, generator=g()),
-        "PeakNoiseSmoothing (12 leads)": lambda: PeakNoiseSmoothing(FS, p=1.0)(x, generator=g()),
+        "PeakNoiseSmoothing (detect on all 12 leads)": lambda: PeakNoiseSmoothing(FS, p=1.0, lead=None)(
+            x, generator=g()),
         "PeakNoiseSmoothing (detect on lead 0)": lambda: PeakNoiseSmoothing(FS, p=1.0, lead=0)(x, generator=g()),
         "SegmentViews 2 x 4 s, per lead": lambda: SegmentViews(2, 4.0, FS)(x, generator=g()),
         "LeadViews (12)": lambda: LeadViews()(x),

@@ -15,7 +15,7 @@ def pieces(x, peaks):
 
 def test_split_join_hard_joins_permute_whole_beats(synthetic_beats):
     x = torch.from_numpy(synthetic_beats(n_leads=3)[0])  # float64
-    peaks = peak_indices(detect_r_peaks(x, 250.0))[0].tolist()
+    peaks = peak_indices(detect_r_peaks(x, 250.0, lead=0))[0].tolist()
     src = pieces(x[0], peaks)
     out = SplitJoin(250.0, crossfade_ms=0, p=1.0)(x, generator=torch.Generator().manual_seed(3))
     assert out.dtype == torch.float64 and out.shape == x.shape
@@ -44,7 +44,7 @@ def test_split_join_crossfade_only_touches_the_joins(synthetic_beats):
     hard = SplitJoin(250.0, crossfade_ms=0, p=1.0)(x, generator=g())
     soft = SplitJoin(250.0, crossfade_ms=20, p=1.0)(x, generator=g())
     differ = torch.nonzero((hard != soft).any(1)[0]).flatten()
-    peaks = peak_indices(detect_r_peaks(x, 250.0))[0]
+    peaks = peak_indices(detect_r_peaks(x, 250.0, lead=0))[0]
     # Joins lie at the output pieces' starts; every changed sample is within 10 ms (2.5 samples) of one.
     src = pieces(x[0], peaks.tolist())
     assert len(differ) > 0
@@ -100,7 +100,7 @@ def reference_smoothing(x, peaks, fs, width_ms, smooth_ms):
 
 def test_peak_noise_smoothing_matches_reference_without_noise(synthetic_beats):
     x = torch.from_numpy(synthetic_beats()[0]).float()
-    peaks = peak_indices(detect_r_peaks(x, 250.0))[0].tolist()
+    peaks = peak_indices(detect_r_peaks(x, 250.0, lead=0))[0].tolist()
     t = PeakNoiseSmoothing(250.0, snr_db=300.0, peak_width_ms=60, smooth_ms=40, p=1.0)  # noise ~1e-15
     out = t(x, generator=torch.Generator().manual_seed(0))
     ref = reference_smoothing(x[0], peaks, 250.0, 60, 40)
@@ -113,8 +113,8 @@ def test_qrs_neighbourhood_bound_and_snr_elsewhere(synthetic_beats):
     fs = 250.0
     t = PeakNoiseSmoothing(fs, snr_db=20.0, peak_width_ms=60, smooth_ms=40, p=1.0)
     out = t(x, generator=torch.Generator().manual_seed(0))
-    peaks = peak_indices(detect_r_peaks(x, fs))[0]
-    w = t.weights(detect_r_peaks(x, fs))[0]
+    peaks = peak_indices(detect_r_peaks(x, fs, lead=0))[0]
+    w = t.weights(detect_r_peaks(x, fs, lead=0))[0]
     base = torch.from_numpy(reference_smoothing(x[0], peaks.tolist(), fs, 60, 40)).float()
     noise = out[0] - base
     # Within +-8 ms of an R peak, w <= 1 - exp(-(2 samples)^2 / (2 sigma^2)) ~ 0.048, so the change is
