@@ -151,7 +151,8 @@ class SplitJoin(_PeakTransform):
             return
         k, off, own, start = piece[rows, cols], offset[rows, cols], own_len[rows, cols], near_start[rows, cols]
         prev, nxt = (k - 1).clamp(0, n_piece - 1), (k + 1).clamp(0, n_piece - 1)
-        other = torch.where(start, src_start[rows, prev] + out_len[rows, prev] + off, src_start[rows, nxt] - (own - off))
+        other = torch.where(start, src_start[rows, prev] + out_len[rows, prev] + off,
+                            src_start[rows, nxt] - (own - off))
         # alpha is the weight of the later piece across the 2 * half samples of the join.
         alpha = torch.where(start, (off + half + 0.5) / (2 * half), (off - own + half + 0.5) / (2 * half)).clamp(0, 1)
         mine = out[rows, :, cols]  # (n, L)
