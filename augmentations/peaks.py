@@ -250,7 +250,7 @@ def _lead_weights(lead_mwi: Tensor, alive: Tensor, power: float, stride: int) ->
 
 
 def _robust_envelope(mwi: Tensor, fs: float, envelope_s: float, step: int) -> Tensor:
-    """On a grid of ``step`` samples: the median over +-envelope_s of the rolling max over +-1 s."""
+    """On a grid of ``step`` samples (0.25 s): the median over +-envelope_s of the rolling max over +-1 s."""
     per_second = fs / step
     coarse = _rolling_max(_block_max(mwi, step), 2 * int(round(per_second)) + 1)
     half = max(1, int(round(envelope_s * per_second)))
