@@ -1,0 +1,57 @@
+"""A torch Dataset of random windows from a :class:`~ssl_ecg.data.cache.RecordCache`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from ssl_ecg.data.cache import RecordCache
+from ssl_ecg.errors import DatasetError, RecordError
+
+__all__ = ["CacheWindows"]
+
+
+class CacheWindows(Dataset):
+    """Item i: a random ``window``-sample crop (L, window) of record i and its patient code.
+
+    View makers (``augmentations.SegmentViews`` and friends) then cut the views
+    from whole batches on the training device. Starts are drawn from a generator
+    seeded with (seed, epoch, i): the same seed and epoch give the same crops in
+    any worker layout; call :meth:`set_epoch` each epoch.
+
+    Args:
+        cache: an opened record cache.
+        window: samples per item (e.g. n_segments x segment length).
+        seed: base seed.
+        records: positions in ``cache.table`` to use (default all).
+    """
+
+    def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None):
+        self.cache = cache
+        self.window = int(window)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.records = np.arange(len(cache)) if records is None else np.asarray(records, dtype=np.int64)
+        if len(self.records) == 0:
+            raise DatasetError("records: the dataset is empty")
+        lengths = cache.table["length"].to_numpy()[self.records]
+        if (lengths < self.window).any():
+            bad = cache.table["record_id"].to_numpy()[self.records][lengths < self.window][:5].tolist()
+            raise RecordError(f"records {bad} are shorter than the {self.window}-sample window "
+                              f"({self.window / cache.fs:.2f} s at {cache.fs} Hz)")
+        self.lengths = lengths
+        self.patient_codes = pd.factorize(cache.table["patient_id"].astype(str))[0][self.records]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        start = int(rng.integers(0, self.lengths[i] - self.window + 1))
+        x = self.cache.segment(int(self.records[i]), start, self.window)
+        return torch.from_numpy(np.array(x, dtype=np.float32)), int(self.patient_codes[i])

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from ssl_ecg.data.sampler import PatientBatchSampler, positive_share
+from ssl_ecg.errors import DatasetError
+
+# 30 patients: 10 with 1 record, 10 with 2, 10 with 4.
+PATIENTS = [f"p{i}" for i in range(10)] + [f"q{i}" for i in range(10) for _ in range(2)] + \
+           [f"r{i}" for i in range(10) for _ in range(4)]
+
+
+def test_batches_hold_k_per_patient_and_are_seeded():
+    s = PatientBatchSampler(PATIENTS, batch_size=8, k=2, seed=1, drop_last=False)
+    batches = list(s)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) == 10 + 20 + 20  # min(k, records) per patient, no repeats
+    ids = np.asarray(PATIENTS)
+    for b in batches:
+        _, counts = np.unique(ids[b], return_counts=True)
+        assert counts.max() <= 2
+    assert batches == list(PatientBatchSampler(PATIENTS, batch_size=8, k=2, seed=1, drop_last=False))
+    s.set_epoch(1)
+    assert list(s) != batches
+    share = s.last_positive_share
+    assert 0.6 < share <= 1.0  # 40 of 50 items have a partner
+    assert positive_share(["a", "a", "b"]) == pytest.approx(2 / 3)
+
+
+def test_distributed_ranks_are_disjoint_and_equal():
+    r0 = list(PatientBatchSampler(PATIENTS, 6, k=2, seed=0, num_replicas=2, rank=0))
+    r1 = list(PatientBatchSampler(PATIENTS, 6, k=2, seed=0, num_replicas=2, rank=1))
+    assert len(r0) == len(r1) > 0
+    assert not {i for b in r0 for i in b} & {i for b in r1 for i in b}
+
+
+def test_bad_arguments():
+    with pytest.raises(DatasetError, match="k:"):
+        PatientBatchSampler(PATIENTS, 8, k=1)
+    with pytest.raises(DatasetError, match="no items"):
+        PatientBatchSampler([], 8)
+    with pytest.raises(DatasetError, match="rank"):
+        PatientBatchSampler(PATIENTS, 8, rank=2, num_replicas=2)
