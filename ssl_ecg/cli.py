@@ -35,6 +35,23 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from ssl_ecg.data import load_index
+    from ssl_ecg.data.cache import CacheParams, open_cache
+
+    options = {"fs": int(args.source_fs)} if args.source_fs else {}
+    index = load_index(args.dataset, args.root, **options)
+    params = CacheParams(fs=args.fs, leads=tuple(args.leads.split(",")) if args.leads else None,
+                         normalization=args.normalization, bad_lead_policy=args.bad_leads)
+    t0 = time.perf_counter()
+    cache = open_cache(index, args.out, params, rebuild=args.rebuild)
+    m = cache.manifest
+    print(f"{cache.folder}: {m['n_records']} records, {cache.n_leads} leads at {cache.fs:g} Hz "
+          f"({m['dropped_bad_leads']} dropped for bad leads, {m['dropped_short']} too short) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-ecg", description="Self-supervised pretraining on label-scarce ECG")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", default="runs", help="output folder (default: runs)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    cache = sub.add_parser("cache", help="preprocess a dataset once into a memory-mapped cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    build = cache_sub.add_parser("build", help="build (or reuse) the cache of one dataset")
+    build.add_argument("--dataset", required=True, help="dataset name, e.g. ludb, ptbxl, mitdb")
+    build.add_argument("--root", required=True, help="the dataset's folder")
+    build.add_argument("--out", default="cache", help="cache root folder (default: cache)")
+    build.add_argument("--fs", type=float, default=250.0, help="target sampling rate in Hz (default 250)")
+    build.add_argument("--leads", default=None, help="comma-separated lead names to keep, in order")
+    build.add_argument("--normalization", default="record", choices=["record", "lead", "none"])
+    build.add_argument("--bad-leads", default="zero_lead", choices=["error", "zero_lead", "drop_record"])
+    build.add_argument("--source-fs", default=None, help="adapter option: source rate (PTB-XL: 100 or 500)")
+    build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
+    build.set_defaults(func=_cache)
 
     dl = sub.add_parser("download", help="download a PhysioNet dataset with wfdb")
     dl.add_argument("name", help="dataset name (ludb)")
