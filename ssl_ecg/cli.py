@@ -27,11 +27,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ssl_ecg.data.download import download_ludb
+    from ssl_ecg.data.download import download
 
-    if args.name != "ludb":
-        raise SslEcgError(f"download: only 'ludb' is supported in this version, got {args.name!r}")
-    print(download_ludb(args.to))
+    print(download(args.name, args.to, base_url=args.base_url))
     return 0
 
 
@@ -78,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
     build.set_defaults(func=_cache)
 
-    dl = sub.add_parser("download", help="download a PhysioNet dataset with wfdb")
-    dl.add_argument("name", help="dataset name (ludb)")
-    dl.add_argument("--to", required=True, help="destination folder")
+    dl = sub.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 checked)")
+    dl.add_argument("name", help="dataset name: ludb, mitdb, ptbxl or incart")
+    dl.add_argument("--to", required=True, help="destination folder (the dataset lands in TO/NAME)")
+    dl.add_argument("--base-url", default=None, help="PhysioNet file index or a mirror")
     dl.set_defaults(func=_download)
     return parser
 

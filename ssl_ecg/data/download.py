@@ -1,13 +1,14 @@
-"""Locating datasets on disk and downloading them from PhysioNet with wfdb."""
+"""Locating datasets on disk and downloading them from PhysioNet's official file URLs."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ssl_ecg.errors import DatasetError
 
-__all__ = ["user_data_dir", "locate_dataset", "download_ludb", "MARKERS"]
+__all__ = ["user_data_dir", "locate_dataset", "download", "download_ludb", "MARKERS", "PHYSIONET"]
 
 # A file that proves a folder holds the dataset.
 MARKERS = {"ludb": "ludb.csv", "ptbxl": "ptbxl_database.csv", "mitdb": "RECORDS"}
@@ -39,24 +40,120 @@ def locate_dataset(name: str, data: str | os.PathLike | None = None) -> Path | N
     return None
 
 
-def download_ludb(to: str | os.PathLike) -> Path:
-    """Download LUDB 1.0.1 from PhysioNet into ``to/ludb`` with wfdb's downloader.
+# name -> (PhysioNet project, version, marker file)
+PHYSIONET = {
+    "ludb": ("ludb", "1.0.1"),
+    "mitdb": ("mitdb", "1.0.0"),
+    "ptbxl": ("ptb-xl", "1.0.3"),
+    "incart": ("incartdb", "1.0.0"),
+}
+DEFAULT_BASE_URL = "https://physionet.org/files/"
+
+
+def _base_url(base_url: str | None) -> str:
+    url = base_url or os.environ.get("SSL_ECG_PHYSIONET_URL") or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download_file(url: str, dest: Path, expected: str, timeout: float) -> None:
+    """Download ``url`` to ``dest``, resuming a ``.part`` file with an HTTP Range request."""
+    import urllib.error
+    import urllib.request
+
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            mode = "ab" if have and r.status == 206 else "wb"  # a server that ignores Range restarts the file
+            with open(part, mode) as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch
+            pass
+        else:
+            raise
+    got = _sha256(part)
+    if got != expected:
+        part.unlink()
+        raise DatasetError(f"{dest}: SHA-256 {got[:12]}... does not match the published {expected[:12]}...; "
+                           "the partial file was removed, run the download again")
+    os.replace(part, dest)
+
+
+def download(name: str, to: str | os.PathLike, base_url: str | None = None, timeout: float = 60.0,
+             files: list[str] | None = None) -> Path:
+    """Download a PhysioNet dataset into ``to/<name>`` from its official file URLs.
+
+    The published ``SHA256SUMS.txt`` lists the files; each is downloaded (resuming
+    a ``.part`` file if present), checked against its SHA-256 and renamed into
+    place. Files already present with the right hash are skipped.
+
+    Args:
+        name: one of :data:`PHYSIONET` (``ludb``, ``mitdb``, ``ptbxl``, ``incart``).
+        to: destination folder; the dataset lands in ``to/<name>``.
+        base_url: PhysioNet's file index (default ``$SSL_ECG_PHYSIONET_URL`` or
+            ``https://physionet.org/files/``), for mirrors and tests.
+        files: only these files (paths as in SHA256SUMS.txt).
 
     Raises:
-        DatasetError: when PhysioNet cannot be reached (offline) or the files are incomplete.
+        DatasetError: unknown name, no connection (offline), or a checksum mismatch.
     """
-    import wfdb
+    import urllib.error
 
-    dest = Path(to) / "ludb"
-    dest.mkdir(parents=True, exist_ok=True)
+    if name not in PHYSIONET:
+        raise DatasetError(f"download: {name!r} is not downloadable here; expected one of {sorted(PHYSIONET)}")
+    project, version = PHYSIONET[name]
+    url = f"{_base_url(base_url)}{project}/{version}/"
+    dest = Path(to) / name
     try:
-        wfdb.io.download.dl_files("ludb", str(dest), ["ludb.csv", "RECORDS"])
-        wfdb.dl_database("ludb", dl_dir=str(dest), annotators=None)
-    except Exception as exc:
-        raise DatasetError(
-            f"cannot download LUDB from PhysioNet into {dest} ({type(exc).__name__}: {exc}); "
-            "are you offline? Pass --data or set SSL_ECG_DATA to a folder holding ludb/"
-        ) from exc
+        sums = _fetch(url + "SHA256SUMS.txt", timeout).decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise DatasetError(f"cannot download {name} from {url} ({type(exc).__name__}: {exc}); are you offline? "
+                           f"Pass --data or set SSL_ECG_DATA to a folder holding {name}/") from exc
+    listing = {}
+    for line in sums.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            listing[parts[1].lstrip("*")] = parts[0]
+    wanted = files if files is not None else list(listing)
+    missing = [f for f in wanted if f not in listing]
+    if missing:
+        raise DatasetError(f"{url}SHA256SUMS.txt does not list {missing[:5]}")
+    for rel in wanted:
+        target = dest / rel
+        if target.is_file() and _sha256(target) == listing[rel]:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _download_file(url + rel, target, listing[rel], timeout)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DatasetError(f"cannot download {url + rel} ({type(exc).__name__}: {exc}); "
+                               "run again to resume") from exc
+    (dest / "SHA256SUMS.txt").write_text(sums)
+    return dest
+
+
+def download_ludb(to: str | os.PathLike, base_url: str | None = None) -> Path:
+    """Download LUDB 1.0.1 into ``to/ludb`` (see :func:`download`)."""
+    dest = download("ludb", to, base_url=base_url)
     if not (dest / "ludb.csv").is_file():
         raise DatasetError(f"{dest}: download finished without ludb.csv")
     return dest
