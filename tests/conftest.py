@@ -9,7 +9,8 @@ import wfdb
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-MARKERS = {"ludb": "ludb.csv", "mitdb": "RECORDS", "ptbxl": "ptbxl_database.csv"}
+MARKERS = {"ludb": "ludb.csv", "mitdb": "RECORDS", "ptbxl": "ptbxl_database.csv", "cinc2021_sample": "E07500.hea",
+           "cpsc2018_sample": "A1980.mat"}
 
 
 def real_dataset(name: str) -> Path:
@@ -104,3 +105,13 @@ def _synthetic_beats_fixture():
 @pytest.fixture
 def ptbxl_root():
     return real_dataset("ptbxl")
+
+
+@pytest.fixture
+def cinc2021_root():
+    return real_dataset("cinc2021_sample")
+
+
+@pytest.fixture
+def cpsc2018_root():
+    return real_dataset("cpsc2018_sample")

@@ -1,9 +1,10 @@
 """Reading, indexing, preprocessing and splitting ECG datasets."""
 
+from ssl_ecg.data import cinc as _cinc  # noqa: F401
 from ssl_ecg.data import ludb as _ludb  # noqa: F401  (registers the adapters)
 from ssl_ecg.data import mitdb as _mitdb  # noqa: F401
+from ssl_ecg.data import other as _other  # noqa: F401
 from ssl_ecg.data import ptbxl as _ptbxl  # noqa: F401
-from ssl_ecg.data import cinc as _cinc  # noqa: F401
 from ssl_ecg.data.index import DATASETS, DatasetIndex, load_index
 from ssl_ecg.data.preprocess import preprocess, resample
 from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record

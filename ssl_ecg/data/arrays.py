@@ -16,7 +16,7 @@ __all__ = ["load_signals"]
 
 def load_signals(
     index: DatasetIndex,
-    fs: float = 250.0,
+    fs: float | None = 250.0,
     n_samples: int | None = None,
     leads: Sequence[str] | None = None,
     normalization: Normalization = "record",
@@ -26,6 +26,7 @@ def load_signals(
     """Read, preprocess and stack every record of ``index``.
 
     Records are cut to ``n_samples`` (default: the shortest record) from the start.
+    With ``fs=None`` nothing is resampled, and mixed sampling rates are an error.
 
     Args:
         min_samples: records shorter than this after resampling raise
@@ -36,7 +37,7 @@ def load_signals(
         (records dropped by ``bad_lead_policy='drop_record'`` are left out and
         counted in ``table.attrs['dropped']``).
     """
-    arrays, keep, dropped = [], [], 0
+    arrays, keep, dropped, rates = [], [], 0, set()
     for i in range(len(index)):
         rec = preprocess(index.read(i), fs=fs, leads=leads, normalization=normalization,
                          bad_lead_policy=bad_lead_policy)
@@ -48,6 +49,10 @@ def load_signals(
                               f"shorter than the {min_samples} samples required")
         arrays.append(rec.signal)
         keep.append(i)
+        rates.add(rec.fs)
+        if len(rates) > 1:
+            raise DatasetError(f"{index.name}: mixed sampling rates {sorted(rates)} Hz (at {rec.path or rec.record_id}) "
+                               "and no resampling; pass fs= to resample")
     if not arrays:
         raise DatasetError(f"{index.name} at {index.root}: no records left after preprocessing")
     n_leads = {a.shape[0] for a in arrays}

@@ -1,0 +1,173 @@
+"""CPSC 2018, St Petersburg INCART and PhysioNet/CinC 2017 adapters."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.io
+
+from ssl_ecg.data.index import DatasetIndex, register_dataset
+from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record
+from ssl_ecg.errors import DatasetError, RecordError
+
+__all__ = ["CPSC2018_CLASSES", "read_cpsc2018", "read_tolerant", "CINC2017_CLASSES"]
+
+# CPSC 2018 (Liu et al., J. Med. Imaging Health Inform. 8, 2018): REFERENCE.csv class numbers.
+CPSC2018_CLASSES = {1: "Normal", 2: "AF", 3: "I-AVB", 4: "LBBB", 5: "RBBB", 6: "PAC", 7: "PVC", 8: "STD", 9: "STE"}
+CPSC2018_FS = 500.0
+
+
+def read_cpsc2018(path: str | os.PathLike, record_id: str | None = None) -> Record:
+    """Read a CPSC 2018 ``.mat`` file (struct ``ECG`` with ``data`` 12 x N in mV at 500 Hz)."""
+    path = Path(path)
+    try:
+        ecg = scipy.io.loadmat(path, squeeze_me=False)["ECG"][0, 0]
+        data = np.asarray(ecg["data"], dtype=np.float64)
+    except Exception as exc:  # scipy raises many types for damaged files
+        raise RecordError(f"{path}: not a CPSC 2018 .mat file with struct ECG.data ({exc})") from exc
+    if data.ndim != 2 or data.shape[0] != 12:
+        raise RecordError(f"{path}: ECG.data has shape {data.shape}; expected (12, N)")
+    sex = str(np.asarray(ecg["sex"]).ravel()[0]) if np.asarray(ecg["sex"]).size else ""
+    age = float(np.asarray(ecg["age"]).ravel()[0]) if np.asarray(ecg["age"]).size else float("nan")
+    rid = record_id or path.stem
+    return Record(signal=data.astype(np.float32), fs=CPSC2018_FS, leads=list(STANDARD_LEADS), record_id=rid,
+                  patient_id=rid, demographics={"sex": sex, "age": age}, path=str(path.with_suffix("")))
+
+
+@register_dataset("cpsc2018")
+def load_cpsc2018(root: Path) -> DatasetIndex:
+    """Index CPSC 2018 (``A0001.mat`` ...; labels from ``REFERENCE.csv`` when present).
+
+    Without ``REFERENCE.csv`` the records are indexed unlabelled (``labels`` is
+    empty) and ``table.attrs['labelled']`` is False. One record per patient.
+    """
+    mats = sorted(root.rglob("A*.mat"))
+    if not mats:
+        raise DatasetError(f"{root}: no CPSC 2018 records (A*.mat) found")
+    ref_path = next(iter(root.rglob("REFERENCE.csv")), None)
+    labels: dict[str, list[str]] = {}
+    if ref_path is not None:
+        ref = pd.read_csv(ref_path, dtype=str)
+        if "Recording" not in ref.columns or "First_label" not in ref.columns:
+            raise DatasetError(f"{ref_path}: expected columns Recording, First_label[, Second_label, Third_label]")
+        for _, r in ref.iterrows():
+            nums = [r[c] for c in ("First_label", "Second_label", "Third_label") if c in r and isinstance(r[c], str)]
+            labels[r["Recording"]] = sorted({CPSC2018_CLASSES[int(float(n))] for n in nums if n.strip()})
+    table = pd.DataFrame({
+        "record_id": [m.stem for m in mats], "path": [str(m) for m in mats],
+        "patient_id": [m.stem for m in mats], "patient_id_source": "record", "fs": CPSC2018_FS,
+    })
+    table["n_samples"] = -1  # unknown until read (records are 6-60 s)
+    table["labels"] = [labels.get(r, []) for r in table["record_id"]]
+    table.attrs["labelled"] = ref_path is not None
+
+    def reader(row):
+        return read_cpsc2018(row["path"], record_id=row["record_id"])
+
+    return DatasetIndex("cpsc2018", root, table, reader, ("labels",))
+
+
+@register_dataset("incart")
+def load_incart(root: Path) -> DatasetIndex:
+    """St Petersburg INCART 12-lead arrhythmia database (75 records I01-I75, 257 Hz, ``.atr`` beats).
+
+    The records come from 32 subjects, but the files do not say which record
+    belongs to whom, so ``patient_id`` is the record id
+    (``patient_id_source = "record"``): patient-wise splits of INCART can leak.
+    """
+    headers = sorted(root.glob("I*.hea"))
+    if not headers:
+        raise DatasetError(f"{root}: no INCART records (I*.hea) found")
+    table = pd.DataFrame({
+        "record_id": [h.stem for h in headers], "path": [str(h.with_suffix("")) for h in headers],
+        "patient_id": [h.stem for h in headers], "patient_id_source": "record", "fs": 257.0, "n_samples": 462600,
+        "has_beats": [h.with_suffix(".atr").is_file() for h in headers],
+    })
+
+    def reader(row):
+        return read_record(row["path"], record_id=row["record_id"], patient_id=row["patient_id"])
+
+    return DatasetIndex("incart", root, table, reader, ("has_beats",))
+
+
+# PhysioNet/CinC 2017 (Clifford et al., CinC 2017): single-lead AliveCor records at 300 Hz.
+CINC2017_CLASSES = {"N": "normal", "A": "AF", "O": "other", "~": "noisy"}
+
+_RECORD_LINE = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)(?:/[\d.]+)?(?:\(\S+\))?\s+(\d+)")
+
+
+def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient_id: str | None = None) -> Record:
+    """Read a WFDB record, falling back to a sanitised header when wfdb rejects the record line.
+
+    Some headers (e.g. PhysioNet/CinC 2017's) carry a base time or date that
+    wfdb's parser rejects although the signal description is valid. The
+    fallback keeps only the record name, signal count, sampling frequency and
+    sample count of the first line, writes that header beside a link to the
+    signal file in a temporary folder, and reads it there. Signal lines and
+    samples are untouched; the dropped base time/date is not used by ssl-ecg.
+    """
+    path = str(path)
+    try:
+        return read_record(path, record_id=record_id, patient_id=patient_id)
+    except RecordError as first:
+        header = Path(path + ".hea")
+        if not header.is_file():
+            raise
+        lines = header.read_text(errors="replace").splitlines()
+        first_data = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
+        match = _RECORD_LINE.match(lines[first_data]) if first_data is not None else None
+        if match is None:
+            raise
+        lines[first_data] = " ".join(match.group(1, 2, 3, 4))
+        tmp = Path(tempfile.mkdtemp(prefix="ssl_ecg_hea_"))
+        try:
+            name = Path(path).name
+            (tmp / f"{name}.hea").write_text("\n".join(lines) + "\n")
+            folder = Path(path).parent
+            for line in lines[first_data + 1:]:
+                fname = line.split()[0] if line.strip() and not line.startswith("#") else None
+                if fname and not (tmp / fname).exists() and (folder / fname).is_file():
+                    os.symlink((folder / fname).resolve(), tmp / fname)
+            try:
+                rec = read_record(tmp / name, record_id=record_id, patient_id=patient_id)
+            except RecordError:
+                raise first from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rec.path = path
+        return rec
+
+
+@register_dataset("cinc2017")
+def load_cinc2017(root: Path) -> DatasetIndex:
+    """Index PhysioNet/CinC 2017 (``REFERENCE.csv`` with N/A/O/~, ``A00001.hea/.mat`` ...).
+
+    One record per patient as far as the data says (``patient_id_source = "record"``).
+    """
+    ref_path = next(iter(root.rglob("REFERENCE.csv")), None)
+    if ref_path is None:
+        raise DatasetError(f"{root}: REFERENCE.csv not found (expected record,label rows with N/A/O/~)")
+    ref = pd.read_csv(ref_path, header=None, names=["record_id", "label"], dtype=str)
+    bad = sorted(set(ref["label"]) - set(CINC2017_CLASSES))
+    if bad:
+        raise DatasetError(f"{ref_path}: unknown labels {bad}; expected {sorted(CINC2017_CLASSES)}")
+    headers = {h.stem: h for h in root.rglob("*.hea")}
+    missing = [r for r in ref["record_id"] if r not in headers]
+    if missing:
+        raise DatasetError(f"{root}: {len(missing)} records in REFERENCE.csv have no header (e.g. {missing[:5]})")
+    table = pd.DataFrame({
+        "record_id": ref["record_id"], "path": [str(headers[r].with_suffix("")) for r in ref["record_id"]],
+        "patient_id": ref["record_id"], "patient_id_source": "record", "fs": 300.0, "n_samples": -1,
+        "label": ref["label"],
+    })
+
+    def reader(row):
+        return read_tolerant(row["path"], record_id=row["record_id"], patient_id=row["patient_id"])
+
+    return DatasetIndex("cinc2017", root, table, reader, ("label",))
