@@ -51,7 +51,8 @@ def load_signals(
         keep.append(i)
         rates.add(rec.fs)
         if len(rates) > 1:
-            raise DatasetError(f"{index.name}: mixed sampling rates {sorted(rates)} Hz (at {rec.path or rec.record_id}) "
+            where = rec.path or rec.record_id
+            raise DatasetError(f"{index.name}: mixed sampling rates {sorted(rates)} Hz (at {where}) "
                                "and no resampling; pass fs= to resample")
     if not arrays:
         raise DatasetError(f"{index.name} at {index.root}: no records left after preprocessing")

@@ -129,3 +129,16 @@ def test_mixed_rates_without_resampling(tmp_path, write_wfdb, ecg_like):
     with pytest.raises(DatasetError, match=r"mixed sampling rates \[250.0, 257.0\]"):
         load_signals(idx, fs=None)
     assert load_signals(idx, fs=250.0)[0].shape == (2, 1, 2500)
+
+
+def test_duplicate_record_ids_and_missing_patients(tmp_path):
+    from ssl_ecg.data.index import DatasetIndex
+
+    table = pd.DataFrame({"record_id": ["a", "b", "a"], "patient_id": ["p", "q", "r"], "patient_id_source": "dataset",
+                          "fs": 250.0, "n_samples": 100})
+    with pytest.raises(DatasetError, match=r"duplicate record ids \['a'\]"):
+        DatasetIndex("x", tmp_path, table, reader=None)
+    table["record_id"] = ["a", "b", "c"]
+    table.loc[1, "patient_id"] = None
+    with pytest.raises(DatasetError, match=r"records without patient_id \['b'\]"):
+        DatasetIndex("x", tmp_path, table, reader=None)
