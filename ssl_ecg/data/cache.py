@@ -85,6 +85,12 @@ class RecordCache:
     _memmap: np.memmap | None = field(default=None, repr=False)
     _pid: int = field(default=-1, repr=False)
 
+    def __post_init__(self):
+        # Plain arrays: a pandas lookup per read would cost more than the read itself.
+        self._offsets = self.table["offset"].to_numpy(dtype=np.int64)
+        self._lengths = self.table["length"].to_numpy(dtype=np.int64)
+        self._n_leads = len(self.manifest["leads"])
+
     @classmethod
     def load(cls, folder: str | os.PathLike) -> RecordCache:
         folder = Path(folder)
@@ -109,7 +115,7 @@ class RecordCache:
 
     @property
     def n_leads(self) -> int:
-        return len(self.manifest["leads"])
+        return self._n_leads
 
     @property
     def fs(self) -> float:
@@ -120,16 +126,17 @@ class RecordCache:
 
     def record(self, i: int) -> np.ndarray:
         """Record ``i`` as a read-only (L, T) view."""
-        off, length = int(self.table.at[i, "offset"]), int(self.table.at[i, "length"])
-        return self.signals[off:off + self.n_leads * length].reshape(self.n_leads, length)
+        off, length = self._offsets[i], self._lengths[i]
+        return self.signals[off:off + self._n_leads * length].reshape(self._n_leads, length)
 
     def segment(self, i: int, start: int, length: int) -> np.ndarray:
         """Samples ``start:start + length`` of record ``i`` as an (L, length) view."""
-        rec_len = int(self.table.at[i, "length"])
+        rec_len = self._lengths[i]
         if start < 0 or start + length > rec_len:
             raise RecordError(f"record {self.table.at[i, 'record_id']}: segment {start}:{start + length} is outside "
                               f"its {rec_len} samples")
-        return self.record(i)[:, start:start + length]
+        off = self._offsets[i]
+        return self.signals[off:off + self._n_leads * rec_len].reshape(self._n_leads, rec_len)[:, start:start + length]
 
 
 def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams = CacheParams(),
