@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from losses._gather import gather_keys
 from losses.patient_ntxent import check_embeddings, check_ids
 
 __all__ = ["ClocsLoss"]
@@ -47,13 +48,18 @@ class ClocsLoss(nn.Module):
 
     Args:
         temperature: softmax temperature (CLOCS uses 0.1).
+        gather_distributed: gather embeddings and ids from every rank, so the
+            N x N view-pair matrices span the global batch. Each rank returns its
+            share (world size x its rows' terms over global counts): the ranks'
+            mean is the global loss, and DDP's gradient average gives its gradient.
     """
 
-    def __init__(self, temperature: float = 0.1):
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
         self.temperature = float(temperature)
+        self.gather_distributed = bool(gather_distributed)
 
     def forward(self, z: Tensor, patient_ids: Tensor) -> Tensor:
         """Loss for embeddings ``z`` (N, V, D), V >= 2, and integer ids (N,)."""
@@ -62,20 +68,27 @@ class ClocsLoss(nn.Module):
             raise ValueError(f"z: ClocsLoss contrasts different views and needs V >= 2, got V = {v}")
         ids = check_ids(patient_ids, n).to(z.device)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            e = F.normalize(z.float(), dim=-1).transpose(0, 1)  # (V, N, D)
-            same = ids[:, None] == ids[None, :]
-            eye = torch.eye(n, dtype=torch.bool, device=z.device)
-            off = same & ~eye
-            n_off = int(off.sum())
-            total = e.new_zeros(())
-            for a in range(v):  # one anchor view at a time bounds memory to N x V x N
-                logits = torch.einsum("nd,bmd->nbm", e[a], e) / self.temperature  # (N, V, N)
+            local = F.normalize(z.float(), dim=-1)  # (N, V, D)
+            if self.gather_distributed:
+                flat, all_ids, offset, world_size = gather_keys(local.reshape(n, -1), ids)
+                keys = flat.reshape(-1, v, local.shape[-1]).transpose(0, 1)  # (V, N_all, D)
+            else:
+                keys, all_ids, offset, world_size = local.transpose(0, 1), ids, 0, 1
+            n_all = keys.shape[1]
+            rows = torch.arange(n, device=z.device) + offset
+            same = ids[:, None] == all_ids[None, :]  # (N, N_all)
+            off = same.clone()
+            off[torch.arange(n, device=z.device), rows] = False
+            n_off = int((all_ids[:, None] == all_ids[None, :]).sum()) - n_all  # global off-diagonal positives
+            total = local.new_zeros(())
+            for a in range(v):  # one anchor view at a time bounds memory to N x V x N_all
+                logits = torch.einsum("nd,bmd->nbm", local[:, a], keys) / self.temperature  # (N, V, N_all)
                 logp = logits.log_softmax(dim=-1)
                 logp = torch.cat([logp[:, :a], logp[:, a + 1:]], dim=1)  # drop b == a
-                diag = -logp.diagonal(dim1=0, dim2=2).mean(dim=1)  # (V-1,)
+                diag = -logp[torch.arange(n, device=z.device), :, rows].sum(dim=0) / n_all  # (V-1,)
                 if n_off:
                     offd = -(logp * off[:, None, :]).sum(dim=(0, 2)) / n_off
                     total = total + ((diag + offd) / 2).sum()
                 else:
                     total = total + diag.sum()
-            return total / (v * (v - 1))
+            return total * world_size / (v * (v - 1))

@@ -7,14 +7,14 @@ import textwrap
 import pytest
 import torch
 
-from losses import PatientNTXentLoss, SupConLoss
+from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
 
 WORKER = textwrap.dedent(
     """
     import sys
     import torch
     import torch.distributed as dist
-    from losses import PatientNTXentLoss, SupConLoss
+    from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
 
     rank, world, folder, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
@@ -22,7 +22,10 @@ WORKER = textwrap.dedent(
     n = data["z"].shape[0] // world
     z = data["z"][rank * n:(rank + 1) * n].clone().requires_grad_(True)
     labels = data["labels"][rank * n:(rank + 1) * n]
-    loss_fn = (PatientNTXentLoss if kind == "ids" else SupConLoss)(0.2, gather_distributed=True, chunk_size=5)
+    if kind == "clocs":
+        loss_fn = ClocsLoss(0.2, gather_distributed=True)
+    else:
+        loss_fn = (PatientNTXentLoss if kind == "ids" else SupConLoss)(0.2, gather_distributed=True, chunk_size=5)
     loss = loss_fn(z, labels)
     loss.backward()
     torch.save({"loss": loss.detach(), "grad": z.grad}, f"{folder}/rank{rank}.pt")
@@ -31,13 +34,13 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["ids", "multi_hot"])
+@pytest.mark.parametrize("kind", ["ids", "multi_hot", "clocs"])
 def test_two_rank_gather_equals_single_process(tmp_path, kind):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(16, 3, 8, generator=g)
-    if kind == "ids":
+    if kind in ("ids", "clocs"):
         labels = torch.randint(0, 6, (16,), generator=g)  # positives cross the rank boundary
-        full_fn = PatientNTXentLoss(0.2)
+        full_fn = PatientNTXentLoss(0.2) if kind == "ids" else ClocsLoss(0.2)
     else:
         labels = (torch.rand(16, 4, generator=g) < 0.4).float()
         full_fn = SupConLoss(0.2)
