@@ -39,13 +39,15 @@ def _cache(args: argparse.Namespace) -> int:
 
     options = {"fs": int(args.source_fs)} if args.source_fs else {}
     index = load_index(args.dataset, args.root, **options)
+    band = (args.highpass, args.lowpass) if args.highpass or args.lowpass else None
     params = CacheParams(fs=args.fs, leads=tuple(args.leads.split(",")) if args.leads else None,
-                         normalization=args.normalization, bad_lead_policy=args.bad_leads)
+                         normalization=args.normalization, bad_lead_policy=args.bad_leads, band=band)
     t0 = time.perf_counter()
     cache = open_cache(index, args.out, params, rebuild=args.rebuild)
     m = cache.manifest
     print(f"{cache.folder}: {m['n_records']} records, {cache.n_leads} leads at {cache.fs:g} Hz "
-          f"({m['dropped_bad_leads']} dropped for bad leads, {m['dropped_short']} too short) "
+          f"({m['dropped_bad_leads']} dropped for bad leads, {m['zeroed_leads']} leads zeroed, "
+          f"{m['dropped_short']} too short) "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--leads", default=None, help="comma-separated lead names to keep, in order")
     build.add_argument("--normalization", default="record", choices=["record", "lead", "none"])
     build.add_argument("--bad-leads", default="zero_lead", choices=["error", "zero_lead", "drop_record"])
+    build.add_argument("--highpass", type=float, default=None, help="high-pass cut-off in Hz (baseline removal)")
+    build.add_argument("--lowpass", type=float, default=None, help="low-pass cut-off in Hz")
     build.add_argument("--source-fs", default=None, help="adapter option: source rate (PTB-XL: 100 or 500)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
     build.set_defaults(func=_cache)

@@ -47,10 +47,12 @@ class CacheParams:
     normalization: str = "record"
     bad_lead_policy: str = "zero_lead"
     min_seconds: float = 0.0
+    band: tuple[float | None, float | None] | None = None
 
     def as_dict(self) -> dict:
         return {"fs": self.fs, "leads": list(self.leads) if self.leads else None, "normalization": self.normalization,
-                "bad_lead_policy": self.bad_lead_policy, "min_seconds": self.min_seconds}
+                "bad_lead_policy": self.bad_lead_policy, "min_seconds": self.min_seconds,
+                "band": list(self.band) if self.band else None}
 
 
 def _source_files(index: DatasetIndex) -> list[Path]:
@@ -167,14 +169,14 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
 
 def _build(index: DatasetIndex, params: CacheParams, key: str, out: Path) -> None:
     out.mkdir(parents=True)
-    rows, offset, dropped, short, leads = [], 0, 0, 0, None
+    rows, offset, short, leads = [], 0, 0, None
+    stats: dict = {}
     min_len = int(round(params.min_seconds * params.fs))
     with open(out / _SIGNALS, "wb") as f:
         for i in range(len(index)):
             rec = preprocess(index.read(i), fs=params.fs, leads=params.leads, normalization=params.normalization,
-                             bad_lead_policy=params.bad_lead_policy)
+                             bad_lead_policy=params.bad_lead_policy, band=params.band, stats=stats)
             if rec is None:
-                dropped += 1
                 continue
             if rec.n_samples < min_len:
                 short += 1
@@ -189,12 +191,14 @@ def _build(index: DatasetIndex, params: CacheParams, key: str, out: Path) -> Non
             row.update(offset=offset, length=rec.n_samples)
             rows.append(row)
             offset += rec.signal.size
+    dropped = stats.get("dropped_records", 0)
     if not rows:
         raise DatasetError(f"{index.name} at {index.root}: no records left after preprocessing "
                            f"({dropped} dropped by the bad-lead policy, {short} shorter than {params.min_seconds} s)")
     (out / _RECORDS).write_text(json.dumps(rows, default=_jsonable))
     manifest = {"key": key, "dataset": index.name, "root": str(index.root), "params": params.as_dict(),
-                "leads": leads, "n_records": len(rows), "dropped_bad_leads": dropped, "dropped_short": short}
+                "leads": leads, "n_records": len(rows), "dropped_bad_leads": dropped,
+                "zeroed_leads": stats.get("zeroed_leads", 0), "dropped_short": short}
     (out / _MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 

@@ -6,12 +6,13 @@ from fractions import Fraction
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from ssl_ecg.data.record import Record, canonical_lead
 from ssl_ecg.errors import RecordError
 
-__all__ = ["resample", "select_leads", "check_signal", "normalize", "preprocess", "Normalization", "BadLeadPolicy"]
+__all__ = ["resample", "select_leads", "check_signal", "bandpass", "normalize", "preprocess", "Normalization",
+           "BadLeadPolicy"]
 
 Normalization = Literal["record", "lead", "none"]
 BadLeadPolicy = Literal["error", "zero_lead", "drop_record"]
@@ -48,11 +49,12 @@ def select_leads(record: Record, leads: Sequence[str] | None) -> Record:
     return _replace(record, signal=record.signal[idx], leads=want)
 
 
-def check_signal(record: Record, policy: BadLeadPolicy = "error") -> Record | None:
+def check_signal(record: Record, policy: BadLeadPolicy = "error", stats: dict | None = None) -> Record | None:
     """Apply the NaN / flat-lead policy.
 
     Returns the record (possibly with bad leads zeroed), or ``None`` when the
-    policy is ``drop_record`` and a lead is bad.
+    policy is ``drop_record`` and a lead is bad. ``stats``, if given, counts the
+    actions: ``zeroed_leads`` and ``dropped_records``.
     """
     sig = record.signal
     nan_leads = np.isnan(sig).any(axis=1)
@@ -66,12 +68,41 @@ def check_signal(record: Record, policy: BadLeadPolicy = "error") -> Record | No
     if policy == "error":
         raise RecordError(f"{where}: bad leads {names}; set the bad-lead policy to 'zero_lead' or 'drop_record'")
     if policy == "drop_record":
+        if stats is not None:
+            stats["dropped_records"] = stats.get("dropped_records", 0) + 1
         return None
     if policy == "zero_lead":
         sig = sig.copy()
         sig[bad] = 0.0
+        if stats is not None:
+            stats["zeroed_leads"] = stats.get("zeroed_leads", 0) + int(bad.sum())
         return _replace(record, signal=sig)
     raise ValueError(f"policy: expected 'error', 'zero_lead' or 'drop_record', got {policy!r}")
+
+
+def bandpass(signal: np.ndarray, fs: float, low: float | None = 0.5, high: float | None = None,
+             order: int = 4) -> np.ndarray:
+    """Zero-phase Butterworth filter along the last axis (``scipy.signal.sosfiltfilt``).
+
+    ``low`` alone is a high-pass (baseline-wander removal, e.g. 0.5 Hz); ``high``
+    alone a low-pass; both a band-pass. Frequencies are in Hz.
+    """
+    nyq = fs / 2
+    if low is not None and not 0 < low < nyq:
+        raise ValueError(f"bandpass: low cut-off {low} Hz must lie in (0, {nyq}) at fs = {fs} Hz")
+    if high is not None and not 0 < high < nyq:
+        raise ValueError(f"bandpass: high cut-off {high} Hz must lie in (0, {nyq}) at fs = {fs} Hz")
+    if low is None and high is None:
+        return signal
+    if low is not None and high is not None:
+        if low >= high:
+            raise ValueError(f"bandpass: low cut-off {low} Hz must be below high {high} Hz")
+        sos = butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+    elif low is not None:
+        sos = butter(order, low, btype="highpass", fs=fs, output="sos")
+    else:
+        sos = butter(order, high, btype="lowpass", fs=fs, output="sos")
+    return sosfiltfilt(sos, signal, axis=-1).astype(np.float32)
 
 
 def normalize(signal: np.ndarray, mode: Normalization = "record") -> np.ndarray:
@@ -103,14 +134,25 @@ def preprocess(
     leads: Sequence[str] | None = None,
     normalization: Normalization = "record",
     bad_lead_policy: BadLeadPolicy = "error",
+    band: tuple[float | None, float | None] | None = None,
+    stats: dict | None = None,
 ) -> Record | None:
-    """Select leads, check for NaN/flat leads, resample to ``fs`` and normalise."""
+    """Select leads, apply the NaN/flat-lead policy, resample to ``fs``, filter, normalise.
+
+    Args:
+        band: optional ``(low, high)`` Hz for :func:`bandpass` after resampling
+            (``(0.5, None)`` removes baseline wander); ``None`` skips filtering.
+        stats: counts the bad-lead policy's actions (see :func:`check_signal`).
+    """
     record = select_leads(record, leads)
-    record = check_signal(record, bad_lead_policy)
+    record = check_signal(record, bad_lead_policy, stats)
     if record is None:
         return None
     sig = record.signal if fs is None else resample(record.signal, record.fs, fs)
-    return _replace(record, signal=normalize(sig, normalization), fs=float(fs or record.fs))
+    rate = float(fs or record.fs)
+    if band is not None:
+        sig = bandpass(sig, rate, band[0], band[1])
+    return _replace(record, signal=normalize(sig, normalization), fs=rate)
 
 
 def _replace(record: Record, **changes) -> Record:

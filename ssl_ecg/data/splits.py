@@ -7,6 +7,7 @@ draw is seeded.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -75,15 +76,22 @@ def label_fraction_subsets(
 ) -> dict[float, list]:
     """Nested, seeded, per-patient label fractions of a training split.
 
-    One seeded order is drawn per class; the subset at fraction f takes the
-    first ``max(1, round(f * n_c))`` patients of each class c. Subsets are
-    therefore nested (the 10% subset lies inside the 25% subset) and every class
-    keeps at least one patient.
+    Single label per patient (a class value): one seeded order is drawn per
+    class, and the subset at fraction f takes the first ``max(1, round(f * n_c))``
+    patients of each class c, so subsets are stratified, nested, and keep every
+    class.
+
+    Multi-label (each value a set, list or tuple of classes): one seeded order
+    of all patients; the subset at f is its first ``max(1, round(f * n))``
+    patients plus, for every class that prefix lacks, the class's first positive
+    patient in the same order. Subsets are nested (a longer prefix that holds a
+    class holds its first positive) and keep every class that has a positive
+    training patient; a warning names the classes that have none.
 
     Args:
         patients: training patients.
         fractions: labelled fractions in (0, 1].
-        labels: patient -> class used for stratification (``None``: no strata).
+        labels: patient -> class (single-label) or collection of classes (multi-label).
         seed: seed of the order.
 
     Returns:
@@ -96,14 +104,31 @@ def label_fraction_subsets(
     if not unique:
         raise SplitError("patients: the training split is empty")
     rng = np.random.default_rng(seed)
-    strata = _strata(unique, labels)
-    orders = {k: [strata[k][i] for i in rng.permutation(len(strata[k]))] for k in sorted(strata, key=str)}
+    multi = labels is not None and any(isinstance(v, (set, frozenset, list, tuple)) for v in labels.values())
     subsets = {}
-    for f in sorted(fractions):
-        chosen = []
-        for order in orders.values():
-            chosen.extend(order[: max(1, int(round(f * len(order))))])
-        subsets[f] = sorted(chosen, key=str)
+    if multi:
+        order = [unique[i] for i in rng.permutation(len(unique))]
+        first: dict = {}
+        for p in order:
+            for c in labels.get(p, ()):
+                first.setdefault(c, p)
+        classes = {c for v in labels.values() for c in v}
+        absent = sorted(classes - set(first), key=str)
+        if absent:
+            warnings.warn(f"label fractions: classes {absent} have no positive training patient", stacklevel=2)
+        for f in sorted(fractions):
+            chosen = set(order[: max(1, int(round(f * len(order))))])
+            present = {c for p in chosen for c in labels.get(p, ())}
+            chosen |= {first[c] for c in first if c not in present}
+            subsets[f] = sorted(chosen, key=str)
+    else:
+        strata = _strata(unique, labels)
+        orders = {k: [strata[k][i] for i in rng.permutation(len(strata[k]))] for k in sorted(strata, key=str)}
+        for f in sorted(fractions):
+            chosen = []
+            for members in orders.values():
+                chosen.extend(members[: max(1, int(round(f * len(members))))])
+            subsets[f] = sorted(chosen, key=str)
     keys = sorted(subsets)
     for small, large in zip(keys[:-1], keys[1:]):
         if not set(subsets[small]) <= set(subsets[large]):  # guaranteed by construction

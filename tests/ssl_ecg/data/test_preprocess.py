@@ -60,3 +60,23 @@ def test_preprocess_resamples_and_normalises():
     sig = np.random.default_rng(2).standard_normal((2, 5000))
     out = preprocess(rec(sig), fs=250.0)
     assert out.fs == 250.0 and out.signal.shape == (2, 2500) and out.signal.dtype == np.float32
+
+
+def test_bandpass_removes_baseline_and_counts_policy_actions():
+    from ssl_ecg.data.preprocess import bandpass
+
+    fs = 250.0
+    t = np.arange(0, 20, 1 / fs)
+    ecg = np.sin(2 * np.pi * 10 * t)
+    wander = 2.0 * np.sin(2 * np.pi * 0.1 * t)
+    out = bandpass((ecg + wander)[None], fs, low=0.5)
+    core = slice(int(6 * fs), -int(6 * fs))  # filtfilt edge transients of a 0.1 Hz, 2 mV wander
+    np.testing.assert_allclose(out[0, core], ecg[core], atol=0.05)
+    with pytest.raises(ValueError, match="must lie in"):
+        bandpass(ecg[None], fs, low=200.0)
+    sig = np.random.default_rng(0).standard_normal((3, 1000))
+    sig[2] = 0.0
+    stats = {}
+    assert preprocess(rec(sig), fs=250.0, bad_lead_policy="zero_lead", band=(0.5, 40.0), stats=stats) is not None
+    assert preprocess(rec(sig), fs=250.0, bad_lead_policy="drop_record", stats=stats) is None
+    assert stats == {"zeroed_leads": 1, "dropped_records": 1}

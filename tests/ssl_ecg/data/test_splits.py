@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from ssl_ecg.data.splits import check_classes_present, check_no_leakage, label_fraction_subsets, patient_split
@@ -47,3 +48,20 @@ def test_leakage_and_empty_split_are_errors():
 def test_class_without_positives_is_named():
     with pytest.raises(SplitError, match=r"task 'lvh', test split.*\[1\]"):
         check_classes_present([0, 0, 0], "test split", "lvh")
+
+
+def test_multi_label_fractions_nested_keep_classes_and_warn():
+    rng = np.random.default_rng(0)
+    labels = {p: {c for c in ("AF", "PVC", "LBBB") if rng.random() < (0.3 if c != "LBBB" else 0.03)}
+              for p in PATIENTS}
+    labels["p7"] = {"RARE"}
+    fr = [0.01, 0.05, 0.25, 1.0]
+    subsets = label_fraction_subsets(PATIENTS, fr, labels=labels, seed=4)
+    classes = {c for v in labels.values() for c in v}
+    for small, large in zip(fr[:-1], fr[1:]):
+        assert set(subsets[small]) <= set(subsets[large])
+    for f in fr:
+        assert {c for p in subsets[f] for c in labels[p]} == classes  # every class keeps a positive
+    assert len(subsets[0.25]) >= 25 and set(subsets[1.0]) == set(PATIENTS)
+    with pytest.warns(UserWarning, match=r"\['GHOST'\] have no positive"):
+        label_fraction_subsets(PATIENTS[:50], [0.1], labels={**labels, "p60": {"GHOST"}}, seed=0)
