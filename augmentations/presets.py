@@ -22,7 +22,8 @@ def default_ecg_augmentation(fs: float) -> Compose:
 
     - amplitude scaling by 0.8-1.2 (p = 0.5): gain differences between devices;
     - baseline wander (p = 0.5): respiration and electrode motion below 1 Hz;
-    - powerline interference at 50 Hz, SNR 20-40 dB (p = 0.3);
+    - powerline interference at 50 Hz, SNR 20-40 dB (p = 0.3), only when 50 Hz is below
+      the Nyquist frequency (fs > 100 Hz);
     - Gaussian noise, SNR 15-35 dB (p = 0.5);
     - one time mask of 0.1-0.3 s (p = 0.3): dropouts.
 
@@ -32,10 +33,14 @@ def default_ecg_augmentation(fs: float) -> Compose:
     Args:
         fs: sampling rate in Hz.
     """
-    return Compose([
+    steps = [
         RandomApply([AmplitudeScale(scale=(0.8, 1.2))], p=0.5),
         RandomApply([BaselineWander(fs)], p=0.5),
-        RandomApply([PowerlineNoise(fs, freq=50.0, snr_db=(20.0, 40.0))], p=0.3),
+    ]
+    if fs > 100.0:
+        steps.append(RandomApply([PowerlineNoise(fs, freq=50.0, snr_db=(20.0, 40.0))], p=0.3))
+    steps += [
         RandomApply([GaussianNoise(snr_db=(15.0, 35.0))], p=0.5),
         RandomApply([TimeMask(fs, duration=(0.1, 0.3))], p=0.3),
-    ])
+    ]
+    return Compose(steps)

@@ -26,6 +26,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from ssl_ecg.pretrain import PretrainConfig, run_pretrain
+    from ssl_ecg.recipe import load_recipe, parse_overrides
+
+    cfg = load_recipe(PretrainConfig, args.recipe, parse_overrides(args.overrides))
+    result = run_pretrain(cfg, runs=args.runs, progress=not args.quiet)
+    losses = result["losses"]
+    trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no epoch finished"
+    print(f"{cfg.method} on {cfg.dataset} ({result['records']} records, {trend}) in {result['seconds']} s")
+    print(f"encoder: {result['encoder']}  (load with ssl_ecg.load_encoder)")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from ssl_ecg.data.download import download
 
@@ -63,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", default="runs", help="output folder (default: runs)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    pre = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (experiments/*.yaml)")
+    pre.add_argument("recipe", help="YAML recipe")
+    pre.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 method=cmlc")
+    pre.add_argument("--runs", default="runs", help="output folder (default: runs)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.set_defaults(func=_pretrain)
 
     cache = sub.add_parser("cache", help="preprocess a dataset once into a memory-mapped cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

@@ -14,7 +14,10 @@ __all__ = ["CacheWindows"]
 
 
 class CacheWindows(Dataset):
-    """Item i: a random ``window``-sample crop (L, window) of record i and its patient code.
+    """Item i: a random ``window``-sample crop (L, window) of record i and its target.
+
+    The target is the record's patient code (for patient-aware losses) or, with
+    ``targets``, any per-record integer code (class labels for supervised contrast).
 
     View makers (``augmentations.SegmentViews`` and friends) then cut the views
     from whole batches on the training device. Starts are drawn from a generator
@@ -26,9 +29,10 @@ class CacheWindows(Dataset):
         window: samples per item (e.g. n_segments x segment length).
         seed: base seed.
         records: positions in ``cache.table`` to use (default all).
+        targets: integer code per cache record (default: patient codes).
     """
 
-    def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None):
+    def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None, targets=None):
         self.cache = cache
         self.window = int(window)
         self.seed = int(seed)
@@ -42,7 +46,10 @@ class CacheWindows(Dataset):
             raise RecordError(f"records {bad} are shorter than the {self.window}-sample window "
                               f"({self.window / cache.fs:.2f} s at {cache.fs} Hz)")
         self.lengths = lengths
-        self.patient_codes = pd.factorize(cache.table["patient_id"].astype(str))[0][self.records]
+        codes = pd.factorize(cache.table["patient_id"].astype(str))[0] if targets is None else np.asarray(targets)
+        if len(codes) != len(cache):
+            raise DatasetError(f"targets: expected one code per cache record ({len(cache)}), got {len(codes)}")
+        self.patient_codes = codes[self.records]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

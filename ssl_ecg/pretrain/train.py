@@ -14,10 +14,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from augmentations import SegmentViews
 from ssl_ecg.checkpoint import save_encoder
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.models import build_encoder
+from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.utils import seeded
 
@@ -64,14 +64,16 @@ def pretrain(
     if len(signals) < 2:
         raise ConfigError(f"signals: need at least 2 records to pretrain, got {len(signals)}")
     out_dir = Path(out_dir)
-    views = SegmentViews(n_segments, segment_len, fs, per_lead=per_lead)
+    if not per_lead:
+        raise ConfigError("per_lead: CMSC in pretrain() uses per-lead views; use run_pretrain for other methods")
     n_leads = signals.shape[1]
-    encoder_cfg = {"name": "clocs", "in_channels": 1 if per_lead else n_leads,
-                   "input_len": views.segment_samples, "embed_dim": embed_dim}
+    method = build_method("cmsc", MethodSpec(fs=fs, n_leads=n_leads, segment_len=segment_len, n_segments=n_segments,
+                                             temperature=temperature, positives=positives))
+    encoder_cfg = {"name": "clocs", "in_channels": method.in_channels(n_leads),
+                   "input_len": method.segment_samples(), "embed_dim": embed_dim}
     with seeded(seed):
         encoder = build_encoder(encoder_cfg)
-    module = ContrastivePretrainer(encoder, views, temperature=temperature, lr=lr, seed=seed,
-                                  positives=positives)
+    module = ContrastivePretrainer(encoder, method, lr=lr, seed=seed)
     data = TensorDataset(torch.as_tensor(signals, dtype=torch.float32), torch.as_tensor(patient_codes).long())
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                         generator=torch.Generator().manual_seed(seed))

@@ -5,6 +5,7 @@ import torch
 from ssl_ecg import load_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.arrays import load_signals
+from ssl_ecg.errors import ConfigError
 from ssl_ecg.pretrain import pretrain
 
 
@@ -27,6 +28,6 @@ def test_cmsc_on_real_ludb_loss_falls_and_is_reproducible(ludb_root, tmp_path):
 
 def test_positives_option_is_validated(tmp_path):
     x = np.random.default_rng(0).standard_normal((4, 2, 1000)).astype(np.float32)
-    with pytest.raises(ValueError, match="positives"):
+    with pytest.raises(ConfigError, match="positives"):
         pretrain(x, np.arange(4), tmp_path, fs=100.0, segment_len=4.0, positives="leads", epochs=1,
                  progress_bar=False)

@@ -1,0 +1,181 @@
+"""The method registry: each name maps to a view maker, an id expansion and a loss.
+
+Every method turns a batch ``x`` (B, L, T) with patient codes (B,) (and labels
+where needed) into views (N, V, C, S), instance ids (N,) and a loss on the
+embeddings (N, V, E). The encoder sees ``C`` channels: 1 for per-lead methods,
+L for multi-lead ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from lightly.loss import NTXentLoss
+from torch import Tensor, nn
+
+from augmentations import (
+    Compose,
+    LeadViews,
+    MultiView,
+    PeakNoiseSmoothing,
+    SegmentLeadViews,
+    SegmentViews,
+    SplitJoin,
+    default_ecg_augmentation,
+    per_lead_ids,
+)
+from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
+from ssl_ecg.errors import ConfigError
+
+__all__ = ["MethodSpec", "METHODS", "build_method", "Method"]
+
+
+@dataclass
+class MethodSpec:
+    """What a method needs from a recipe."""
+
+    fs: float
+    n_leads: int
+    segment_len: float = 4.0
+    n_segments: int = 2
+    temperature: float = 0.1
+    positives: str = "patient"
+    gather_distributed: bool = False
+
+
+class Method(nn.Module):
+    """A pretraining method: ``views``, ``instance_ids`` and ``loss``."""
+
+    name: str = ""
+    per_lead: bool = True
+    needs_labels: bool = False
+
+    def in_channels(self, n_leads: int) -> int:
+        return 1 if self.per_lead else n_leads
+
+    def segment_samples(self) -> int:
+        raise NotImplementedError
+
+    def views(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def instance_ids(self, ids: Tensor, x: Tensor) -> Tensor:
+        return ids
+
+    def loss(self, z: Tensor, ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class _Patient(Method):
+    """CLOCS family: views from segments and/or leads, patient-aware NT-Xent (or the original CLOCS loss)."""
+
+    def __init__(self, name: str, spec: MethodSpec, views: nn.Module, samples: int, loss: nn.Module):
+        super().__init__()
+        self.name, self.spec, self._views, self._samples, self._loss = name, spec, views, samples, loss
+        self.per_lead = True
+
+    def segment_samples(self) -> int:
+        return self._samples
+
+    def views(self, x, generator=None):
+        return self._views(x, generator=generator)
+
+    def instance_ids(self, ids, x):
+        if self.name == "cmsc":
+            return per_lead_ids(ids, x.shape[1], same_lead=self.spec.positives == "patient_lead")
+        return ids
+
+    def loss(self, z, ids):
+        return self._loss(z, ids)
+
+
+class _CropThen(nn.Module):
+    """A random segment (shared by all leads), then another view maker."""
+
+    def __init__(self, spec: MethodSpec, then: nn.Module):
+        super().__init__()
+        self.crop = SegmentViews(1, spec.segment_len, spec.fs, per_lead=False)
+        self.then = then
+
+    def forward(self, x, generator=None):
+        return self.then(self.crop(x, generator)[:, 0], generator=generator)
+
+
+class _SimCLR(Method):
+    """SimCLR (Chen et al., ICML 2020): two augmented copies of a segment, NT-Xent from lightly."""
+
+    def __init__(self, spec: MethodSpec, augment: Callable | None = None, supervised: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.per_lead = False
+        self.crop = SegmentViews(1, spec.segment_len, spec.fs, per_lead=False)
+        self.multi = MultiView(augment or default_ecg_augmentation(spec.fs), n_views=2)
+        self.needs_labels = supervised
+        self._loss = (SupConLoss(spec.temperature, gather_distributed=spec.gather_distributed) if supervised
+                      else NTXentLoss(temperature=spec.temperature, gather_distributed=spec.gather_distributed))
+        self.name = "sclst" if supervised else "simclr"
+
+    def segment_samples(self):
+        return self.crop.segment_samples
+
+    def views(self, x, generator=None):
+        return self.multi(self.crop(x, generator)[:, 0], generator=generator)  # (B, 2, L, S)
+
+    def loss(self, z, ids):
+        if self.needs_labels:
+            return self._loss(z, ids)
+        return self._loss(z[:, 0], z[:, 1])
+
+
+def _patient_loss(spec: MethodSpec, clocs: bool) -> nn.Module:
+    if clocs:
+        return ClocsLoss(spec.temperature, gather_distributed=spec.gather_distributed)
+    return PatientNTXentLoss(spec.temperature, gather_distributed=spec.gather_distributed)
+
+
+def _cmsc(spec, clocs=False):
+    v = SegmentViews(spec.n_segments, spec.segment_len, spec.fs, per_lead=True)
+    return _Patient("cmsc", spec, v, v.segment_samples, _patient_loss(spec, clocs))
+
+
+def _cmlc(spec, clocs=False):
+    crop = _CropThen(spec, LeadViews())
+    return _Patient("cmlc", spec, crop, crop.crop.segment_samples, _patient_loss(spec, clocs))
+
+
+def _cmsmlc(spec, clocs=False):
+    v = SegmentLeadViews(spec.n_segments, spec.segment_len, spec.fs)
+    return _Patient("cmsmlc", spec, v, v.segments.segment_samples, _patient_loss(spec, clocs))
+
+
+def _clocs(spec):
+    return _cmsmlc(spec, clocs=True)
+
+
+def _sclst(spec):
+    # sCL-ST (Le et al., JBHI 2023): supervised contrastive loss on views from the two semantic transforms.
+    augment = Compose([SplitJoin(spec.fs, p=0.5), PeakNoiseSmoothing(spec.fs, p=0.5)])
+    return _SimCLR(spec, augment=augment, supervised=True)
+
+
+METHODS: dict[str, Callable[[MethodSpec], Method]] = {
+    "cmsc": _cmsc,
+    "cmlc": _cmlc,
+    "cmsmlc": _cmsmlc,
+    "clocs": _clocs,
+    "simclr": lambda spec: _SimCLR(spec),
+    "sclst": _sclst,
+}
+
+
+def build_method(name: str, spec: MethodSpec) -> Method:
+    """Build method ``name``; ``clocs`` uses CMSMLC views with :class:`losses.ClocsLoss`."""
+    if name not in METHODS:
+        raise ConfigError(f"method: {name!r} is unknown; expected one of {sorted(METHODS)}")
+    if spec.positives not in ("patient", "patient_lead"):
+        raise ConfigError(f"positives: expected 'patient' or 'patient_lead', got {spec.positives!r}")
+    if spec.positives == "patient_lead" and name != "cmsc":
+        raise ConfigError(f"positives='patient_lead' applies to cmsc only, not {name!r}")
+    return METHODS[name](spec)

@@ -1,0 +1,129 @@
+"""Recipe-driven pretraining: dataset -> cache -> method -> encoder checkpoint (``ssl-ecg pretrain``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from ssl_ecg.checkpoint import save_encoder
+from ssl_ecg.data import load_index
+from ssl_ecg.data.cache import CacheParams, open_cache
+from ssl_ecg.data.dataset import CacheWindows
+from ssl_ecg.data.download import locate_dataset
+from ssl_ecg.data.splits import check_no_leakage, patient_split
+from ssl_ecg.errors import ConfigError, DatasetError
+from ssl_ecg.models import build_encoder
+from ssl_ecg.pretrain.methods import MethodSpec, build_method
+from ssl_ecg.pretrain.module import ContrastivePretrainer
+from ssl_ecg.utils import seeded
+
+__all__ = ["PretrainConfig", "run_pretrain"]
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining recipe (``experiments/*.yaml``)."""
+
+    name: str = "pretrain"
+    dataset: str = "ludb"
+    root: str | None = None  # the dataset folder; default: found under $SSL_ECG_DATA
+    method: str = "cmsc"
+    fs: float = 100.0
+    segment_len: float = 5.0
+    n_segments: int = 2
+    positives: str = "patient"
+    temperature: float = 0.1
+    embed_dim: int = 128
+    lr: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int = -1
+    seed: int = 0
+    pool: str = "train+val"  # which patients pretraining sees: "train+val" of a seeded split, or "all"
+    split: list = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    split_seed: int = 0
+    label: str | None = None  # label column for supervised methods (sclst)
+    cache_dir: str = "cache"
+    num_workers: int = 0
+    accelerator: str = "auto"
+
+
+class _SetEpoch(Callback):
+    def __init__(self, dataset: CacheWindows):
+        self.dataset = dataset
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.dataset.set_epoch(trainer.current_epoch)
+
+
+def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
+    """Pretrain per ``cfg``; writes ``runs/<name>/encoder.pt`` + ``encoder.json`` and returns a summary."""
+    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, n_leads=0, segment_len=cfg.segment_len,
+                                                 n_segments=cfg.n_segments, temperature=cfg.temperature,
+                                                 positives=cfg.positives))
+    if method.needs_labels and not cfg.label:
+        raise ConfigError(f"method {cfg.method!r} is supervised: set label=<column> in the recipe")
+    if cfg.pool not in ("train+val", "all"):
+        raise ConfigError(f"pool: expected 'train+val' or 'all', got {cfg.pool!r}")
+    root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
+    if root is None:
+        raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
+    index = load_index(cfg.dataset, root)
+    cache = open_cache(index, cfg.cache_dir, CacheParams(fs=cfg.fs))
+    n_leads = cache.n_leads
+    patients = cache.table["patient_id"].astype(str)
+    if cfg.pool == "all":
+        records, pool = np.arange(len(cache)), {"all": int(patients.nunique())}
+    else:
+        splits = patient_split(patients, cfg.split, seed=cfg.split_seed)
+        check_no_leakage(splits)
+        keep = set(splits["train"]) | set(splits["val"])
+        records = np.flatnonzero(patients.isin(keep).to_numpy())
+        pool = {k: len(v) for k, v in splits.items()}
+    targets = None
+    if method.needs_labels:
+        if cfg.label not in cache.table.columns:
+            raise ConfigError(f"label: column {cfg.label!r} is not in the {cfg.dataset} index "
+                              f"(columns: {sorted(cache.table.columns)})")
+        labels = cache.table[cfg.label]
+        records = records[labels.iloc[records].notna().to_numpy()]
+        targets = pd.factorize(labels.astype(str))[0]
+    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, n_leads=n_leads, segment_len=cfg.segment_len,
+                                                 n_segments=cfg.n_segments, temperature=cfg.temperature,
+                                                 positives=cfg.positives))
+    window = cfg.n_segments * method.segment_samples() if cfg.method in ("cmsc", "cmsmlc", "clocs") \
+        else method.segment_samples()
+    data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets)
+    out = Path(runs) / cfg.name
+    encoder_cfg = {"name": "clocs", "in_channels": method.in_channels(n_leads), "input_len": method.segment_samples(),
+                   "embed_dim": cfg.embed_dim}
+    with seeded(cfg.seed):
+        encoder = build_encoder(encoder_cfg)
+    module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
+                        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    trainer = pl.Trainer(max_epochs=cfg.epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=1,
+                         logger=CSVLogger(out, name="logs"), enable_progress_bar=progress,
+                         callbacks=[_SetEpoch(data), ModelCheckpoint(dirpath=out / "checkpoints", save_last=True)],
+                         enable_model_summary=False, log_every_n_steps=1)
+    t0 = time.perf_counter()
+    with seeded(cfg.seed):
+        trainer.fit(module, loader)
+    metrics = pd.read_csv(Path(trainer.logger.log_dir) / "metrics.csv")
+    losses = metrics["train_loss_epoch"].dropna().astype(float).tolist() if "train_loss_epoch" in metrics else []
+    encoder.cpu().eval()
+    summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data)), "split_sizes": pool,
+               "losses": losses, "seconds": round(time.perf_counter() - t0, 1)}
+    path = save_encoder(encoder, out / "encoder.pt", extra={"method": cfg.method, "pretraining": summary})
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
+    return {"encoder": path, **summary}

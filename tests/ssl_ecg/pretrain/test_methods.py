@@ -1,0 +1,64 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_ecg import load_encoder
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.pretrain import METHODS, MethodSpec, PretrainConfig, build_method, run_pretrain
+from ssl_ecg.recipe import load_recipe
+
+EXPERIMENTS = Path(__file__).parents[3] / "experiments"
+
+
+@pytest.mark.parametrize("name,views,channels", [("cmsc", 24, 1), ("cmlc", 12, 1), ("cmsmlc", 24, 1),
+                                                 ("clocs", 24, 1), ("simclr", 2, 12), ("sclst", 2, 12)])
+def test_method_shapes_and_finite_gradients(name, views, channels):
+    spec = MethodSpec(fs=100.0, n_leads=12, segment_len=4.0, n_segments=2)
+    method = build_method(name, spec)
+    x = torch.randn(6, 12, 1000)
+    v = method.views(x, generator=torch.Generator().manual_seed(0))
+    per_instance = 2 if name == "cmsc" else views
+    assert v.shape[1] == per_instance and v.shape[2] == channels and v.shape[3] == 400
+    assert method.in_channels(12) == channels
+    ids = method.instance_ids(torch.tensor([0, 0, 1, 2, 3, 3]), x)
+    z = torch.randn(v.shape[0], v.shape[1], 16, requires_grad=True)
+    loss = method.loss(z, ids)
+    loss.backward()
+    assert math.isfinite(loss.item()) and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_bad_method_options():
+    with pytest.raises(ConfigError, match="unknown"):
+        build_method("byol2", MethodSpec(fs=100.0, n_leads=12))
+    with pytest.raises(ConfigError, match="cmsc only"):
+        build_method("cmlc", MethodSpec(fs=100.0, n_leads=12, positives="patient_lead"))
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in EXPERIMENTS.glob("ludb_*.yaml")))
+def test_bundled_recipes_validate(recipe):
+    cfg = load_recipe(PretrainConfig, EXPERIMENTS / recipe)
+    assert cfg.method in METHODS and cfg.pool == "train+val"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
+    cfg = PretrainConfig(name=name, dataset="ludb", root=str(ludb_root), method=name, fs=100.0, segment_len=4.0,
+                         epochs=4, batch_size=16, lr=1e-3, cache_dir=str(tmp_path / "cache"),
+                         label="lvh" if name == "sclst" else None)
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    assert len(result["losses"]) == 4 and all(math.isfinite(v) for v in result["losses"])
+    if name in ("cmsc", "cmsmlc", "clocs"):
+        assert result["losses"][-1] < result["losses"][0]
+    enc = load_encoder(result["encoder"])
+    assert enc(torch.randn(2, build_method(name, MethodSpec(fs=100.0, n_leads=12)).in_channels(12), 400)).shape \
+        == (2, 128)
+    assert result["split_sizes"]["test"] > 0  # test patients held out of the pool
+
+
+def test_supervised_method_needs_labels(tmp_path):
+    with pytest.raises(ConfigError, match="supervised: set label"):
+        run_pretrain(PretrainConfig(method="sclst", root=str(tmp_path)), runs=tmp_path)
