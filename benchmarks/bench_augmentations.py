@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved_medians
 from scipy.signal import resample_poly
 
 from augmentations import (
@@ -59,18 +58,6 @@ def neurokit_loop(x):
     return [nk.ecg_peaks(s, sampling_rate=FS)[1]["ECG_R_Peaks"] for s in x[:, 0].numpy()]
 
 
-def bench(cases, repeats):
-    for fn in cases.values():
-        fn()
-    times = {k: [] for k in cases}
-    for _ in range(repeats):
-        for k, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -97,7 +84,7 @@ def main():
         "SegmentLeadViews 2 x 4 s x 12": lambda: SegmentLeadViews(2, 4.0, FS)(x, generator=g()),
     }
     del noise
-    med = bench(cases, repeats)
+    med = interleaved_medians(cases, repeats)
     qrs = med["ecg-aug QRSMask (neurokit2)"]
     nk = med["neurokit2 ecg_peaks loop (lead 0)"]
     floor = med["randn + add (noise floor)"]

@@ -14,13 +14,12 @@ import argparse
 import itertools
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import interleaved_medians
 
 from losses import ClocsLoss, PatientNTXentLoss
 
@@ -86,18 +85,6 @@ def clocs_loop(z, ids):
 IMPLS = {"floor": floor, "ours": ours, "ours_clocs": ours_clocs, "clocs_loop": clocs_loop, "naive": naive}
 
 
-def time_interleaved(cases, repeats):
-    times = {name: [] for name in cases}
-    for name, fn in cases.items():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -145,7 +132,7 @@ def main():
     rows = []
     for v in (2, 4, 12):
         z, ids = make_inputs(n, v, d)
-        med = time_interleaved({k: (lambda f=f: f(z, ids)) for k, f in IMPLS.items()}, repeats)
+        med = interleaved_medians({k: (lambda f=f: f(z, ids)) for k, f in IMPLS.items()}, repeats)
         for name in IMPLS:
             mem = peak_memory(name, n, v, d)["peak_extra_mb"]
             row = {"V": v, "impl": name, "ms": med[name] * 1e3, "x_floor": med[name] / med["floor"],

@@ -49,7 +49,22 @@ class _WarnOnce:
             self._warned = True
 
 
-class PatientNTXentLoss(nn.Module):
+class _InfoNCELoss(nn.Module):
+    """Shared constructor of the id/label InfoNCE losses."""
+
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False, chunk_size: int | None = None):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
+        self.temperature = float(temperature)
+        self.gather_distributed = bool(gather_distributed)
+        self.chunk_size = chunk_size
+        self._warn_no_positive = _WarnOnce()
+
+
+class PatientNTXentLoss(_InfoNCELoss):
     """Multi-view, multi-positive NT-Xent with patients as positives.
 
     The objective of CLOCS (Kiyasseh, Zhu & Clifton, "CLOCS: Contrastive
@@ -89,17 +104,6 @@ class PatientNTXentLoss(nn.Module):
         >>> ids = torch.tensor([0, 0, 1, 1, 2, 3, 4, 5])
         >>> loss = loss_fn(z, ids)
     """
-
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False, chunk_size: int | None = None):
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
-        self.temperature = float(temperature)
-        self.gather_distributed = bool(gather_distributed)
-        self.chunk_size = chunk_size
-        self._warn_no_positive = _WarnOnce()
 
     def forward(self, z: Tensor, patient_ids: Tensor) -> Tensor:
         """Compute the loss.

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from losses.patient_ntxent import _infonce_views, _WarnOnce, check_embeddings
+from losses.patient_ntxent import _infonce_views, _InfoNCELoss, check_embeddings
 
 __all__ = ["SupConLoss"]
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(_InfoNCELoss):
     """Supervised contrastive loss (Khosla et al., "Supervised Contrastive
     Learning", NeurIPS 2020, eq. 2, the "outside" form), the objective of sCL-ST
     (Le et al., JBHI 2023).
@@ -34,15 +34,6 @@ class SupConLoss(nn.Module):
         gather_distributed: gather embeddings and labels from every rank.
         chunk_size: anchor rows per chunk (``None``: automatic).
     """
-
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False, chunk_size: int | None = None):
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature: expected a positive float, got {temperature!r}")
-        self.temperature = float(temperature)
-        self.gather_distributed = bool(gather_distributed)
-        self.chunk_size = chunk_size
-        self._warn_no_positive = _WarnOnce()
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         """Loss for embeddings ``z`` (N, V, D) and labels (N,) integer or (N, C) multi-hot."""
