@@ -2,6 +2,8 @@
 
 from ssl_ecg.evaluate.curve import CurveSpec, plot_curve, run_curve, summarize, write_outputs
 from ssl_ecg.evaluate.embed import EncoderChangedError, assert_unchanged, embed_records, frozen_state, tile_windows
+from ssl_ecg.evaluate.knn import knn_scores
+from ssl_ecg.evaluate.metrics import MacroAUROC, accuracy, macro_auroc, macro_f1, tune_thresholds
 from ssl_ecg.evaluate.probe import ProbeResult, logistic_probe
 from ssl_ecg.evaluate.supervised import SupervisedResult, train_supervised
 
@@ -9,4 +11,5 @@ __all__ = [
     "CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs",
     "embed_records", "frozen_state", "assert_unchanged", "tile_windows", "EncoderChangedError",
     "logistic_probe", "ProbeResult", "train_supervised", "SupervisedResult",
+    "knn_scores", "macro_auroc", "MacroAUROC", "tune_thresholds", "macro_f1", "accuracy",
 ]
