@@ -30,7 +30,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ssl_ecg.pretrain import PretrainConfig, run_pretrain
     from ssl_ecg.recipe import load_recipe, parse_overrides
 
-    cfg = load_recipe(PretrainConfig, args.recipe, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.resume:
+        overrides["resume"] = True
+    cfg = load_recipe(PretrainConfig, args.recipe, overrides)
     result = run_pretrain(cfg, runs=args.runs, progress=not args.quiet)
     losses = result["losses"]
     trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no epoch finished"
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 method=cmlc")
     pre.add_argument("--runs", default="runs", help="output folder (default: runs)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     pre.set_defaults(func=_pretrain)
 
     cache = sub.add_parser("cache", help="preprocess a dataset once into a memory-mapped cache")

@@ -9,7 +9,7 @@ from torch.utils.data import Sampler
 
 from ssl_ecg.errors import DatasetError
 
-__all__ = ["PatientBatchSampler", "positive_share"]
+__all__ = ["PatientBatchSampler", "EpochShuffleSampler", "positive_share"]
 
 
 def positive_share(patients: Sequence) -> float:
@@ -80,3 +80,25 @@ class PatientBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._all_batches()) // self.num_replicas
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation per epoch, drawn from (seed, epoch): resumable, worker-independent.
+
+    Unlike ``shuffle=True`` with one generator, a run resumed at epoch e draws
+    the same order as an uninterrupted run. Call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        if n < 1:
+            raise DatasetError("n: nothing to sample")
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, self.epoch, 1]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n

@@ -14,8 +14,10 @@ __all__ = ["ContrastivePretrainer"]
 class ContrastivePretrainer(pl.LightningModule):
     """Pretrain an encoder with a :class:`~ssl_ecg.pretrain.methods.Method`.
 
-    Each step draws views from a generator seeded with ``(seed, global_step)``,
-    so a run is reproducible and a resumed run draws the same views.
+    Each step draws views from a generator seeded with ``(seed, global_step)`` and
+    re-seeds torch's global RNG (dropout) the same way, so a run is reproducible
+    and a resumed run continues exactly as an uninterrupted one would. Callers
+    run ``fit`` inside :func:`ssl_ecg.utils.seeded`, which restores their RNG state.
 
     Args:
         encoder: maps (N, C, S) to (N, E).
@@ -33,6 +35,9 @@ class ContrastivePretrainer(pl.LightningModule):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(self.global_step))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        torch.manual_seed(self.seed * 1_000_003 + int(self.global_step) + 7919)
 
     def training_step(self, batch, batch_idx):
         x, targets = batch

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
@@ -20,6 +19,7 @@ from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, open_cache
 from ssl_ecg.data.dataset import CacheWindows
 from ssl_ecg.data.download import locate_dataset
+from ssl_ecg.data.sampler import EpochShuffleSampler
 from ssl_ecg.data.splits import check_no_leakage, patient_split
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
@@ -56,18 +56,26 @@ class PretrainConfig:
     cache_dir: str = "cache"
     num_workers: int = 0
     accelerator: str = "auto"
+    resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
 
 
 class _SetEpoch(Callback):
-    def __init__(self, dataset: CacheWindows):
-        self.dataset = dataset
+    def __init__(self, *targets):
+        self.targets = targets
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self.dataset.set_epoch(trainer.current_epoch)
+        for t in self.targets:
+            t.set_epoch(trainer.current_epoch)
 
 
-def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
-    """Pretrain per ``cfg``; writes ``runs/<name>/encoder.pt`` + ``encoder.json`` and returns a summary."""
+def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True,
+                 callbacks: list[Callback] | None = None) -> dict:
+    """Pretrain per ``cfg``; writes ``runs/<name>/encoder.pt`` + ``encoder.json`` and returns a summary.
+
+    With ``cfg.resume`` the run continues from ``runs/<name>/checkpoints/last.ckpt``
+    (the end of the last finished epoch); the result equals an uninterrupted run's
+    (tested to 1e-6 on CPU).
+    """
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, n_leads=0, segment_len=cfg.segment_len,
                                                  n_segments=cfg.n_segments, temperature=cfg.temperature,
                                                  positives=cfg.positives))
@@ -110,15 +118,20 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     with seeded(cfg.seed):
         encoder = build_encoder(encoder_cfg)
     module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) > cfg.batch_size,
-                        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    sampler = EpochShuffleSampler(len(data), seed=cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(data) > cfg.batch_size,
+                        num_workers=cfg.num_workers)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if cfg.resume and not ckpt.is_file():
+        raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
     trainer = pl.Trainer(max_epochs=cfg.epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=1,
                          logger=CSVLogger(out, name="logs"), enable_progress_bar=progress,
-                         callbacks=[_SetEpoch(data), ModelCheckpoint(dirpath=out / "checkpoints", save_last=True)],
+                         callbacks=[_SetEpoch(data, sampler), ModelCheckpoint(dirpath=out / "checkpoints",
+                                                                             save_last=True), *(callbacks or [])],
                          enable_model_summary=False, log_every_n_steps=1)
     t0 = time.perf_counter()
     with seeded(cfg.seed):
-        trainer.fit(module, loader)
+        trainer.fit(module, loader, ckpt_path=str(ckpt) if cfg.resume else None)
     metrics = pd.read_csv(Path(trainer.logger.log_dir) / "metrics.csv")
     losses = metrics["train_loss_epoch"].dropna().astype(float).tolist() if "train_loss_epoch" in metrics else []
     encoder.cpu().eval()

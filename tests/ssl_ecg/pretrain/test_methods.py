@@ -62,3 +62,29 @@ def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
 def test_supervised_method_needs_labels(tmp_path):
     with pytest.raises(ConfigError, match="supervised: set label"):
         run_pretrain(PretrainConfig(method="sclst", root=str(tmp_path)), runs=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_resume_after_a_mid_epoch_kill_equals_an_uninterrupted_run(ludb_root, tmp_path):
+    from dataclasses import replace
+
+    from pytorch_lightning.callbacks import Callback
+
+    class Kill(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 3:
+                raise RuntimeError("simulated kill")
+
+    cfg = PretrainConfig(name="full", dataset="ludb", root=str(ludb_root), method="cmsc", fs=100.0, segment_len=4.0,
+                         epochs=4, batch_size=16, lr=1e-3, cache_dir=str(tmp_path / "cache"))
+    full = run_pretrain(cfg, runs=tmp_path, progress=False)
+    part = replace(cfg, name="part")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_pretrain(part, runs=tmp_path, progress=False, callbacks=[Kill()])
+    resumed = run_pretrain(replace(part, resume=True), runs=tmp_path, progress=False)
+    a, b = load_encoder(full["encoder"]).state_dict(), load_encoder(resumed["encoder"]).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        run_pretrain(replace(cfg, name="never", resume=True), runs=tmp_path, progress=False)
