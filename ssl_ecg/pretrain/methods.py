@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from lightly.loss import NTXentLoss
+from lightly.loss import BarlowTwinsLoss, NTXentLoss, VICRegLoss
+from lightly.models.modules.heads import BarlowTwinsProjectionHead, VICRegProjectionHead
 from torch import Tensor, nn
 
 from augmentations import (
@@ -66,6 +67,10 @@ class Method(nn.Module):
 
     def loss(self, z: Tensor, ids: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def make_head(self, embed_dim: int) -> nn.Module | None:
+        """Projection head trained with the encoder and discarded after pretraining (None: no head)."""
+        return None
 
 
 class _Patient(Method):
@@ -129,6 +134,21 @@ class _SimCLR(Method):
         return self._loss(z[:, 0], z[:, 1])
 
 
+class _TwoViewRedundancy(_SimCLR):
+    """VICReg (Bardes et al., ICLR 2022) or Barlow Twins (Zbontar et al., ICML 2021) from lightly,
+    on the SimCLR views, with lightly's projection head (hidden and output 4 x the embedding)."""
+
+    def __init__(self, spec: MethodSpec, name: str):
+        super().__init__(spec)
+        self.name = name
+        self._loss = (VICRegLoss(gather_distributed=spec.gather_distributed) if name == "vicreg"
+                      else BarlowTwinsLoss(gather_distributed=spec.gather_distributed))
+
+    def make_head(self, embed_dim: int) -> nn.Module:
+        head = VICRegProjectionHead if self.name == "vicreg" else BarlowTwinsProjectionHead
+        return head(embed_dim, 4 * embed_dim, 4 * embed_dim)
+
+
 def _patient_loss(spec: MethodSpec, clocs: bool) -> nn.Module:
     if clocs:
         return ClocsLoss(spec.temperature, gather_distributed=spec.gather_distributed)
@@ -166,6 +186,8 @@ METHODS: dict[str, Callable[[MethodSpec], Method]] = {
     "cmsmlc": _cmsmlc,
     "clocs": _clocs,
     "simclr": lambda spec: _SimCLR(spec),
+    "vicreg": lambda spec: _TwoViewRedundancy(spec, "vicreg"),
+    "barlowtwins": lambda spec: _TwoViewRedundancy(spec, "barlowtwins"),
     "sclst": _sclst,
 }
 

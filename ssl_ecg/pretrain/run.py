@@ -117,7 +117,8 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                    "embed_dim": cfg.embed_dim}
     with seeded(cfg.seed):
         encoder = build_encoder(encoder_cfg)
-    module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed)
+        head = method.make_head(cfg.embed_dim)
+    module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed, head=head)
     sampler = EpochShuffleSampler(len(data), seed=cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(data) > cfg.batch_size,
                         num_workers=cfg.num_workers)

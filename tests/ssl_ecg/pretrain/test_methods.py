@@ -13,7 +13,8 @@ EXPERIMENTS = Path(__file__).parents[3] / "experiments"
 
 
 @pytest.mark.parametrize("name,views,channels", [("cmsc", 24, 1), ("cmlc", 12, 1), ("cmsmlc", 24, 1),
-                                                 ("clocs", 24, 1), ("simclr", 2, 12), ("sclst", 2, 12)])
+                                                 ("clocs", 24, 1), ("simclr", 2, 12), ("sclst", 2, 12),
+                                                 ("vicreg", 2, 12), ("barlowtwins", 2, 12)])
 def test_method_shapes_and_finite_gradients(name, views, channels):
     spec = MethodSpec(fs=100.0, n_leads=12, segment_len=4.0, n_segments=2)
     method = build_method(name, spec)
@@ -24,7 +25,9 @@ def test_method_shapes_and_finite_gradients(name, views, channels):
     assert method.in_channels(12) == channels
     ids = method.instance_ids(torch.tensor([0, 0, 1, 2, 3, 3]), x)
     z = torch.randn(v.shape[0], v.shape[1], 16, requires_grad=True)
-    loss = method.loss(z, ids)
+    head = method.make_head(16)
+    loss = method.loss(z if head is None else head(z.flatten(0, 1)).reshape(*z.shape[:2], -1), ids)
+    assert (head is not None) == (name in ("vicreg", "barlowtwins"))
     loss.backward()
     assert math.isfinite(loss.item()) and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
