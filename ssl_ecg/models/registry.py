@@ -8,10 +8,12 @@ from torch import nn
 
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.models.clocs import ClocsEncoder
+from ssl_ecg.models.resnet1d import ResNet1d
+from ssl_ecg.models.transformer import PatchTransformer1d
 
 __all__ = ["build_encoder", "ENCODERS"]
 
-ENCODERS = {"clocs": ClocsEncoder}
+ENCODERS = {"clocs": ClocsEncoder, "resnet1d": ResNet1d, "transformer": PatchTransformer1d}
 
 
 def build_encoder(config: dict[str, Any]) -> nn.Module:

@@ -44,6 +44,7 @@ class PretrainConfig:
     positives: str = "patient"
     temperature: float = 0.1
     embed_dim: int = 128
+    encoder: dict | None = None  # e.g. {name: resnet1d, widths: [64, 128], depth: [1, 1]}; default: the CLOCS CNN
     lr: float = 1e-4
     batch_size: int = 32
     epochs: int = 10
@@ -113,8 +114,8 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         else method.segment_samples()
     data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets)
     out = Path(runs) / cfg.name
-    encoder_cfg = {"name": "clocs", "in_channels": method.in_channels(n_leads), "input_len": method.segment_samples(),
-                   "embed_dim": cfg.embed_dim}
+    encoder_cfg = {"name": "clocs", "input_len": method.segment_samples()} if cfg.encoder is None else dict(cfg.encoder)
+    encoder_cfg.update(in_channels=method.in_channels(n_leads), embed_dim=cfg.embed_dim)
     with seeded(cfg.seed):
         encoder = build_encoder(encoder_cfg)
         head = method.make_head(cfg.embed_dim)

@@ -91,3 +91,13 @@ def test_resume_after_a_mid_epoch_kill_equals_an_uninterrupted_run(ludb_root, tm
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     with pytest.raises(ConfigError, match="no checkpoint"):
         run_pretrain(replace(cfg, name="never", resume=True), runs=tmp_path, progress=False)
+
+
+@pytest.mark.realdata
+def test_recipe_can_choose_the_encoder(ludb_root, tmp_path):
+    cfg = PretrainConfig(name="rn", dataset="ludb", root=str(ludb_root), method="cmlc", fs=100.0, segment_len=4.0,
+                         epochs=1, max_steps=2, batch_size=8, embed_dim=16, cache_dir=str(tmp_path / "cache"),
+                         encoder={"name": "resnet1d", "widths": [8, 16], "depth": [1, 1]})
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    enc = load_encoder(result["encoder"])
+    assert enc.config["name"] == "resnet1d" and enc(torch.randn(2, 1, 400)).shape == (2, 16)
