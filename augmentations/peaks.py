@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from augmentations._checks import check_batch
+
 __all__ = ["detect_r_peaks", "peak_indices", "check_signal", "MIN_FS"]
 
 MIN_FS = 50.0
@@ -20,11 +22,7 @@ def check_signal(x: Tensor, fs: float, nan_policy: str = "error", name: str = "x
     Args:
         nan_policy: ``"error"`` (raise on NaN) or ``"zero"`` (treat NaN samples as 0).
     """
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a (B, L, T) tensor, got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating point signal, got {x.dtype}")
+    check_batch(x, name)
     if not fs >= MIN_FS:
         raise ValueError(f"fs: {fs} Hz is below the {MIN_FS:.0f} Hz these transforms need")
     if nan_policy not in ("error", "zero"):
@@ -73,7 +71,7 @@ def _moving_average(x: Tensor, width: int) -> Tensor:
     return (sums / count).to(x.dtype)
 
 
-def _rolling_max(x: Tensor, width: int) -> Tensor:  # noqa: D401
+def _rolling_max(x: Tensor, width: int) -> Tensor:
     """Centred rolling maximum over the last axis in O(T) (van Herk / Gil-Werman blocks)."""
     width = max(1, width | 1)
     half = width // 2
@@ -141,7 +139,7 @@ def detect_r_peaks(
     Returns:
         Boolean peak mask of shape (B, T).
     """
-    _check_shape(x)
+    check_batch(x)
     if lead is not None:
         if not -x.shape[1] <= lead < x.shape[1]:
             raise ValueError(f"lead: {lead} is out of range for {x.shape[1]} leads")
@@ -183,26 +181,26 @@ def detect_r_peaks(
     return mask[:, :t]
 
 
-def _check_shape(x) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x: expected a (B, L, T) tensor, got {shape}")
+def padded_positions(mask: Tensor, fill: int) -> tuple[Tensor, Tensor]:
+    """A (B, T) mask's True positions as a (B, K) array padded with ``fill``, and the counts (B,)."""
+    b = mask.shape[0]
+    counts = mask.sum(-1)
+    k = max(int(counts.max()) if b else 0, 1)
+    rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major, so ranks are offsets within each row
+    rank = torch.arange(rows.numel(), device=mask.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    pos = torch.full((b, k), fill, dtype=torch.long, device=mask.device)
+    pos[rows, rank] = cols
+    return pos, counts
 
 
 def _candidates(mwi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Local maxima (first sample of a plateau) as padded (B, K) positions, heights and a validity mask."""
-    b, t = mwi.shape
+    t = mwi.shape[1]
     left = F.pad(mwi[:, :-1], (1, 0), value=float("-inf"))
     right = F.pad(mwi[:, 1:], (0, 1), value=float("-inf"))
-    lm = (mwi > left) & (mwi >= right) & (mwi > 0)
-    counts = lm.sum(-1)
-    k = max(int(counts.max()) if b else 0, 1)
-    rows, cols = torch.nonzero(lm, as_tuple=True)  # row-major, so ranks are offsets within each row
-    rank = torch.arange(rows.numel(), device=mwi.device) - (torch.cumsum(counts, 0) - counts)[rows]
-    pos = torch.full((b, k), _FAR, dtype=torch.long, device=mwi.device)  # padding lies beyond every window
-    pos[rows, rank] = cols
-    valid = torch.arange(k, device=mwi.device)[None, :] < counts[:, None]
-    h = torch.where(valid, mwi.gather(1, pos.clamp(max=t - 1)), torch.full_like(pos, 0, dtype=mwi.dtype))
+    pos, counts = padded_positions((mwi > left) & (mwi >= right) & (mwi > 0), _FAR)  # padding beyond every window
+    valid = torch.arange(pos.shape[1], device=mwi.device)[None, :] < counts[:, None]
+    h = torch.where(valid, mwi.gather(1, pos.clamp(max=t - 1)), torch.zeros((), dtype=mwi.dtype, device=mwi.device))
     return pos, h, valid
 
 

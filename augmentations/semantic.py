@@ -17,21 +17,9 @@ from ecg_augmentations import Transform
 from ecg_augmentations.base import as_range, randn, uniform
 from torch import Tensor
 
-from augmentations.peaks import check_signal, detect_r_peaks
+from augmentations.peaks import check_signal, detect_r_peaks, padded_positions
 
 __all__ = ["SplitJoin", "PeakNoiseSmoothing", "nearest_peak_distance"]
-
-
-def _padded_peaks(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, T) mask -> peak positions (B, K) padded with T, and counts (B,)."""
-    b, t = mask.shape
-    counts = mask.sum(-1)
-    k = max(int(counts.max()), 1) if b else 1
-    pos = torch.full((b, k), t, dtype=torch.long, device=mask.device)
-    rows, cols = torch.nonzero(mask, as_tuple=True)
-    rank = torch.cumsum(mask.long(), -1)[rows, cols] - 1
-    pos[rows, rank] = cols
-    return pos, counts
 
 
 class _PeakTransform(Transform):
@@ -95,7 +83,7 @@ class SplitJoin(_PeakTransform):
 
     def apply(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, n_leads, t = x.shape
-        peaks, counts = _padded_peaks(self._peaks(x))
+        peaks, counts = padded_positions(self._peaks(x), t)  # padding: empty pieces at T
         ok = counts >= 3
         self.n_seen += b
         self.n_unchanged += int((~ok).sum())

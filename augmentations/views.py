@@ -20,6 +20,8 @@ from ecg_augmentations.base import randint
 from einops import rearrange
 from torch import Tensor
 
+from augmentations._checks import check_batch
+
 __all__ = ["SegmentViews", "LeadViews", "SegmentLeadViews", "MultiView", "per_lead_ids"]
 
 
@@ -41,14 +43,6 @@ def per_lead_ids(ids: Tensor, n_leads: int, same_lead: bool = False) -> Tensor:
     if same_lead:
         out = out * n_leads + torch.arange(n_leads, device=ids.device).repeat(len(ids))
     return out
-
-
-def _check_batch(x: Tensor, name: str = "x") -> None:
-    if not isinstance(x, Tensor) or x.dim() != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected a (B, L, T) tensor, got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating point signal, got {x.dtype}")
 
 
 class SegmentViews(Transform):
@@ -79,7 +73,7 @@ class SegmentViews(Transform):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Cut views from ``x`` (B, L, T); returns (N, V, C, S)."""
-        _check_batch(x)
+        check_batch(x)
         b, n_leads, t = x.shape
         span = self.n_segments * self.segment_samples
         if span > t:
@@ -115,7 +109,7 @@ class LeadViews(Transform):
         self.leads = None if leads is None else [int(i) for i in leads]
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_batch(x)
+        check_batch(x)
         if self.leads is not None:
             bad = [i for i in self.leads if not -x.shape[1] <= i < x.shape[1]]
             if bad:
@@ -147,7 +141,7 @@ class SegmentLeadViews(Transform):
         self.lead_views = LeadViews(leads)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_batch(x)
+        check_batch(x)
         if self.lead_views.leads is not None:
             x = self.lead_views(x)[:, :, 0]
         seg = self.segments(x, generator)  # (B, S, L, T)
@@ -175,7 +169,7 @@ class MultiView(Transform):
         self.n_views = int(n_views)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_batch(x)
+        check_batch(x)
         return torch.stack([self.transform(x, generator=generator) for _ in range(self.n_views)], dim=1)
 
     def apply(self, x, generator=None):
