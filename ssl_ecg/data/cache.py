@@ -137,8 +137,7 @@ class RecordCache:
         if start < 0 or start + length > rec_len:
             raise RecordError(f"record {self.table.at[i, 'record_id']}: segment {start}:{start + length} is outside "
                               f"its {rec_len} samples")
-        off = self._offsets[i]
-        return self.signals[off:off + self._n_leads * rec_len].reshape(self._n_leads, rec_len)[:, start:start + length]
+        return self.record(i)[:, start:start + length]
 
 
 def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams = CacheParams(),

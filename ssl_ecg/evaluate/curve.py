@@ -83,6 +83,7 @@ def run_curve(
     done_keys = {(r.task, r.arm, float(r.fraction), int(r.seed)) for r in done.itertuples()}
     patients = table["patient_id"].astype(str).to_numpy()
     split_of = {str(p): name for name, members in splits.items() for p in members}
+    record_split = np.array([split_of.get(p, "") for p in patients])
     feats = {arm: embed_records(enc, signals, spec.window, spec.per_lead) for arm, enc in encoders.items()}
     arms = list(encoders) + (["supervised"] if spec.supervised is not None else [])
     cells = [(t, a, f, s) for t in spec.tasks for s in spec.seeds for f in spec.fractions for a in arms]
@@ -93,8 +94,7 @@ def run_curve(
     for task, arm, frac, seed in todo:
         y_all = table[task].to_numpy(dtype=float)
         labelled = ~np.isnan(y_all)
-        idx = {name: np.flatnonzero(labelled & np.array([split_of.get(p) == name for p in patients]))
-               for name in ("train", "val", "test")}
+        idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
         for name, members in idx.items():
             if len(members) == 0:
                 raise SplitError(f"task {task!r}: split {name!r} has no labelled records")

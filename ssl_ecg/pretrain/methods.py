@@ -38,7 +38,6 @@ class MethodSpec:
     """What a method needs from a recipe."""
 
     fs: float
-    n_leads: int
     segment_len: float = 4.0
     n_segments: int = 2
     temperature: float = 0.1

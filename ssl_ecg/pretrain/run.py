@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from ssl_ecg.checkpoint import save_encoder
@@ -25,6 +22,7 @@ from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
+from ssl_ecg.pretrain.train import fit
 from ssl_ecg.utils import seeded
 
 __all__ = ["PretrainConfig", "run_pretrain"]
@@ -77,7 +75,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
     """
-    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, n_leads=0, segment_len=cfg.segment_len,
+    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
                                                  n_segments=cfg.n_segments, temperature=cfg.temperature,
                                                  positives=cfg.positives))
     if method.needs_labels and not cfg.label:
@@ -107,9 +105,6 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         labels = cache.table[cfg.label]
         records = records[labels.iloc[records].notna().to_numpy()]
         targets = pd.factorize(labels.astype(str))[0]
-    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, n_leads=n_leads, segment_len=cfg.segment_len,
-                                                 n_segments=cfg.n_segments, temperature=cfg.temperature,
-                                                 positives=cfg.positives))
     window = cfg.n_segments * method.segment_samples() if cfg.method in ("cmsc", "cmsmlc", "clocs") \
         else method.segment_samples()
     data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets)
@@ -126,19 +121,13 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     ckpt = out / "checkpoints" / "last.ckpt"
     if cfg.resume and not ckpt.is_file():
         raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
-    trainer = pl.Trainer(max_epochs=cfg.epochs, max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=1,
-                         logger=CSVLogger(out, name="logs"), enable_progress_bar=progress,
-                         callbacks=[_SetEpoch(data, sampler), ModelCheckpoint(dirpath=out / "checkpoints",
-                                                                             save_last=True), *(callbacks or [])],
-                         enable_model_summary=False, log_every_n_steps=1)
-    t0 = time.perf_counter()
-    with seeded(cfg.seed):
-        trainer.fit(module, loader, ckpt_path=str(ckpt) if cfg.resume else None)
-    metrics = pd.read_csv(Path(trainer.logger.log_dir) / "metrics.csv")
-    losses = metrics["train_loss_epoch"].dropna().astype(float).tolist() if "train_loss_epoch" in metrics else []
+    losses, seconds = fit(module, loader, out, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                          accelerator=cfg.accelerator, progress=progress, seed=cfg.seed,
+                          callbacks=[_SetEpoch(data, sampler), *(callbacks or [])],
+                          ckpt_path=str(ckpt) if cfg.resume else None)
     encoder.cpu().eval()
     summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data)), "split_sizes": pool,
-               "losses": losses, "seconds": round(time.perf_counter() - t0, 1)}
+               "losses": losses, "seconds": round(seconds, 1)}
     path = save_encoder(encoder, out / "encoder.pt", extra={"method": cfg.method, "pretraining": summary})
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
     return {"encoder": path, **summary}

@@ -21,7 +21,7 @@ from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.utils import seeded
 
-__all__ = ["pretrain", "PretrainResult"]
+__all__ = ["pretrain", "PretrainResult", "fit"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ def pretrain(
     if not per_lead:
         raise ConfigError("per_lead: CMSC in pretrain() uses per-lead views; use run_pretrain for other methods")
     n_leads = signals.shape[1]
-    method = build_method("cmsc", MethodSpec(fs=fs, n_leads=n_leads, segment_len=segment_len, n_segments=n_segments,
+    method = build_method("cmsc", MethodSpec(fs=fs, segment_len=segment_len, n_segments=n_segments,
                                              temperature=temperature, positives=positives))
     encoder_cfg = {"name": "clocs", "in_channels": method.in_channels(n_leads),
                    "input_len": method.segment_samples(), "embed_dim": embed_dim}
@@ -77,16 +77,8 @@ def pretrain(
     data = TensorDataset(torch.as_tensor(signals, dtype=torch.float32), torch.as_tensor(patient_codes).long())
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
                         generator=torch.Generator().manual_seed(seed))
-    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, every_n_epochs=1,
-                           monitor="train_loss_epoch", mode="min", save_top_k=1)
-    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=1,
-                         logger=CSVLogger(out_dir, name="logs"), callbacks=[ckpt],
-                         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=1)
-    t0 = time.perf_counter()
-    with seeded(seed):
-        trainer.fit(module, loader)
-    seconds = time.perf_counter() - t0
-    losses = _epoch_losses(Path(trainer.logger.log_dir) / "metrics.csv")
+    losses, seconds = fit(module, loader, out_dir, epochs=epochs, max_steps=max_steps, accelerator=accelerator,
+                          progress=progress_bar, seed=seed, keep_best=True)
     encoder.cpu().eval()
     path = save_encoder(encoder, out_dir / "encoder.pt", extra={
         "method": "cmsc", "fs": fs, "segment_len": segment_len, "n_segments": n_segments, "per_lead": per_lead,
@@ -95,6 +87,25 @@ def pretrain(
     })
     (out_dir / "pretrain_losses.json").write_text(json.dumps(losses))
     return PretrainResult(path, losses, seconds)
+
+
+def fit(module: pl.LightningModule, loader: DataLoader, out_dir: Path, *, epochs: int, max_steps: int = -1,
+        accelerator: str = "auto", progress: bool = True, seed: int = 0, callbacks=(), ckpt_path: str | None = None,
+        keep_best: bool = False) -> tuple[list[float], float]:
+    """Train ``module`` with Lightning inside a seeded RNG scope; return (per-epoch losses, seconds).
+
+    Writes ``out_dir/checkpoints/last.ckpt`` every epoch (plus the lowest-loss one with
+    ``keep_best``) and a CSV log under ``out_dir/logs``; ``ckpt_path`` resumes a run.
+    """
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, every_n_epochs=1,
+                           **({"monitor": "train_loss_epoch", "mode": "min", "save_top_k": 1} if keep_best else {}))
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=1,
+                         logger=CSVLogger(out_dir, name="logs"), callbacks=[ckpt, *callbacks],
+                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1)
+    t0 = time.perf_counter()
+    with seeded(seed):
+        trainer.fit(module, loader, ckpt_path=ckpt_path)
+    return _epoch_losses(Path(trainer.logger.log_dir) / "metrics.csv"), time.perf_counter() - t0
 
 
 def _epoch_losses(metrics_csv: Path) -> list[float]:

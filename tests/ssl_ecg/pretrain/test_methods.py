@@ -16,7 +16,7 @@ EXPERIMENTS = Path(__file__).parents[3] / "experiments"
                                                  ("clocs", 24, 1), ("simclr", 2, 12), ("sclst", 2, 12),
                                                  ("vicreg", 2, 12), ("barlowtwins", 2, 12)])
 def test_method_shapes_and_finite_gradients(name, views, channels):
-    spec = MethodSpec(fs=100.0, n_leads=12, segment_len=4.0, n_segments=2)
+    spec = MethodSpec(fs=100.0, segment_len=4.0, n_segments=2)
     method = build_method(name, spec)
     x = torch.randn(6, 12, 1000)
     v = method.views(x, generator=torch.Generator().manual_seed(0))
@@ -34,9 +34,9 @@ def test_method_shapes_and_finite_gradients(name, views, channels):
 
 def test_bad_method_options():
     with pytest.raises(ConfigError, match="unknown"):
-        build_method("byol2", MethodSpec(fs=100.0, n_leads=12))
+        build_method("byol2", MethodSpec(fs=100.0))
     with pytest.raises(ConfigError, match="cmsc only"):
-        build_method("cmlc", MethodSpec(fs=100.0, n_leads=12, positives="patient_lead"))
+        build_method("cmlc", MethodSpec(fs=100.0, positives="patient_lead"))
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in EXPERIMENTS.glob("ludb_*.yaml")))
@@ -57,7 +57,7 @@ def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
     if name in ("cmsc", "cmsmlc", "clocs"):
         assert result["losses"][-1] < result["losses"][0]
     enc = load_encoder(result["encoder"])
-    assert enc(torch.randn(2, build_method(name, MethodSpec(fs=100.0, n_leads=12)).in_channels(12), 400)).shape \
+    assert enc(torch.randn(2, build_method(name, MethodSpec(fs=100.0)).in_channels(12), 400)).shape \
         == (2, 128)
     assert result["split_sizes"]["test"] > 0  # test patients held out of the pool
 
