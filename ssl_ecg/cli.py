@@ -33,6 +33,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.resume:
         overrides["resume"] = True
+    if args.wandb:
+        overrides["wandb"] = True
+    if args.devices is not None:
+        overrides["devices"] = args.devices
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
     cfg = load_recipe(PretrainConfig, args.recipe, overrides)
     result = run_pretrain(cfg, runs=args.runs, progress=not args.quiet)
     losses = result["losses"]
@@ -86,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--runs", default="runs", help="output folder (default: runs)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    pre.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE=online)")
+    pre.add_argument("--devices", type=int, default=None, help="number of devices (GPUs, or CPU processes)")
+    pre.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp")
     pre.set_defaults(func=_pretrain)
 
     cache = sub.add_parser("cache", help="preprocess a dataset once into a memory-mapped cache")

@@ -30,9 +30,11 @@ class CacheWindows(Dataset):
         seed: base seed.
         records: positions in ``cache.table`` to use (default all).
         targets: integer code per cache record (default: patient codes).
+        labels: optional integer class per cache record (-1: unlabelled) for an
+            online monitor; items are then ``(x, target, label)``.
     """
 
-    def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None, targets=None):
+    def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None, targets=None, labels=None):
         self.cache = cache
         self.window = int(window)
         self.seed = int(seed)
@@ -50,6 +52,12 @@ class CacheWindows(Dataset):
         if len(codes) != len(cache):
             raise DatasetError(f"targets: expected one code per cache record ({len(cache)}), got {len(codes)}")
         self.patient_codes = codes[self.records]
+        self.labels = None
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if len(labels) != len(cache):
+                raise DatasetError(f"labels: expected one per cache record ({len(cache)}), got {len(labels)}")
+            self.labels = labels[self.records]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -61,4 +69,7 @@ class CacheWindows(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         start = int(rng.integers(0, self.lengths[i] - self.window + 1))
         x = self.cache.segment(int(self.records[i]), start, self.window)
-        return torch.from_numpy(np.array(x, dtype=np.float32)), int(self.patient_codes[i])
+        x = torch.from_numpy(np.array(x, dtype=np.float32))
+        if self.labels is None:
+            return x, int(self.patient_codes[i])
+        return x, int(self.patient_codes[i]), int(self.labels[i])

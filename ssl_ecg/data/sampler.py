@@ -87,18 +87,27 @@ class EpochShuffleSampler(Sampler[int]):
 
     Unlike ``shuffle=True`` with one generator, a run resumed at epoch e draws
     the same order as an uninterrupted run. Call :meth:`set_epoch` each epoch.
+    With ``num_replicas > 1`` (DDP) every rank draws the same permutation, drops
+    its tail to a multiple of ``num_replicas`` and takes every num_replicas-th
+    item from position ``rank``, so the ranks' items are disjoint and equal in number.
     """
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         if n < 1:
             raise DatasetError("n: nothing to sample")
+        if not 0 <= rank < num_replicas:
+            raise DatasetError(f"rank: {rank} is not in [0, {num_replicas})")
+        if n < num_replicas:
+            raise DatasetError(f"n: {n} items cannot be shared by {num_replicas} replicas")
         self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(np.random.default_rng([self.seed, self.epoch, 1]).permutation(self.n).tolist())
+        order = np.random.default_rng([self.seed, self.epoch, 1]).permutation(self.n)
+        return iter(order[: len(self) * self.num_replicas][self.rank::self.num_replicas].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.num_replicas

@@ -8,12 +8,20 @@ L for multi-lead ones.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from lightly.loss import BarlowTwinsLoss, NTXentLoss, VICRegLoss
-from lightly.models.modules.heads import BarlowTwinsProjectionHead, VICRegProjectionHead
+from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.modules.heads import (
+    BarlowTwinsProjectionHead,
+    BYOLPredictionHead,
+    BYOLProjectionHead,
+    VICRegProjectionHead,
+)
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from augmentations import (
@@ -46,11 +54,16 @@ class MethodSpec:
 
 
 class Method(nn.Module):
-    """A pretraining method: ``views``, ``instance_ids`` and ``loss``."""
+    """A pretraining method: ``views``, ``instance_ids`` and ``loss``.
+
+    ``sampler`` names the batch sampler the method needs: ``"shuffle"`` (any
+    records) or ``"patient"`` (several records of each patient per batch, PCLR).
+    """
 
     name: str = ""
     per_lead: bool = True
     needs_labels: bool = False
+    sampler: str = "shuffle"
 
     def in_channels(self, n_leads: int) -> int:
         return 1 if self.per_lead else n_leads
@@ -71,6 +84,21 @@ class Method(nn.Module):
         """Projection head trained with the encoder and discarded after pretraining (None: no head)."""
         return None
 
+    def instances_per_record(self, n_leads: int) -> int:
+        """Instances (rows of the views) each batch record becomes."""
+        return 1
+
+    def attach(self, encoder: nn.Module, head: nn.Module | None) -> None:
+        """Called once with the modules being trained (BYOL builds its momentum copies here)."""
+
+    def forward_loss(self, encoder: nn.Module, head: nn.Module | None, views: Tensor, ids: Tensor,
+                     step: int = 0, max_steps: int = 1) -> tuple[Tensor, Tensor]:
+        """Loss of one batch of views (N, V, C, S) and the encoder's embeddings (N, V, E)."""
+        n, v = views.shape[:2]
+        z = encoder(views.flatten(0, 1))
+        p = z if head is None else head(z)
+        return self.loss(p.reshape(n, v, -1), ids), z.reshape(n, v, -1)
+
 
 class _Patient(Method):
     """CLOCS family: views from segments and/or leads, patient-aware NT-Xent (or the original CLOCS loss)."""
@@ -85,6 +113,9 @@ class _Patient(Method):
 
     def views(self, x, generator=None):
         return self._views(x, generator=generator)
+
+    def instances_per_record(self, n_leads):
+        return n_leads if self.name == "cmsc" else 1
 
     def instance_ids(self, ids, x):
         if self.name == "cmsc":
@@ -148,6 +179,73 @@ class _TwoViewRedundancy(_SimCLR):
         return head(embed_dim, 4 * embed_dim, 4 * embed_dim)
 
 
+class _BYOL(_SimCLR):
+    """BYOL (Grill et al., NeurIPS 2020) from lightly's heads and utilities, on the SimCLR views.
+
+    The online network is encoder -> projection head -> predictor; the target is
+    a momentum copy of encoder and projection head, updated before each step
+    with momentum rising from 0.99 to 1 on a cosine schedule over the run.
+    The loss is the symmetrised negative cosine similarity.
+    """
+
+    def __init__(self, spec: MethodSpec, momentum: tuple[float, float] = (0.99, 1.0)):
+        super().__init__(spec)
+        self.name = "byol"
+        self.momentum = momentum
+        self.criterion = NegativeCosineSimilarity()
+
+    def make_head(self, embed_dim: int) -> nn.Module:
+        self._proj_dim = embed_dim
+        return BYOLProjectionHead(embed_dim, 4 * embed_dim, embed_dim)
+
+    def attach(self, encoder, head):
+        if head is None:
+            raise ConfigError("byol: needs its projection head")
+        dim = self._proj_dim
+        self.predictor = BYOLPredictionHead(dim, 4 * dim, dim)
+        self.momentum_encoder = copy.deepcopy(encoder)
+        self.momentum_head = copy.deepcopy(head)
+        deactivate_requires_grad(self.momentum_encoder)
+        deactivate_requires_grad(self.momentum_head)
+
+    def forward_loss(self, encoder, head, views, ids, step=0, max_steps=1):
+        m = cosine_schedule(step, max(max_steps, 1), *self.momentum)
+        update_momentum(encoder, self.momentum_encoder, m)
+        update_momentum(head, self.momentum_head, m)
+        x0, x1 = views[:, 0], views[:, 1]
+        z0, z1 = encoder(x0), encoder(x1)
+        p0, p1 = self.predictor(head(z0)), self.predictor(head(z1))
+        with torch.no_grad():
+            t0 = self.momentum_head(self.momentum_encoder(x0))
+            t1 = self.momentum_head(self.momentum_encoder(x1))
+        loss = 0.5 * (self.criterion(p0.float(), t1.float()) + self.criterion(p1.float(), t0.float()))
+        return loss, torch.stack([z0, z1], 1)
+
+
+class _PCLR(Method):
+    """PCLR (Diamant et al., PLOS Comput. Biol. 2022): one multi-lead segment per record, and
+    the positives of a record are the other records of the same patient in the batch.
+
+    Needs the patient-aware sampler (``sampler = "patient"``) and patients with
+    at least two records; patient-aware NT-Xent on (N, 1, E).
+    """
+
+    def __init__(self, spec: MethodSpec):
+        super().__init__()
+        self.name, self.spec, self.per_lead, self.sampler = "pclr", spec, False, "patient"
+        self.crop = SegmentViews(1, spec.segment_len, spec.fs, per_lead=False)
+        self._loss = PatientNTXentLoss(spec.temperature, gather_distributed=spec.gather_distributed)
+
+    def segment_samples(self):
+        return self.crop.segment_samples
+
+    def views(self, x, generator=None):
+        return self.crop(x, generator)  # (B, 1, L, S)
+
+    def loss(self, z, ids):
+        return self._loss(z, ids)
+
+
 def _patient_loss(spec: MethodSpec, clocs: bool) -> nn.Module:
     if clocs:
         return ClocsLoss(spec.temperature, gather_distributed=spec.gather_distributed)
@@ -188,6 +286,8 @@ METHODS: dict[str, Callable[[MethodSpec], Method]] = {
     "vicreg": lambda spec: _TwoViewRedundancy(spec, "vicreg"),
     "barlowtwins": lambda spec: _TwoViewRedundancy(spec, "barlowtwins"),
     "sclst": _sclst,
+    "byol": lambda spec: _BYOL(spec),
+    "pclr": lambda spec: _PCLR(spec),
 }
 
 

@@ -16,7 +16,7 @@ from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, open_cache
 from ssl_ecg.data.dataset import CacheWindows
 from ssl_ecg.data.download import locate_dataset
-from ssl_ecg.data.sampler import EpochShuffleSampler
+from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
 from ssl_ecg.data.splits import check_no_leakage, patient_split
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
@@ -52,19 +52,16 @@ class PretrainConfig:
     split: list = field(default_factory=lambda: [0.6, 0.2, 0.2])
     split_seed: int = 0
     label: str | None = None  # label column for supervised methods (sclst)
+    monitor_label: str | None = None  # label column for the online linear monitor (None: no monitor)
+    records_per_patient: int = 2  # pclr: records of each patient per batch
     cache_dir: str = "cache"
     num_workers: int = 0
     accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"  # "ddp" for several GPUs (or CPU processes, over gloo)
+    precision: str | None = None  # default: bf16-mixed on CUDA, else 32-true
+    wandb: bool = False  # also log to wandb (offline unless WANDB_MODE=online)
     resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
-
-
-class _SetEpoch(Callback):
-    def __init__(self, *targets):
-        self.targets = targets
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        for t in self.targets:
-            t.set_epoch(trainer.current_epoch)
 
 
 def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True,
@@ -75,9 +72,10 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
     """
+    # Gathering is a no-op in one process; under DDP the patient-aware losses see every rank's ids.
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
                                                  n_segments=cfg.n_segments, temperature=cfg.temperature,
-                                                 positives=cfg.positives))
+                                                 positives=cfg.positives, gather_distributed=True))
     if method.needs_labels and not cfg.label:
         raise ConfigError(f"method {cfg.method!r} is supervised: set label=<column> in the recipe")
     if cfg.pool not in ("train+val", "all"):
@@ -105,26 +103,51 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         labels = cache.table[cfg.label]
         records = records[labels.iloc[records].notna().to_numpy()]
         targets = pd.factorize(labels.astype(str))[0]
+    if method.sampler == "patient":
+        counts = patients.iloc[records].value_counts()
+        records = records[patients.iloc[records].map(counts).to_numpy() >= 2]
+        if len(records) == 0:
+            raise DatasetError(f"method {cfg.method!r}: positives are other records of the same patient, but no "
+                               f"patient in the {cfg.dataset} pool has 2 or more records")
+    monitor, n_classes = None, 0
+    if cfg.monitor_label:
+        if cfg.monitor_label not in cache.table.columns:
+            raise ConfigError(f"monitor_label: column {cfg.monitor_label!r} is not in the {cfg.dataset} index")
+        col = cache.table[cfg.monitor_label]
+        codes, classes = pd.factorize(col)  # NaN -> -1 (unlabelled)
+        monitor, n_classes = codes, len(classes)
+        if n_classes < 2:
+            raise ConfigError(f"monitor_label: column {cfg.monitor_label!r} has {n_classes} class(es), need 2+")
     window = cfg.n_segments * method.segment_samples() if cfg.method in ("cmsc", "cmsmlc", "clocs") \
         else method.segment_samples()
-    data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets)
+    data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets, labels=monitor)
     out = Path(runs) / cfg.name
     encoder_cfg = {"name": "clocs", "input_len": method.segment_samples()} if cfg.encoder is None else dict(cfg.encoder)
     encoder_cfg.update(in_channels=method.in_channels(n_leads), embed_dim=cfg.embed_dim)
     with seeded(cfg.seed):
         encoder = build_encoder(encoder_cfg)
         head = method.make_head(cfg.embed_dim)
-    module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed, head=head)
-    sampler = EpochShuffleSampler(len(data), seed=cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(data) > cfg.batch_size,
-                        num_workers=cfg.num_workers)
+        module = ContrastivePretrainer(encoder, method, lr=cfg.lr, seed=cfg.seed, head=head,
+                                       monitor_classes=n_classes,
+                                       monitor_dim=cfg.embed_dim * method.instances_per_record(n_leads))
+
+    def loader(world_size: int, rank: int) -> DataLoader:
+        if method.sampler == "patient":
+            batches = PatientBatchSampler(data.patient_codes, cfg.batch_size, k=cfg.records_per_patient,
+                                          seed=cfg.seed, num_replicas=world_size, rank=rank)
+            return DataLoader(data, batch_sampler=batches, num_workers=cfg.num_workers)
+        sampler = EpochShuffleSampler(len(data), seed=cfg.seed, num_replicas=world_size, rank=rank)
+        per_rank = len(sampler)
+        return DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=per_rank > cfg.batch_size,
+                          num_workers=cfg.num_workers)
+
     ckpt = out / "checkpoints" / "last.ckpt"
     if cfg.resume and not ckpt.is_file():
         raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
     losses, seconds = fit(module, loader, out, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                          accelerator=cfg.accelerator, progress=progress, seed=cfg.seed,
-                          callbacks=[_SetEpoch(data, sampler), *(callbacks or [])],
-                          ckpt_path=str(ckpt) if cfg.resume else None)
+                          accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+                          precision=cfg.precision, wandb=cfg.wandb, run_name=cfg.name, progress=progress,
+                          seed=cfg.seed, callbacks=list(callbacks or []), ckpt_path=str(ckpt) if cfg.resume else None)
     encoder.cpu().eval()
     summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data)), "split_sizes": pool,
                "losses": losses, "seconds": round(seconds, 1)}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,7 +23,7 @@ from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.utils import seeded
 
-__all__ = ["pretrain", "PretrainResult", "fit"]
+__all__ = ["pretrain", "PretrainResult", "fit", "default_precision", "SetEpoch"]
 
 
 @dataclass
@@ -89,23 +91,78 @@ def pretrain(
     return PretrainResult(path, losses, seconds)
 
 
-def fit(module: pl.LightningModule, loader: DataLoader, out_dir: Path, *, epochs: int, max_steps: int = -1,
-        accelerator: str = "auto", progress: bool = True, seed: int = 0, callbacks=(), ckpt_path: str | None = None,
+def default_precision(accelerator: str) -> str:
+    """bf16 mixed precision on a CUDA device that supports it, else full float32."""
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+class _Loaders(pl.LightningDataModule):
+    """Builds the training loader once the trainer knows its world size and rank (DDP-aware samplers)."""
+
+    def __init__(self, factory: Callable[[int, int], DataLoader]):
+        super().__init__()
+        self.factory = factory
+
+    def train_dataloader(self) -> DataLoader:
+        return self.factory(self.trainer.world_size, self.trainer.global_rank)
+
+
+class SetEpoch(Callback):
+    """Calls ``set_epoch`` on the training loader's dataset and samplers at each epoch start."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        loader = trainer.train_dataloader
+        for t in (loader.dataset, loader.sampler, loader.batch_sampler):
+            if hasattr(t, "set_epoch"):
+                t.set_epoch(trainer.current_epoch)
+
+
+def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], DataLoader], out_dir: Path, *,
+        epochs: int, max_steps: int = -1, accelerator: str = "auto", devices: int | str = 1,
+        strategy: str = "auto", precision: str | None = None, wandb: bool = False, run_name: str | None = None,
+        progress: bool = True, seed: int = 0, callbacks=(), ckpt_path: str | None = None,
         keep_best: bool = False) -> tuple[list[float], float]:
     """Train ``module`` with Lightning inside a seeded RNG scope; return (per-epoch losses, seconds).
 
     Writes ``out_dir/checkpoints/last.ckpt`` every epoch (plus the lowest-loss one with
-    ``keep_best``) and a CSV log under ``out_dir/logs``; ``ckpt_path`` resumes a run.
+    ``keep_best``), a CSV log under ``out_dir/logs`` (loss, learning rate, positives,
+    online monitor) and, with ``wandb``, a wandb run under ``out_dir/wandb``, offline
+    unless ``WANDB_MODE=online``. ``ckpt_path`` resumes a run.
+
+    Args:
+        loader: a DataLoader, or ``factory(world_size, rank) -> DataLoader`` for
+            samplers that split the data across DDP ranks themselves.
+        devices, strategy: as in Lightning (``strategy="ddp"`` for multi-GPU or multi-process CPU).
+        precision: Lightning precision; default :func:`default_precision`.
     """
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, every_n_epochs=1,
                            **({"monitor": "train_loss_epoch", "mode": "min", "save_top_k": 1} if keep_best else {}))
-    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=1,
-                         logger=CSVLogger(out_dir, name="logs"), callbacks=[ckpt, *callbacks],
-                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1)
+    loggers = [CSVLogger(out_dir, name="logs")]
+    if wandb:
+        loggers.append(_wandb_logger(out_dir, run_name or out_dir.name))
+    factory = callable(loader) and not isinstance(loader, DataLoader)
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices,
+                         strategy=strategy, precision=precision or default_precision(accelerator), logger=loggers,
+                         callbacks=[ckpt, SetEpoch(), LearningRateMonitor(logging_interval="epoch"), *callbacks],
+                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
+                         use_distributed_sampler=not factory)
     t0 = time.perf_counter()
     with seeded(seed):
-        trainer.fit(module, loader, ckpt_path=ckpt_path)
-    return _epoch_losses(Path(trainer.logger.log_dir) / "metrics.csv"), time.perf_counter() - t0
+        if factory:
+            trainer.fit(module, datamodule=_Loaders(loader), ckpt_path=ckpt_path)
+        else:
+            trainer.fit(module, loader, ckpt_path=ckpt_path)
+    return _epoch_losses(Path(loggers[0].log_dir) / "metrics.csv"), time.perf_counter() - t0
+
+
+def _wandb_logger(out_dir: Path, name: str):
+    from pytorch_lightning.loggers import WandbLogger
+
+    offline = os.environ.get("WANDB_MODE", "offline") != "online"
+    (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    return WandbLogger(project=os.environ.get("WANDB_PROJECT", "ssl-ecg"), name=name, save_dir=str(out_dir),
+                       offline=offline)
 
 
 def _epoch_losses(metrics_csv: Path) -> list[float]:

@@ -40,3 +40,16 @@ def test_bad_arguments():
         PatientBatchSampler([], 8)
     with pytest.raises(DatasetError, match="rank"):
         PatientBatchSampler(PATIENTS, 8, rank=2, num_replicas=2)
+
+
+def test_epoch_shuffle_sampler_splits_disjoint_equal_shares_across_ranks():
+    from ssl_ecg.data.sampler import EpochShuffleSampler
+
+    shares = [list(EpochShuffleSampler(11, seed=4, num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    flat = [i for s in shares for i in s]
+    assert len(set(flat)) == 9 and set(flat) <= set(range(11))
+    single = list(EpochShuffleSampler(11, seed=4))
+    assert shares[0] == single[0:9:3]  # the same permutation, dealt out
+    with pytest.raises(DatasetError, match="rank"):
+        EpochShuffleSampler(11, num_replicas=2, rank=2)

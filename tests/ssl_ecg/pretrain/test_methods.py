@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssl_ecg import load_encoder
-from ssl_ecg.errors import ConfigError
+from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.pretrain import METHODS, MethodSpec, PretrainConfig, build_method, run_pretrain
 from ssl_ecg.recipe import load_recipe
 
@@ -14,7 +14,8 @@ EXPERIMENTS = Path(__file__).parents[3] / "experiments"
 
 @pytest.mark.parametrize("name,views,channels", [("cmsc", 24, 1), ("cmlc", 12, 1), ("cmsmlc", 24, 1),
                                                  ("clocs", 24, 1), ("simclr", 2, 12), ("sclst", 2, 12),
-                                                 ("vicreg", 2, 12), ("barlowtwins", 2, 12)])
+                                                 ("vicreg", 2, 12), ("barlowtwins", 2, 12), ("byol", 2, 12),
+                                                 ("pclr", 1, 12)])
 def test_method_shapes_and_finite_gradients(name, views, channels):
     spec = MethodSpec(fs=100.0, segment_len=4.0, n_segments=2)
     method = build_method(name, spec)
@@ -24,12 +25,49 @@ def test_method_shapes_and_finite_gradients(name, views, channels):
     assert v.shape[1] == per_instance and v.shape[2] == channels and v.shape[3] == 400
     assert method.in_channels(12) == channels
     ids = method.instance_ids(torch.tensor([0, 0, 1, 2, 3, 3]), x)
-    z = torch.randn(v.shape[0], v.shape[1], 16, requires_grad=True)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * 400, 16))
     head = method.make_head(16)
-    loss = method.loss(z if head is None else head(z.flatten(0, 1)).reshape(*z.shape[:2], -1), ids)
-    assert (head is not None) == (name in ("vicreg", "barlowtwins"))
+    method.attach(encoder, head)
+    loss, z = method.forward_loss(encoder, head, v, ids, step=0, max_steps=10)
+    assert (head is not None) == (name in ("vicreg", "barlowtwins", "byol"))
+    assert z.shape == (v.shape[0], v.shape[1], 16)
     loss.backward()
-    assert math.isfinite(loss.item()) and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    grad = encoder[1].weight.grad
+    assert math.isfinite(loss.item()) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_byol_target_is_a_momentum_copy_that_follows_the_online_encoder():
+    method = build_method("byol", MethodSpec(fs=100.0, segment_len=4.0))
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12 * 400, 8))
+    head = method.make_head(8)
+    method.attach(encoder, head)
+    assert not any(p.requires_grad for p in method.momentum_encoder.parameters())
+    torch.testing.assert_close(method.momentum_encoder[1].weight, encoder[1].weight)
+    before = method.momentum_encoder[1].weight.detach().clone()
+    with torch.no_grad():
+        encoder[1].weight.add_(1.0)
+    v = method.views(torch.randn(4, 12, 1000), generator=torch.Generator().manual_seed(0))
+    method.forward_loss(encoder, head, v, torch.arange(4), step=0, max_steps=100)
+    # momentum 0.99 at step 0: target = 0.99 * target + 0.01 * online
+    torch.testing.assert_close(method.momentum_encoder[1].weight, before + 0.01, rtol=0, atol=1e-5)
+
+
+def test_pclr_positives_are_other_records_of_the_patient():
+    method = build_method("pclr", MethodSpec(fs=100.0, segment_len=4.0, temperature=0.5))
+    z = torch.nn.functional.normalize(torch.randn(6, 1, 8, dtype=torch.float64), dim=-1)
+    ids = torch.tensor([0, 0, 1, 1, 1, 2])
+    expected, count = 0.0, 0
+    for i in range(6):  # float64 loop reference: mean over anchors of the mean over positives
+        others = [j for j in range(6) if j != i]
+        pos = [j for j in others if ids[j] == ids[i]]
+        if not pos:
+            continue
+        lse = torch.logsumexp(torch.stack([z[i, 0] @ z[j, 0] / 0.5 for j in others]), 0)
+        expected += float(lse - sum(z[i, 0] @ z[j, 0] / 0.5 for j in pos) / len(pos))
+        count += 1
+    torch.testing.assert_close(method.loss(z.float(), ids).double(), torch.tensor(expected / count,
+                                                                                  dtype=torch.float64),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_bad_method_options():
@@ -47,7 +85,7 @@ def test_bundled_recipes_validate(recipe):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"pclr"}))
 def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
     cfg = PretrainConfig(name=name, dataset="ludb", root=str(ludb_root), method=name, fs=100.0, segment_len=4.0,
                          epochs=4, batch_size=16, lr=1e-3, cache_dir=str(tmp_path / "cache"),
@@ -60,6 +98,39 @@ def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
     assert enc(torch.randn(2, build_method(name, MethodSpec(fs=100.0)).in_channels(12), 400)).shape \
         == (2, 128)
     assert result["split_sizes"]["test"] > 0  # test patients held out of the pool
+
+
+@pytest.mark.realdata
+def test_pclr_trains_on_real_ptbxl_patients_with_several_records(ptbxl_root, ludb_root, tmp_path):
+    cfg = PretrainConfig(name="pclr", dataset="ptbxl", root=str(ptbxl_root), method="pclr", fs=100.0,
+                         segment_len=5.0, epochs=3, batch_size=16, lr=1e-3, pool="all",
+                         cache_dir=str(tmp_path / "cache"))
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    assert len(result["losses"]) == 3 and all(math.isfinite(v) for v in result["losses"])
+    assert 0 < result["records"] < 500  # only patients with 2+ records
+    import pandas as pd
+
+    logs = pd.read_csv(next((tmp_path / "pclr" / "logs").rglob("metrics.csv")))
+    assert (logs["positives_per_view"].dropna() > 0.9).all()  # every record has a same-patient partner
+    with pytest.raises(DatasetError, match="2 or more records"):  # LUDB: one record per patient
+        run_pretrain(PretrainConfig(name="p2", dataset="ludb", root=str(ludb_root), method="pclr",
+                                    cache_dir=str(tmp_path / "cache")), runs=tmp_path, progress=False)
+
+
+@pytest.mark.realdata
+def test_online_monitor_lr_and_positives_are_logged(ludb_root, tmp_path):
+    import pandas as pd
+
+    cfg = PretrainConfig(name="mon", dataset="ludb", root=str(ludb_root), method="cmsc", fs=100.0, segment_len=4.0,
+                         epochs=2, batch_size=16, lr=1e-3, monitor_label="rhythm", embed_dim=16,
+                         cache_dir=str(tmp_path / "cache"))
+    run_pretrain(cfg, runs=tmp_path, progress=False)
+    logs = pd.read_csv(next((tmp_path / "mon" / "logs").rglob("metrics.csv")))
+    for col in ("train_online_cls_loss", "train_online_cls_top1", "lr-Adam", "positives_per_view"):
+        assert logs[col].notna().sum() == 2, col
+    top1 = logs["train_online_cls_top1"].dropna()
+    assert ((top1 >= 0) & (top1 <= 1)).all()
+    assert (logs["lr-Adam"].dropna() == 1e-3).all()
 
 
 def test_supervised_method_needs_labels(tmp_path):
@@ -101,3 +172,15 @@ def test_recipe_can_choose_the_encoder(ludb_root, tmp_path):
     result = run_pretrain(cfg, runs=tmp_path, progress=False)
     enc = load_encoder(result["encoder"])
     assert enc.config["name"] == "resnet1d" and enc(torch.randn(2, 1, 400)).shape == (2, 16)
+
+
+@pytest.mark.realdata
+def test_wandb_logging_is_offline_by_default(ludb_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = PretrainConfig(name="wb", dataset="ludb", root=str(ludb_root), method="cmsc", fs=100.0, segment_len=4.0,
+                         epochs=1, max_steps=2, batch_size=8, embed_dim=16, wandb=True,
+                         cache_dir=str(tmp_path / "cache"))
+    run_pretrain(cfg, runs=tmp_path, progress=False)
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
