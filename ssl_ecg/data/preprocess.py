@@ -37,11 +37,17 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
 
 
 def select_leads(record: Record, leads: Sequence[str] | None) -> Record:
-    """Reorder/select leads by name (case-insensitive). ``None`` keeps all."""
+    """Reorder/select leads by name (case-insensitive). ``None`` keeps all.
+
+    A name ``"#k"`` selects the k-th channel whatever its name, and keeps the
+    name ``"#k"``: for datasets whose lead sets differ between records (MIT-BIH:
+    MLII with V1, V2, V4 or V5), with per-lead methods that ignore lead identity.
+    """
     if leads is None:
         return record
-    want = [canonical_lead(name) for name in leads]
+    want = [name if str(name).startswith("#") else canonical_lead(name) for name in leads]
     have = {name: i for i, name in enumerate(record.leads)}
+    have.update({f"#{i}": i for i in range(len(record.leads))})
     missing = [name for name in want if name not in have]
     if missing:
         raise RecordError(f"{record.path or record.record_id}: leads {missing} not found; record has {record.leads}")

@@ -92,8 +92,11 @@ class Method(nn.Module):
         """Called once with the modules being trained (BYOL builds its momentum copies here)."""
 
     def forward_loss(self, encoder: nn.Module, head: nn.Module | None, views: Tensor, ids: Tensor,
-                     step: int = 0, max_steps: int = 1) -> tuple[Tensor, Tensor]:
-        """Loss of one batch of views (N, V, C, S) and the encoder's embeddings (N, V, E)."""
+                     step: int = 0, max_steps: int = 1, training: bool = True) -> tuple[Tensor, Tensor]:
+        """Loss of one batch of views (N, V, C, S) and the encoder's embeddings (N, V, E).
+
+        ``training=False`` (validation) must leave every state untouched.
+        """
         n, v = views.shape[:2]
         z = encoder(views.flatten(0, 1))
         p = z if head is None else head(z)
@@ -208,10 +211,11 @@ class _BYOL(_SimCLR):
         deactivate_requires_grad(self.momentum_encoder)
         deactivate_requires_grad(self.momentum_head)
 
-    def forward_loss(self, encoder, head, views, ids, step=0, max_steps=1):
-        m = cosine_schedule(step, max(max_steps, 1), *self.momentum)
-        update_momentum(encoder, self.momentum_encoder, m)
-        update_momentum(head, self.momentum_head, m)
+    def forward_loss(self, encoder, head, views, ids, step=0, max_steps=1, training=True):
+        if training:
+            m = cosine_schedule(step, max(max_steps, 1), *self.momentum)
+            update_momentum(encoder, self.momentum_encoder, m)
+            update_momentum(head, self.momentum_head, m)
         x0, x1 = views[:, 0], views[:, 1]
         z0, z1 = encoder(x0), encoder(x1)
         p0, p1 = self.predictor(head(z0)), self.predictor(head(z1))

@@ -83,6 +83,16 @@ class ContrastivePretrainer(pl.LightningModule):
             loss = loss + self._monitor_step(z, batch[2], len(x))
         return loss
 
+    def validation_step(self, batch, batch_idx):
+        """Loss on held-out patients, with views fixed per batch so epochs compare (CLOCS' early stopping)."""
+        x, targets = batch[0], batch[1]
+        gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + 104_729 + batch_idx)
+        views = self.method.views(x, generator=gen)
+        ids = self.method.instance_ids(targets, x)
+        loss, _ = self.method.forward_loss(self.encoder, self.head, views, ids, training=False)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=views.shape[0], sync_dist=True)
+        return loss
+
     def _log_positives(self, ids: Tensor, v: int, n: int) -> None:
         world = self.trainer.world_size if getattr(self, "_trainer", None) is not None else 1
         gathered = self.all_gather(ids).reshape(world, -1) if world > 1 else ids[None]

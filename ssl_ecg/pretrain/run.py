@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
@@ -35,6 +36,7 @@ class PretrainConfig:
     name: str = "pretrain"
     dataset: str = "ludb"
     root: str | None = None  # the dataset folder; default: found under $SSL_ECG_DATA
+    dataset_options: dict = field(default_factory=dict)  # adapter options, e.g. {fs: 100} for PTB-XL's 100 Hz files
     method: str = "cmsc"
     fs: float = 100.0
     segment_len: float = 5.0
@@ -49,9 +51,11 @@ class PretrainConfig:
     max_steps: int = -1
     seed: int = 0
     pool: str = "train+val"  # which patients pretraining sees: "train+val" of a seeded split, or "all"
-    split: list = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    split: list | str = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
     split_seed: int = 0
     label: str | None = None  # label column for supervised methods (sclst)
+    leads: list | None = None  # lead names to keep, in order (e.g. [II, V2, aVL, aVR]); default: all
+    early_stopping_patience: int | None = None  # train on train patients, stop on the val patients' loss (CLOCS)
     monitor_label: str | None = None  # label column for the online linear monitor (None: no monitor)
     records_per_patient: int = 2  # pclr: records of each patient per batch
     cache_dir: str = "cache"
@@ -62,6 +66,14 @@ class PretrainConfig:
     precision: str | None = None  # default: bf16-mixed on CUDA, else 32-true
     wandb: bool = False  # also log to wandb (offline unless WANDB_MODE=online)
     resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
+
+
+def _splits(table: pd.DataFrame, patients: pd.Series, cfg: PretrainConfig) -> dict:
+    if cfg.split != "official":
+        return patient_split(patients, cfg.split, seed=cfg.split_seed)
+    if "split" not in table.columns:
+        raise ConfigError(f"split: 'official' needs a dataset with official splits; {cfg.dataset} has none")
+    return {name: set(patients[table["split"] == name]) for name in ("train", "val", "test")}
 
 
 def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True,
@@ -80,35 +92,48 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         raise ConfigError(f"method {cfg.method!r} is supervised: set label=<column> in the recipe")
     if cfg.pool not in ("train+val", "all"):
         raise ConfigError(f"pool: expected 'train+val' or 'all', got {cfg.pool!r}")
+    if cfg.early_stopping_patience is not None and cfg.pool != "train+val":
+        raise ConfigError("early_stopping_patience: validates on the val patients, so it needs pool='train+val'")
     root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
     if root is None:
         raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
-    index = load_index(cfg.dataset, root)
-    cache = open_cache(index, cfg.cache_dir, CacheParams(fs=cfg.fs))
+    index = load_index(cfg.dataset, root, **cfg.dataset_options)
+    leads = tuple(cfg.leads) if cfg.leads else None
+    cache = open_cache(index, cfg.cache_dir, CacheParams(fs=cfg.fs, leads=leads))
     n_leads = cache.n_leads
     patients = cache.table["patient_id"].astype(str)
+    val_records = None
     if cfg.pool == "all":
         records, pool = np.arange(len(cache)), {"all": int(patients.nunique())}
     else:
-        splits = patient_split(patients, cfg.split, seed=cfg.split_seed)
+        splits = _splits(cache.table, patients, cfg)
         check_no_leakage(splits)
-        keep = set(splits["train"]) | set(splits["val"])
-        records = np.flatnonzero(patients.isin(keep).to_numpy())
         pool = {k: len(v) for k, v in splits.items()}
+        if cfg.early_stopping_patience is None:
+            records = np.flatnonzero(patients.isin(set(splits["train"]) | set(splits["val"])).to_numpy())
+        else:  # CLOCS: train on the train patients, stop on the val patients' loss
+            records = np.flatnonzero(patients.isin(set(splits["train"])).to_numpy())
+            val_records = np.flatnonzero(patients.isin(set(splits["val"])).to_numpy())
     targets = None
     if method.needs_labels:
         if cfg.label not in cache.table.columns:
             raise ConfigError(f"label: column {cfg.label!r} is not in the {cfg.dataset} index "
                               f"(columns: {sorted(cache.table.columns)})")
         labels = cache.table[cfg.label]
-        records = records[labels.iloc[records].notna().to_numpy()]
         targets = pd.factorize(labels.astype(str))[0]
-    if method.sampler == "patient":
-        counts = patients.iloc[records].value_counts()
-        records = records[patients.iloc[records].map(counts).to_numpy() >= 2]
-        if len(records) == 0:
-            raise DatasetError(f"method {cfg.method!r}: positives are other records of the same patient, but no "
-                               f"patient in the {cfg.dataset} pool has 2 or more records")
+
+    def usable(rec: np.ndarray, what: str) -> np.ndarray:
+        if method.needs_labels:
+            rec = rec[cache.table[cfg.label].iloc[rec].notna().to_numpy()]
+        if method.sampler == "patient":
+            counts = patients.iloc[rec].value_counts()
+            rec = rec[patients.iloc[rec].map(counts).to_numpy() >= 2]
+            if len(rec) == 0:
+                raise DatasetError(f"method {cfg.method!r}: positives are other records of the same patient, but "
+                                   f"no patient among the {cfg.dataset} {what} records has 2 or more records")
+        return rec
+
+    records = usable(records, "pretraining")
     monitor, n_classes = None, 0
     if cfg.monitor_label:
         if cfg.monitor_label not in cache.table.columns:
@@ -121,6 +146,10 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     window = cfg.n_segments * method.segment_samples() if cfg.method in ("cmsc", "cmsmlc", "clocs") \
         else method.segment_samples()
     data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets, labels=monitor)
+    val_data = None
+    if val_records is not None:
+        val_data = CacheWindows(cache, window, seed=cfg.seed + 1, records=usable(val_records, "validation"),
+                                targets=targets)
     out = Path(runs) / cfg.name
     encoder_cfg = {"name": "clocs", "input_len": method.segment_samples()} if cfg.encoder is None else dict(cfg.encoder)
     encoder_cfg.update(in_channels=method.in_channels(n_leads), embed_dim=cfg.embed_dim)
@@ -131,25 +160,35 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                                        monitor_classes=n_classes,
                                        monitor_dim=cfg.embed_dim * method.instances_per_record(n_leads))
 
-    def loader(world_size: int, rank: int) -> DataLoader:
+    def loader(world_size: int, rank: int, dataset: CacheWindows = data) -> DataLoader:
         if method.sampler == "patient":
-            batches = PatientBatchSampler(data.patient_codes, cfg.batch_size, k=cfg.records_per_patient,
+            batches = PatientBatchSampler(dataset.patient_codes, cfg.batch_size, k=cfg.records_per_patient,
                                           seed=cfg.seed, num_replicas=world_size, rank=rank)
-            return DataLoader(data, batch_sampler=batches, num_workers=cfg.num_workers)
-        sampler = EpochShuffleSampler(len(data), seed=cfg.seed, num_replicas=world_size, rank=rank)
+            if len(batches) == 0:
+                raise DatasetError(f"batch_size: {cfg.batch_size} is more than the {len(dataset)} records of patients "
+                                   f"with 2+ records (per rank: {world_size} ranks); lower batch_size")
+            return DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers)
+        sampler = EpochShuffleSampler(len(dataset), seed=cfg.seed, num_replicas=world_size, rank=rank)
         per_rank = len(sampler)
-        return DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=per_rank > cfg.batch_size,
-                          num_workers=cfg.num_workers)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                          drop_last=per_rank > cfg.batch_size, num_workers=cfg.num_workers)
 
     ckpt = out / "checkpoints" / "last.ckpt"
     if cfg.resume and not ckpt.is_file():
         raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
+    validate = val_data is not None
     losses, seconds = fit(module, loader, out, epochs=cfg.epochs, max_steps=cfg.max_steps,
                           accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
                           precision=cfg.precision, wandb=cfg.wandb, run_name=cfg.name, progress=progress,
-                          seed=cfg.seed, callbacks=list(callbacks or []), ckpt_path=str(ckpt) if cfg.resume else None)
+                          seed=cfg.seed, callbacks=list(callbacks or []), ckpt_path=str(ckpt) if cfg.resume else None,
+                          keep_best=validate, patience=cfg.early_stopping_patience,
+                          val_loader=(lambda w, r: loader(w, r, val_data)) if validate else None)
+    if validate:  # CLOCS keeps the weights of the lowest validation loss
+        best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+        module.load_state_dict(best["state_dict"])
     encoder.cpu().eval()
     summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data)), "split_sizes": pool,
+               "val_records": int(len(val_data)) if validate else 0,
                "losses": losses, "seconds": round(seconds, 1)}
     path = save_encoder(encoder, out / "encoder.pt", extra={"method": cfg.method, "pretraining": summary})
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))

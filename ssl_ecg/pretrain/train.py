@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -100,12 +100,15 @@ def default_precision(accelerator: str) -> str:
 class _Loaders(pl.LightningDataModule):
     """Builds the training loader once the trainer knows its world size and rank (DDP-aware samplers)."""
 
-    def __init__(self, factory: Callable[[int, int], DataLoader]):
+    def __init__(self, factory: Callable[[int, int], DataLoader], val: Callable[[int, int], DataLoader] | None):
         super().__init__()
-        self.factory = factory
+        self.factory, self.val = factory, val
 
     def train_dataloader(self) -> DataLoader:
         return self.factory(self.trainer.world_size, self.trainer.global_rank)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val is None else self.val(self.trainer.world_size, self.trainer.global_rank)
 
 
 class SetEpoch(Callback):
@@ -122,12 +125,14 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
         epochs: int, max_steps: int = -1, accelerator: str = "auto", devices: int | str = 1,
         strategy: str = "auto", precision: str | None = None, wandb: bool = False, run_name: str | None = None,
         progress: bool = True, seed: int = 0, callbacks=(), ckpt_path: str | None = None,
-        keep_best: bool = False) -> tuple[list[float], float]:
+        keep_best: bool = False, val_loader: Callable[[int, int], DataLoader] | None = None,
+        patience: int | None = None) -> tuple[list[float], float]:
     """Train ``module`` with Lightning inside a seeded RNG scope; return (per-epoch losses, seconds).
 
-    Writes ``out_dir/checkpoints/last.ckpt`` every epoch (plus the lowest-loss one with
-    ``keep_best``), a CSV log under ``out_dir/logs`` (loss, learning rate, positives,
-    online monitor) and, with ``wandb``, a wandb run under ``out_dir/wandb``, offline
+    Writes ``out_dir/checkpoints/last.ckpt`` every epoch, with ``keep_best`` also
+    ``best.ckpt`` (lowest ``val_loss`` with a validation loader, else lowest training
+    loss), a CSV log under ``out_dir/logs`` (loss, learning rate, positives, online
+    monitor) and, with ``wandb``, a wandb run under ``out_dir/wandb``, offline
     unless ``WANDB_MODE=online``. ``ckpt_path`` resumes a run.
 
     Args:
@@ -135,9 +140,17 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
             samplers that split the data across DDP ranks themselves.
         devices, strategy: as in Lightning (``strategy="ddp"`` for multi-GPU or multi-process CPU).
         precision: Lightning precision; default :func:`default_precision`.
+        val_loader: ``factory(world_size, rank)`` of a validation loader (needs a factory ``loader``).
+        patience: stop after this many epochs without a lower ``val_loss``.
     """
+    monitor = "val_loss" if val_loader is not None else "train_loss_epoch"
+    if patience is not None and val_loader is None:
+        raise ConfigError("patience: early stopping needs a validation loader")
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, every_n_epochs=1,
-                           **({"monitor": "train_loss_epoch", "mode": "min", "save_top_k": 1} if keep_best else {}))
+                           **({"monitor": monitor, "mode": "min", "save_top_k": 1, "filename": "best"}
+                              if keep_best else {}))
+    if patience is not None:
+        callbacks = [*callbacks, EarlyStopping(monitor="val_loss", mode="min", patience=patience)]
     loggers = [CSVLogger(out_dir, name="logs")]
     if wandb:
         loggers.append(_wandb_logger(out_dir, run_name or out_dir.name))
@@ -146,11 +159,12 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
                          strategy=strategy, precision=precision or default_precision(accelerator), logger=loggers,
                          callbacks=[ckpt, SetEpoch(), LearningRateMonitor(logging_interval="epoch"), *callbacks],
                          enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
-                         use_distributed_sampler=not factory)
+                         use_distributed_sampler=not factory, num_sanity_val_steps=0,
+                         limit_val_batches=None if val_loader is not None else 0)
     t0 = time.perf_counter()
     with seeded(seed):
         if factory:
-            trainer.fit(module, datamodule=_Loaders(loader), ckpt_path=ckpt_path)
+            trainer.fit(module, datamodule=_Loaders(loader, val_loader), ckpt_path=ckpt_path)
         else:
             trainer.fit(module, loader, ckpt_path=ckpt_path)
     return _epoch_losses(Path(loggers[0].log_dir) / "metrics.csv"), time.perf_counter() - t0

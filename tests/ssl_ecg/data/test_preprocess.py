@@ -80,3 +80,12 @@ def test_bandpass_removes_baseline_and_counts_policy_actions():
     assert preprocess(rec(sig), fs=250.0, bad_lead_policy="zero_lead", band=(0.5, 40.0), stats=stats) is not None
     assert preprocess(rec(sig), fs=250.0, bad_lead_policy="drop_record", stats=stats) is None
     assert stats == {"zeroed_leads": 1, "dropped_records": 1}
+
+
+def test_leads_can_be_selected_by_position():
+    sig = np.arange(6, dtype=np.float32).reshape(3, 2).T.copy()  # (2 leads, 3 samples)
+    rec = Record(record_id="r", patient_id="p", signal=sig, fs=100.0, leads=["MLII", "V5"], path="r")
+    out = select_leads(rec, ["#1", "#0"])
+    assert out.leads == ["#1", "#0"] and np.array_equal(out.signal, sig[::-1])
+    with pytest.raises(RecordError, match="#2"):
+        select_leads(rec, ["#2"])

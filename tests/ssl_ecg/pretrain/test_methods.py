@@ -77,10 +77,36 @@ def test_bad_method_options():
         build_method("cmlc", MethodSpec(fs=100.0, positives="patient_lead"))
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in EXPERIMENTS.glob("ludb_*.yaml")))
+PRETRAIN_RECIPES = sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name != "demo.yaml")
+
+
+@pytest.mark.parametrize("recipe", PRETRAIN_RECIPES)
 def test_bundled_recipes_validate(recipe):
     cfg = load_recipe(PretrainConfig, EXPERIMENTS / recipe)
-    assert cfg.method in METHODS and cfg.pool == "train+val"
+    assert cfg.method in METHODS and cfg.pool == "train+val" and cfg.name == recipe[:-5]
+    build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len, positives=cfg.positives))
+
+
+def test_clocs_protocol_recipes_match_the_paper():
+    for name in ("clocs_chapman_4lead", "clocs_chapman_12lead", "clocs_cinc2020_4lead", "clocs_cinc2020_12lead"):
+        cfg = load_recipe(PretrainConfig, EXPERIMENTS / f"{name}.yaml")
+        assert round(cfg.fs * cfg.segment_len) == 2500 and cfg.embed_dim == 128 and cfg.temperature == 0.1
+        assert cfg.lr == 1e-4 and cfg.batch_size == 256 and cfg.early_stopping_patience == 15
+        assert cfg.leads == (["II", "V2", "aVL", "aVR"] if "4lead" in name else None)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("recipe", [r for r in PRETRAIN_RECIPES if r.split("_")[0] in ("ludb", "ptbxl", "mitdb")])
+def test_bundled_recipes_run_on_the_real_data(recipe, tmp_path):
+    import os
+
+    cfg = load_recipe(PretrainConfig, EXPERIMENTS / recipe, {"epochs": 1, "max_steps": 2, "batch_size": 8,
+                                                             "cache_dir": str(tmp_path / "cache")})
+    cfg.root = str(Path(os.environ["SSL_ECG_DATA"]) / cfg.dataset)
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    assert result["losses"] and all(math.isfinite(v) for v in result["losses"])
+    assert load_encoder(result["encoder"]).config["embed_dim"] == cfg.embed_dim
 
 
 @pytest.mark.slow
@@ -102,6 +128,8 @@ def test_every_method_trains_on_real_ludb(name, ludb_root, tmp_path):
 
 @pytest.mark.realdata
 def test_pclr_trains_on_real_ptbxl_patients_with_several_records(ptbxl_root, ludb_root, tmp_path):
+    from dataclasses import replace
+
     cfg = PretrainConfig(name="pclr", dataset="ptbxl", root=str(ptbxl_root), method="pclr", fs=100.0,
                          segment_len=5.0, epochs=3, batch_size=16, lr=1e-3, pool="all",
                          cache_dir=str(tmp_path / "cache"))
@@ -112,6 +140,8 @@ def test_pclr_trains_on_real_ptbxl_patients_with_several_records(ptbxl_root, lud
 
     logs = pd.read_csv(next((tmp_path / "pclr" / "logs").rglob("metrics.csv")))
     assert (logs["positives_per_view"].dropna() > 0.9).all()  # every record has a same-patient partner
+    with pytest.raises(DatasetError, match="lower batch_size"):
+        run_pretrain(replace(cfg, name="big", batch_size=4096), runs=tmp_path, progress=False)
     with pytest.raises(DatasetError, match="2 or more records"):  # LUDB: one record per patient
         run_pretrain(PretrainConfig(name="p2", dataset="ludb", root=str(ludb_root), method="pclr",
                                     cache_dir=str(tmp_path / "cache")), runs=tmp_path, progress=False)
@@ -184,3 +214,25 @@ def test_wandb_logging_is_offline_by_default(ludb_root, tmp_path, monkeypatch):
     run_pretrain(cfg, runs=tmp_path, progress=False)
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+@pytest.mark.realdata
+def test_early_stopping_on_validation_patients_keeps_the_best_weights(ludb_root, tmp_path):
+    import pandas as pd
+
+    cfg = PretrainConfig(name="es", dataset="ludb", root=str(ludb_root), method="cmlc", fs=100.0, segment_len=4.0,
+                         epochs=30, batch_size=32, lr=3e-2, embed_dim=16, early_stopping_patience=1,
+                         leads=["II", "V2", "aVL", "aVR"], cache_dir=str(tmp_path / "cache"))
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    assert 0 < result["val_records"] < result["records"]
+    logs = pd.read_csv(next((tmp_path / "es" / "logs").rglob("metrics.csv")))
+    val = logs["val_loss"].dropna().to_numpy()
+    assert len(val) < 30  # stopped early
+    assert val[-1] >= val.min() and len(val) - 1 - val.argmin() == 1  # stopped after `patience` bad epochs
+    best = torch.load(tmp_path / "es" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    enc = load_encoder(result["encoder"])
+    for key, value in enc.state_dict().items():
+        assert torch.equal(value, best[f"encoder.{key}"]), key
+    assert enc.config["in_channels"] == 1
+    with pytest.raises(ConfigError, match="pool"):
+        run_pretrain(PretrainConfig(root=str(ludb_root), pool="all", early_stopping_patience=3), runs=tmp_path)
