@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ssl_ecg.data.splits import check_classes_present
+from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
 
 __all__ = ["ProbeResult", "logistic_probe", "DEFAULT_CS"]
 
@@ -20,9 +20,18 @@ DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 @dataclass
 class ProbeResult:
+    """Test and validation (macro) AUROC at the validation-selected setting.
+
+    ``C`` is the chosen inverse regularisation (logistic probe) and ``best_epoch``
+    the chosen epoch (torch probe, fine-tuning); ``test_scores`` are the test
+    set's scores at that setting.
+    """
+
     test_auroc: float
     val_auroc: float
-    C: float
+    C: float = float("nan")
+    best_epoch: int = -1
+    test_scores: np.ndarray | None = None
 
 
 def logistic_probe(
@@ -31,27 +40,39 @@ def logistic_probe(
     x_test: np.ndarray, y_test: np.ndarray,
     Cs=DEFAULT_CS, task: str = "task", seed: int = 0,
 ) -> ProbeResult:
-    """Binary logistic-regression probe on standardised embeddings.
+    """Logistic-regression probe on standardised embeddings (statistics from the training set).
 
-    C is chosen by validation AUROC (ties: the smaller C); the test AUROC is
-    reported at that C only, never maximised over C.
+    Binary labels (n,) fit one model; class indices (n,) a multinomial model;
+    multi-hot labels (n, C) one-vs-rest models. C is chosen by validation
+    (macro) AUROC, ties going to the smaller C; the test AUROC is reported at
+    that C only, never maximised over C.
     """
-    check_classes_present(y_train, "training labels", task)
-    check_classes_present(y_val, "validation split", task)
-    check_classes_present(y_test, "test split", task)
+    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
+    n_classes = None if kind != "multiclass" else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1
+    check_task_labels(y_train, "training labels", task, kind, n_classes)
+    check_task_labels(y_val, "validation split", task, kind, n_classes)
+    check_task_labels(y_test, "test split", task, kind, n_classes)
     scaler = StandardScaler().fit(x_train)
     xt, xv, xs = scaler.transform(x_train), scaler.transform(x_val), scaler.transform(x_test)
     best = None
     for c in sorted(Cs):
-        clf = _fit(xt, y_train, c, seed)
-        val = roc_auc_score(y_val, clf.decision_function(xv))
+        clf = _fit(xt, y_train, c, seed, kind)
+        val = auroc(y_val, _scores(clf, xv, kind), kind)
         if best is None or val > best[0]:
             best = (val, c, clf)
     val, c, clf = best
-    return ProbeResult(test_auroc=float(roc_auc_score(y_test, clf.decision_function(xs))), val_auroc=float(val), C=c)
+    scores = _scores(clf, xs, kind)
+    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(val), C=c, test_scores=scores)
 
 
-def _fit(x, y, c, seed):
+def _fit(x, y, c, seed, kind):
+    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    if kind == "multilabel":
+        model = OneVsRestClassifier(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
+        return model.fit(x, y)
+
+
+def _scores(clf, x, kind):
+    return clf.decision_function(x) if kind == "binary" else clf.predict_proba(x)

@@ -1,40 +1,58 @@
-"""The supervised-from-scratch arm: the same encoder trained end to end on the labels."""
+"""Fine-tuning a (pretrained) encoder end to end, and the supervised-from-scratch arm."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from augmentations import SegmentViews
-from ssl_ecg.data.splits import check_classes_present
 from ssl_ecg.evaluate.embed import tile_windows, window_embeddings
+from ssl_ecg.evaluate.linear import loss_and_outputs, scores_of, targets
+from ssl_ecg.evaluate.probe import ProbeResult
+from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
 from ssl_ecg.models import build_encoder
 from ssl_ecg.utils import seeded
 
-__all__ = ["SupervisedResult", "train_supervised"]
+__all__ = ["SupervisedResult", "train_supervised", "finetune"]
 
-
-@dataclass
-class SupervisedResult:
-    test_auroc: float
-    val_auroc: float
-    best_epoch: int
+SupervisedResult = ProbeResult
 
 
 class _Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, in_features: int, per_lead: bool):
+    def __init__(self, encoder: nn.Module, in_features: int, per_lead: bool, n_out: int):
         super().__init__()
         self.encoder, self.per_lead = encoder, per_lead
-        self.head = nn.Linear(in_features, 1)
+        self.head = nn.Linear(in_features, n_out)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """(R, W, L, S) -> (R,) logits, averaging window embeddings per record."""
-        return self.head(window_embeddings(self.encoder, windows, self.per_lead).mean(1)).squeeze(-1)
+        """(R, W, L, S) -> (R, n_out) logits, averaging window embeddings per record."""
+        return self.head(window_embeddings(self.encoder, windows, self.per_lead).mean(1))
+
+
+def finetune(
+    encoder: nn.Module,
+    x_train: np.ndarray, y_train: np.ndarray,
+    x_val: np.ndarray, y_val: np.ndarray,
+    x_test: np.ndarray, y_test: np.ndarray,
+    window: int, per_lead: bool = True, lr: float = 1e-3, encoder_lr_factor: float = 0.1, epochs: int = 60,
+    patience: int = 10, batch_size: int = 64, seed: int = 0, task: str = "task",
+    device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """Fine-tune a copy of ``encoder`` (the caller's module is not modified) with a linear head.
+
+    All weights train with Adam; the encoder's learning rate is ``lr *
+    encoder_lr_factor``. Training draws one random window per record per epoch;
+    validation and test average window embeddings over each record's tiled
+    windows. The epoch is selected on validation (macro) AUROC with early
+    stopping after ``patience`` epochs, and the test set is scored once, with
+    the best validation epoch's weights. Labels as in :func:`logistic_probe`.
+    """
+    with seeded(seed):
+        return _train(copy.deepcopy(encoder), x_train, y_train, x_val, y_val, x_test, y_test, window, per_lead,
+                      lr, encoder_lr_factor, epochs, patience, batch_size, seed, task, device)
 
 
 def train_supervised(
@@ -43,51 +61,57 @@ def train_supervised(
     x_val: np.ndarray, y_val: np.ndarray,
     x_test: np.ndarray, y_test: np.ndarray,
     window: int, per_lead: bool = True, lr: float = 1e-3, epochs: int = 60, patience: int = 10,
-    batch_size: int = 64, seed: int = 0, task: str = "task",
-) -> SupervisedResult:
-    """Train encoder + linear head with BCE from scratch; select the epoch on validation AUROC.
+    batch_size: int = 64, seed: int = 0, task: str = "task", device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """The supervised baseline: a freshly initialised encoder (seeded) trained as in :func:`finetune`."""
+    with seeded(seed):
+        encoder = build_encoder(encoder_config)
+        return _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_lead, lr, 1.0, epochs,
+                      patience, batch_size, seed, task, device)
 
-    Training draws one random window per record per epoch; validation and test
-    average the logits' inputs over the record's tiled windows. The test AUROC is
-    measured once, with the weights of the best validation epoch.
-    """
-    check_classes_present(y_train, "training labels", task)
-    check_classes_present(y_val, "validation split", task)
-    check_classes_present(y_test, "test split", task)
+
+def _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_lead, lr, encoder_lr_factor,
+           epochs, patience, batch_size, seed, task, device) -> ProbeResult:
+    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
+    n_classes = (np.asarray(y_train).shape[1] if kind == "multilabel"
+                 else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1)
+    check_task_labels(y_train, "training labels", task, kind, n_classes)
+    check_task_labels(y_val, "validation split", task, kind, n_classes)
+    check_task_labels(y_test, "test split", task, kind, n_classes)
     gen = torch.Generator().manual_seed(seed)
     crop = SegmentViews(n_segments=1, segment_len=window, fs=1.0, per_lead=False)
     xt = torch.as_tensor(x_train, dtype=torch.float32)
-    yt = torch.as_tensor(y_train, dtype=torch.float32)
-    wv = tile_windows(torch.as_tensor(x_val, dtype=torch.float32), window)
-    ws = tile_windows(torch.as_tensor(x_test, dtype=torch.float32), window)
-    with seeded(seed):
-        encoder = build_encoder(encoder_config)
-        n_leads = xt.shape[1]
-        feat = encoder.embed_dim * (n_leads if per_lead else 1)
-        model = _Classifier(encoder, feat, per_lead)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        loss_fn = nn.BCEWithLogitsLoss()
-        best = (-1.0, -1, None)
-        for epoch in range(epochs):
-            model.train()
-            order = torch.randperm(len(xt), generator=gen)
-            for b0 in range(0, len(xt), batch_size):
-                idx = order[b0:b0 + batch_size]
-                batch = crop(xt[idx], generator=gen)  # (B, 1, L, window): one random window per record
-                opt.zero_grad()
-                loss_fn(model(batch), yt[idx]).backward()
-                opt.step()
-            val = _auroc(model, wv, y_val)
-            if val > best[0]:
-                best = (val, epoch, copy.deepcopy(model.state_dict()))
-            elif epoch - best[1] >= patience:
-                break
-        model.load_state_dict(best[2])
-        test = _auroc(model, ws, y_test)
-    return SupervisedResult(test_auroc=test, val_auroc=best[0], best_epoch=best[1])
+    yt = targets(y_train, kind, device)
+    wv = tile_windows(torch.as_tensor(x_val, dtype=torch.float32), window).to(device)
+    ws = tile_windows(torch.as_tensor(x_test, dtype=torch.float32), window).to(device)
+    loss_fn, n_out = loss_and_outputs(kind, n_classes)
+    feat = encoder.embed_dim * (xt.shape[1] if per_lead else 1)
+    model = _Classifier(encoder, feat, per_lead, n_out).to(device)
+    opt = torch.optim.Adam([{"params": model.encoder.parameters(), "lr": lr * encoder_lr_factor},
+                            {"params": model.head.parameters(), "lr": lr}])
+    best = (-1.0, -1, None)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        for b0 in range(0, len(xt), batch_size):
+            idx = order[b0:b0 + batch_size]
+            batch = crop(xt[idx], generator=gen).to(device)  # (B, 1, L, window): one random window per record
+            opt.zero_grad()
+            out = model(batch)
+            loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx.to(device)]).backward()
+            opt.step()
+        val = auroc(y_val, _scores(model, wv, kind), kind)
+        if val > best[0]:
+            best = (val, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= patience:
+            break
+    model.load_state_dict(best[2])
+    scores = _scores(model, ws, kind)
+    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
+                       test_scores=scores)
 
 
 @torch.no_grad()
-def _auroc(model: nn.Module, windows: torch.Tensor, y: np.ndarray) -> float:
+def _scores(model: nn.Module, windows: torch.Tensor, kind: str) -> np.ndarray:
     model.eval()
-    return float(roc_auc_score(y, model(windows).numpy()))
+    return scores_of(model(windows), kind)

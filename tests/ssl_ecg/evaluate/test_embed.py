@@ -39,3 +39,26 @@ def test_change_is_detected():
     enc(torch.randn(4, 1, 400))  # updates BatchNorm running stats
     with pytest.raises(EncoderChangedError, match="running_mean"):
         assert_unchanged(enc, before)
+
+
+def test_finetune_trains_a_copy_and_leaves_the_callers_encoder_unchanged():
+    from ssl_ecg.evaluate import finetune
+    from ssl_ecg.evaluate.embed import frozen_state
+    from ssl_ecg.models import build_encoder
+
+    rng = np.random.default_rng(0)
+
+    def task(n):
+        y = rng.integers(0, 2, n)
+        x = rng.standard_normal((n, 2, 800)).astype(np.float32) * 0.3
+        x[:, 0, :] += (2 * y - 1)[:, None] * np.sin(np.linspace(0, 40, 800))[None, :]  # class sets the polarity
+        return x, y
+
+    torch.manual_seed(0)
+    enc = build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8})
+    before = frozen_state(enc)
+    res = finetune(enc, *task(64), *task(32), *task(64), window=400, per_lead=True, lr=3e-3, epochs=8,
+                   encoder_lr_factor=0.5, batch_size=16)
+    assert res.test_auroc > 0.9 and 0 <= res.best_epoch < 8
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -1,0 +1,88 @@
+"""Linear probe in torch: a linear head on frozen embeddings, BCE or CE, early stopping on validation."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_ecg.evaluate.probe import ProbeResult
+from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
+from ssl_ecg.utils import seeded
+
+__all__ = ["torch_linear_probe", "loss_and_outputs"]
+
+
+def loss_and_outputs(kind: str, n_classes: int) -> tuple[nn.Module, int]:
+    """The training loss and number of logits of a task kind."""
+    if kind == "binary":
+        return nn.BCEWithLogitsLoss(), 1
+    if kind == "multiclass":
+        return nn.CrossEntropyLoss(), n_classes
+    return nn.BCEWithLogitsLoss(), n_classes
+
+
+def targets(y: np.ndarray, kind: str, device) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(y), device=device)
+    return t.long() if kind == "multiclass" else t.float()
+
+
+def scores_of(logits: torch.Tensor, kind: str) -> np.ndarray:
+    if kind == "binary":
+        return logits.squeeze(-1).float().cpu().numpy()
+    return (logits.softmax(-1) if kind == "multiclass" else logits.sigmoid()).float().cpu().numpy()
+
+
+def torch_linear_probe(
+    x_train: np.ndarray, y_train: np.ndarray,
+    x_val: np.ndarray, y_val: np.ndarray,
+    x_test: np.ndarray, y_test: np.ndarray,
+    lr: float = 1e-2, weight_decay: float = 0.0, epochs: int = 200, patience: int = 20, batch_size: int = 256,
+    seed: int = 0, task: str = "task", device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """Train a linear head with Adam on standardised embeddings; for large datasets or a GPU.
+
+    Binary labels (n,) train one logit with BCE, class indices (n,) C logits with
+    cross-entropy, multi-hot labels (n, C) C logits with BCE. After each epoch
+    the validation (macro) AUROC is measured; training stops ``patience``
+    epochs after the best one, and the test set is scored once, with the
+    weights of the best validation epoch.
+    """
+    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
+    n_classes = (np.asarray(y_train).shape[1] if kind == "multilabel"
+                 else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1)
+    check_task_labels(y_train, "training labels", task, kind, n_classes)
+    check_task_labels(y_val, "validation split", task, kind, n_classes)
+    check_task_labels(y_test, "test split", task, kind, n_classes)
+    xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
+    mean, std = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-8)
+    norm = [(torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device) - mean) / std
+            for x in (x_train, x_val, x_test)]
+    yt = targets(y_train, kind, device)
+    loss_fn, n_out = loss_and_outputs(kind, n_classes)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with seeded(seed):
+        head = nn.Linear(xt.shape[1], n_out).to(device)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    best = (-np.inf, -1, None)
+    for epoch in range(epochs):
+        order = torch.randperm(len(xt), generator=gen).to(device)
+        for b0 in range(0, len(xt), batch_size):
+            idx = order[b0:b0 + batch_size]
+            out = head(norm[0][idx])
+            opt.zero_grad()
+            loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx]).backward()
+            opt.step()
+        with torch.no_grad():
+            val = auroc(y_val, scores_of(head(norm[1]), kind), kind)
+        if val > best[0]:
+            best = (val, epoch, copy.deepcopy(head.state_dict()))
+        elif epoch - best[1] >= patience:
+            break
+    head.load_state_dict(best[2])
+    with torch.no_grad():
+        scores = scores_of(head(norm[2]), kind)
+    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
+                       test_scores=scores)
