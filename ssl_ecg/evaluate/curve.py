@@ -19,16 +19,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssl_ecg.data.splits import check_no_leakage, label_fraction_subsets
-from ssl_ecg.errors import SplitError
+from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.embed import embed_records
+from ssl_ecg.evaluate.knn import knn_scores
+from ssl_ecg.evaluate.linear import torch_linear_probe
 from ssl_ecg.evaluate.probe import logistic_probe
-from ssl_ecg.evaluate.supervised import train_supervised
+from ssl_ecg.evaluate.supervised import finetune, train_supervised
+from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
 
-__all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "CURVE_COLUMNS"]
+__all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs", "labels_needed",
+           "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES"]
 
 CURVE_COLUMNS = [
-    "task", "arm", "fraction", "seed", "metric", "value", "val_value", "n_train_patients", "n_train_records",
+    "task", "arm", "probe", "fraction", "seed", "metric", "value", "val_value", "n_train_patients",
+    "n_train_records",
 ]
+PROBES = ("logistic", "torch", "knn", "finetune")
+KNN_KS = (5, 10, 20, 50)
 
 
 @dataclass
@@ -36,13 +43,18 @@ class CurveSpec:
     """What a label-efficiency curve evaluates.
 
     Attributes:
-        tasks: binary label columns of the table (NaN rows are left out of that task).
+        tasks: label columns of the table: 0/1 (binary) or categorical (multiclass, macro
+            AUROC); NaN or empty rows are left out of that task.
         fractions: labelled fractions of the training patients, in (0, 1].
         seeds: one nested fraction draw (and supervised init) per seed.
         window: samples per evaluation window (the pretraining segment length).
         per_lead: encoders take one lead at a time.
         supervised: encoder config for the supervised-from-scratch arm, or None.
-        supervised_epochs, supervised_lr: its training budget.
+        supervised_epochs, supervised_lr: its training budget (and fine-tuning's).
+        probes: evaluation of each encoder arm: ``logistic`` (scikit-learn, C on
+            validation), ``torch`` (linear head, early stopping), ``knn`` (k on
+            validation) and/or ``finetune`` (all weights, encoder lr x
+            ``encoder_lr_factor``).
     """
 
     tasks: Sequence[str]
@@ -53,7 +65,34 @@ class CurveSpec:
     supervised: dict | None = None
     supervised_epochs: int = 60
     supervised_lr: float = 1e-3
+    probes: Sequence[str] = ("logistic",)
+    encoder_lr_factor: float = 0.1
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        bad = [f for f in self.fractions if not 0 < float(f) <= 1]
+        if bad:
+            raise ConfigError(f"fractions: {bad} are outside (0, 1]")
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown or not self.probes:
+            raise ConfigError(f"probes: {list(self.probes)} invalid; expected some of {list(PROBES)}")
+
+
+def line_name(arm: str, probe: str) -> str:
+    """The curve line of an arm/probe cell: the arm alone for the logistic probe and the supervised arm."""
+    return arm if probe in ("logistic", "supervised") else f"{arm}+{probe}"
+
+
+def task_labels(column: pd.Series) -> np.ndarray:
+    """0/1 columns as float (NaN: unlabelled); other columns as category codes (NaN/empty: unlabelled)."""
+    values = column.to_numpy()
+    numeric = pd.api.types.is_numeric_dtype(column)
+    if numeric and set(np.unique(values[~pd.isna(values)])) <= {0, 1}:
+        return values.astype(float)
+    labelled = ~(pd.isna(column) | (column.astype(str).str.strip() == ""))
+    codes = np.full(len(column), np.nan)
+    codes[labelled.to_numpy()] = pd.factorize(column[labelled])[0]
+    return codes
 
 
 def run_curve(
@@ -80,19 +119,26 @@ def run_curve(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "curve.csv"
     done = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame(columns=CURVE_COLUMNS)
-    done_keys = {(r.task, r.arm, float(r.fraction), int(r.seed)) for r in done.itertuples()}
+    if "probe" not in done.columns:  # a curve.csv from before probe types: all logistic / supervised
+        done["probe"] = np.where(done["arm"] == "supervised", "supervised", "logistic")
+    done_keys = {(r.task, r.arm, r.probe, float(r.fraction), int(r.seed)) for r in done.itertuples()}
     patients = table["patient_id"].astype(str).to_numpy()
     split_of = {str(p): name for name, members in splits.items() for p in members}
     record_split = np.array([split_of.get(p, "") for p in patients])
-    feats = {arm: embed_records(enc, signals, spec.window, spec.per_lead) for arm, enc in encoders.items()}
-    arms = list(encoders) + (["supervised"] if spec.supervised is not None else [])
-    cells = [(t, a, f, s) for t in spec.tasks for s in spec.seeds for f in spec.fractions for a in arms]
-    todo = [c for c in cells if (c[0], c[1], float(c[2]), int(c[3])) not in done_keys]
+    frozen = [p for p in spec.probes if p != "finetune"]
+    feats = ({arm: embed_records(enc, signals, spec.window, spec.per_lead) for arm, enc in encoders.items()}
+             if frozen else {})
+    arms = [(a, p) for a in encoders for p in spec.probes]
+    arms += [("supervised", "supervised")] if spec.supervised is not None else []
+    cells = [(t, a, p, f, s) for t in spec.tasks for s in spec.seeds for f in spec.fractions for a, p in arms]
+    todo = [c for c in cells if (c[0], c[1], c[2], float(c[3]), int(c[4])) not in done_keys]
     rows = []
     bar = tqdm(total=len(todo), desc="label-efficiency curve", disable=not progress)
     subsets_cache: dict = {}
-    for task, arm, frac, seed in todo:
-        y_all = table[task].to_numpy(dtype=float)
+    for task, arm, probe, frac, seed in todo:
+        if task not in table.columns:
+            raise ConfigError(f"tasks: column {task!r} is not in the table (columns: {sorted(table.columns)})")
+        y_all = task_labels(table[task])
         labelled = ~np.isnan(y_all)
         idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
         for name, members in idx.items():
@@ -107,17 +153,23 @@ def run_curve(
         check_no_leakage({"train": set(patients[tr]), "val": set(patients[idx["val"]]),
                           "test": set(patients[idx["test"]])})
         y = np.nan_to_num(y_all).astype(int)
-        if arm == "supervised":
-            res = train_supervised(spec.supervised, signals[tr], y[tr], signals[idx["val"]], y[idx["val"]],
-                                   signals[idx["test"]], y[idx["test"]], window=spec.window, per_lead=spec.per_lead,
-                                   lr=spec.supervised_lr, epochs=spec.supervised_epochs, seed=seed, task=task)
-            value, val_value = res.test_auroc, res.val_auroc
+        va, te = idx["val"], idx["test"]
+        if probe == "supervised":
+            res = train_supervised(spec.supervised, signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
+                                   window=spec.window, per_lead=spec.per_lead, lr=spec.supervised_lr,
+                                   epochs=spec.supervised_epochs, seed=seed, task=task)
+        elif probe == "finetune":
+            res = finetune(encoders[arm], signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
+                           window=spec.window, per_lead=spec.per_lead, lr=spec.supervised_lr,
+                           encoder_lr_factor=spec.encoder_lr_factor, epochs=spec.supervised_epochs, seed=seed,
+                           task=task)
         else:
             f = feats[arm]
-            res = logistic_probe(f[tr], y[tr], f[idx["val"]], y[idx["val"]], f[idx["test"]], y[idx["test"]],
-                                 task=task, seed=seed)
-            value, val_value = res.test_auroc, res.val_auroc
-        rows.append({"task": task, "arm": arm, "fraction": float(frac), "seed": int(seed), "metric": "auroc",
+            probe_fn = {"logistic": logistic_probe, "torch": torch_linear_probe, "knn": knn_probe}[probe]
+            res = probe_fn(f[tr], y[tr], f[va], y[va], f[te], y[te], task=task, seed=seed)
+        value, val_value = res.test_auroc, res.val_auroc
+        rows.append({"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
+                     "metric": "auroc",
                      "value": value, "val_value": val_value, "n_train_patients": len(chosen),
                      "n_train_records": len(tr)})
         pd.DataFrame(rows[-1:], columns=CURVE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
@@ -130,7 +182,10 @@ def run_curve(
 def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
     """Mean and t-based confidence interval over seeds for every task/arm/fraction."""
     out: dict = {}
-    for (task, arm, frac), g in curve.groupby(["task", "arm", "fraction"]):
+    curve = curve.copy()
+    if "probe" in curve.columns:
+        curve["arm"] = [line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])]
+    for (task, arm, frac), g in curve.groupby(["task", "arm", "fraction"], sort=False):
         v = g["value"].to_numpy(dtype=float)
         mean = float(v.mean())
         half = float("nan")
@@ -174,10 +229,95 @@ def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> P
     return path
 
 
-def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict) -> dict:
-    """Write ``curve.json`` (summary + meta) and ``curve.png``; return the summary."""
+def labels_needed(summary: dict, reference: str = "random_init", skip=("supervised",)) -> dict:
+    """Per task and line: the smallest labelled fraction whose mean reaches ``reference`` at 100%.
+
+    ``None`` where the line never reaches it (or no reference at 100% exists).
+    """
+    out: dict = {}
+    for task, lines in summary.items():
+        ref = lines.get(reference, {}).get("1")
+        if ref is None:
+            continue
+        target = ref["mean"]
+        out[task] = {"target": target, "reference": f"{reference} at 100%", "fractions": {}}
+        for name, cells in lines.items():
+            if name == reference or name in skip:
+                continue
+            reached = [float(f) for f in sorted(cells, key=float) if cells[f]["mean"] >= target]
+            out[task]["fractions"][name] = reached[0] if reached else None
+    return out
+
+
+def plot_labels_needed(needed: dict, path: str | Path) -> Path:
+    """Bar chart: the labelled fraction each encoder needs to match the reference at 100% (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(needed) or ["(none)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        entry = needed.get(task, {"fractions": {}, "reference": "", "target": float("nan")})
+        names = list(entry["fractions"])
+        vals = [entry["fractions"][n] for n in names]
+        heights = [100 * v if v is not None else 100 for v in vals]
+        bars = ax.bar(names, heights, color=["C0" if v is not None else "0.8" for v in vals])
+        for bar, v in zip(bars, vals):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{100 * v:g}%" if v is not None
+                    else "not reached", ha="center", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("labelled patients needed (%)")
+        ax.set_title(f"{task}: to match {entry['reference']} ({entry['target']:.3f})", fontsize=9)
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_run=None) -> dict:
+    """Write ``curve.json`` (summary, labels needed, meta), ``curve.png`` and ``labels_needed.png``.
+
+    With a wandb run, also log the table, both figures and the summary to it.
+    """
     out_dir = Path(out_dir)
     summary = summarize(curve)
-    (out_dir / "curve.json").write_text(json.dumps({"summary": summary, **meta}, indent=2, default=str))
+    needed = labels_needed(summary)
+    (out_dir / "curve.json").write_text(json.dumps({"summary": summary, "labels_needed": needed, **meta}, indent=2,
+                                                   default=str))
     plot_curve(summary, out_dir / "curve.png")
+    plot_labels_needed(needed, out_dir / "labels_needed.png")
+    if wandb_run is not None:
+        import wandb
+
+        wandb_run.log({"curve": wandb.Table(dataframe=curve), "curve_plot": wandb.Image(str(out_dir / "curve.png")),
+                       "labels_needed": wandb.Image(str(out_dir / "labels_needed.png"))})
+        wandb_run.summary.update({"labels_needed": needed})
     return summary
+
+
+@dataclass
+class _KnnResult:
+    test_auroc: float
+    val_auroc: float
+    k: int
+
+
+def knn_probe(x_train, y_train, x_val, y_val, x_test, y_test, task: str = "task", seed: int = 0,
+              ks=KNN_KS, temperature: float = 0.1) -> _KnnResult:
+    """kNN probe (:func:`knn_scores`) with k chosen on validation AUROC; test scored at that k."""
+    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
+    n_classes = None if kind == "multilabel" else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1
+    for y, where in ((y_train, "training labels"), (y_val, "validation split"), (y_test, "test split")):
+        check_task_labels(y, where, task, kind, n_classes)
+
+    def score(x, k):
+        s = knn_scores(x_train, y_train, x, k=k, temperature=temperature, n_classes=n_classes)
+        return s[:, 1] if kind == "binary" else s
+
+    best = max((auroc(y_val, score(x_val, k), kind), -k) for k in ks)
+    k = -best[1]
+    return _KnnResult(test_auroc=auroc(y_test, score(x_test, k), kind), val_auroc=float(best[0]), k=k)

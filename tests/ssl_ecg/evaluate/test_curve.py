@@ -56,3 +56,39 @@ def test_summarize_single_seed_has_nan_ci():
     df = pd.DataFrame({"task": ["t"], "arm": ["a"], "fraction": [1.0], "seed": [0], "value": [0.7]})
     cell = summarize(df)["t"]["a"]["1"]
     assert cell["mean"] == 0.7 and np.isnan(cell["ci_low"])
+
+
+def test_every_probe_type_and_a_categorical_task(tmp_path):
+    from ssl_ecg.evaluate.curve import labels_needed
+
+    x, table, splits = synthetic(n=90)
+    rng = np.random.default_rng(1)
+    table["rhythm"] = np.where(table["y"] == 1, "sinus", rng.choice(["afib", "flutter"], len(table)))
+    table.loc[7, "rhythm"] = ""  # unlabelled
+    pats = table["patient_id"].tolist()
+    splits = {"train": pats[:50], "val": pats[50:70], "test": pats[70:]}
+    enc = {"random_init": ClocsEncoder(input_len=400, embed_dim=8).eval()}
+    sp = spec(tasks=["y", "rhythm"], seeds=[0, 1], fractions=[0.5, 1.0], supervised=None,
+              probes=["logistic", "torch", "knn", "finetune"], supervised_epochs=12, supervised_lr=3e-3)
+    curve = run_curve(x, table, splits, enc, sp, tmp_path, progress=False)
+    assert len(curve) == 2 * 2 * 2 * 4 and set(curve["probe"]) == {"logistic", "torch", "knn", "finetune"}
+    assert curve["value"].between(0, 1).all()
+    assert curve.loc[curve.task == "y"].groupby("probe")["value"].mean().min() > 0.6  # every probe beats chance
+    summary = write_outputs(curve, tmp_path, {})
+    assert set(summary["y"]) == {"random_init", "random_init+torch", "random_init+knn", "random_init+finetune"}
+    needed = labels_needed(summary)
+    target = summary["y"]["random_init"]["1"]["mean"]
+    for name, frac in needed["y"]["fractions"].items():
+        cells = summary["y"][name]
+        first = next((float(f) for f in sorted(cells, key=float) if cells[f]["mean"] >= target), None)
+        assert frac == first, name
+    assert (tmp_path / "labels_needed.png").stat().st_size > 1000
+
+
+def test_bad_curve_specs_are_named():
+    from ssl_ecg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"fractions: \[0.0, 1.5\]"):
+        spec(fractions=[0.0, 0.5, 1.5])
+    with pytest.raises(ConfigError, match="probes"):
+        spec(probes=["svm"])
