@@ -48,6 +48,51 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+_EVAL_DEFAULTS = {
+    "probe": {"fractions": [1.0], "supervised": False},
+    "finetune": {"fractions": [1.0], "supervised": False, "random_init": False, "probes": ["finetune"]},
+    "curve": {},
+}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ssl_ecg.demo import format_table
+    from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
+    from ssl_ecg.recipe import load_recipe, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.wandb:
+        overrides["wandb"] = True
+    cfg = load_recipe(EvalConfig, args.recipe, overrides, defaults=_EVAL_DEFAULTS[args.command])
+    t0 = time.perf_counter()
+    result = run_evaluation(cfg, runs=args.runs, progress=not args.quiet)
+    print()
+    print(format_table(result["summary"]))
+    out = result["out"]
+    print(f"results: {out / 'curve.csv'}  (summary {out / 'curve.json'}, plots {out / 'curve.png'}, "
+          f"{out / 'labels_needed.png'})")
+    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _fewshot(args: argparse.Namespace) -> int:
+    from ssl_ecg.evaluate.runner import FewShotConfig, run_fewshot_recipe
+    from ssl_ecg.recipe import load_recipe, parse_overrides
+
+    cfg = load_recipe(FewShotConfig, args.recipe, parse_overrides(args.overrides))
+    result = run_fewshot_recipe(cfg, runs=args.runs)
+    print(f"{cfg.ways}-way episodes on {cfg.dataset}: {result['items']} items, head patients "
+          f"{result['head_patients']}, episode patients {result['episode_patients']}, {cfg.episodes} episodes")
+    print(f"{'shots':<8}{'method':<10}{'accuracy [95% CI]':>26}{'macro F1 [95% CI]':>26}")
+    for shots, methods in result["results"].items():
+        for method, m in methods.items():
+            acc, f1 = m["accuracy"], m["macro_f1"]
+            print(f"{shots:<8}{method:<10}{acc[0]:>12.3f} [{acc[1]:.3f},{acc[2]:.3f}]"
+                  f"{f1[0]:>12.3f} [{f1[1]:.3f},{f1[2]:.3f}]")
+    print(f"results: {result['out'] / 'fewshot.json'}")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from ssl_ecg.data.download import download
 
@@ -96,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--devices", type=int, default=None, help="number of devices (GPUs, or CPU processes)")
     pre.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp")
     pre.set_defaults(func=_pretrain)
+
+    helps = {"probe": "frozen linear probe of encoder checkpoints (all labels by default)",
+             "finetune": "fine-tune encoder checkpoints end to end (all labels by default)",
+             "curve": "label-efficiency curve: encoders x label fractions x seeds x probes"}
+    for name, text in helps.items():
+        ev = sub.add_parser(name, help=text)
+        ev.add_argument("recipe", nargs="?", default=None, help="YAML recipe (ssl_ecg.evaluate.runner.EvalConfig)")
+        ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. encoders={cmsc: runs/x} seeds=[0,1]")
+        ev.add_argument("--runs", default="runs", help="output folder (default: runs)")
+        ev.add_argument("--quiet", action="store_true", help="no progress bar")
+        ev.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE=online)")
+        ev.set_defaults(func=_evaluate)
+
+    fs = sub.add_parser("fewshot", help="N-way K-shot episodes with a Siamese head on frozen embeddings")
+    fs.add_argument("recipe", nargs="?", default=None, help="YAML recipe (ssl_ecg.evaluate.runner.FewShotConfig)")
+    fs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. encoder=runs/x/encoder.pt shots=[1,5]")
+    fs.add_argument("--runs", default="runs", help="output folder (default: runs)")
+    fs.set_defaults(func=_fewshot)
 
     cache = sub.add_parser("cache", help="preprocess a dataset once into a memory-mapped cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)

@@ -27,8 +27,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Build dataclass ``cls`` from a YAML file plus overrides; unknown keys are an error."""
+def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+                defaults: dict[str, Any] | None = None) -> T:
+    """Build dataclass ``cls`` from ``defaults``, then a YAML file, then overrides; unknown keys are an error."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -40,7 +41,7 @@ def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(values).__name__}")
-    values.update(overrides or {})
+    values = {**(defaults or {}), **values, **(overrides or {})}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

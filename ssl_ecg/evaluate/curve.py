@@ -8,6 +8,7 @@ patients are fixed across the grid.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -48,7 +49,8 @@ class CurveSpec:
         fractions: labelled fractions of the training patients, in (0, 1].
         seeds: one nested fraction draw (and supervised init) per seed.
         window: samples per evaluation window (the pretraining segment length).
-        per_lead: encoders take one lead at a time.
+        per_lead: encoders take one lead at a time; a dict gives it per arm (the
+            ``supervised`` key, or else the first value, for the supervised arm).
         supervised: encoder config for the supervised-from-scratch arm, or None.
         supervised_epochs, supervised_lr: its training budget (and fine-tuning's).
         probes: evaluation of each encoder arm: ``logistic`` (scikit-learn, C on
@@ -61,7 +63,7 @@ class CurveSpec:
     fractions: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 1.0)
     seeds: Sequence[int] = (0, 1, 2, 3, 4)
     window: int = 1000
-    per_lead: bool = True
+    per_lead: bool | dict = True
     supervised: dict | None = None
     supervised_epochs: int = 60
     supervised_lr: float = 1e-3
@@ -76,6 +78,12 @@ class CurveSpec:
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown or not self.probes:
             raise ConfigError(f"probes: {list(self.probes)} invalid; expected some of {list(PROBES)}")
+
+    def lead_mode(self, arm: str) -> bool:
+        """Whether ``arm``'s encoder takes one lead at a time."""
+        if isinstance(self.per_lead, dict):
+            return bool(self.per_lead.get(arm, next(iter(self.per_lead.values()), True)))
+        return bool(self.per_lead)
 
 
 def line_name(arm: str, probe: str) -> str:
@@ -126,7 +134,7 @@ def run_curve(
     split_of = {str(p): name for name, members in splits.items() for p in members}
     record_split = np.array([split_of.get(p, "") for p in patients])
     frozen = [p for p in spec.probes if p != "finetune"]
-    feats = ({arm: embed_records(enc, signals, spec.window, spec.per_lead) for arm, enc in encoders.items()}
+    feats = ({arm: embed_records(enc, signals, spec.window, spec.lead_mode(arm)) for arm, enc in encoders.items()}
              if frozen else {})
     arms = [(a, p) for a in encoders for p in spec.probes]
     arms += [("supervised", "supervised")] if spec.supervised is not None else []
@@ -135,10 +143,11 @@ def run_curve(
     rows = []
     bar = tqdm(total=len(todo), desc="label-efficiency curve", disable=not progress)
     subsets_cache: dict = {}
+    dropped: dict = {}
     for task, arm, probe, frac, seed in todo:
         if task not in table.columns:
             raise ConfigError(f"tasks: column {task!r} is not in the table (columns: {sorted(table.columns)})")
-        y_all = task_labels(table[task])
+        y_all = _task_y(table[task], record_split, task, dropped)
         labelled = ~np.isnan(y_all)
         idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
         for name, members in idx.items():
@@ -156,11 +165,11 @@ def run_curve(
         va, te = idx["val"], idx["test"]
         if probe == "supervised":
             res = train_supervised(spec.supervised, signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
-                                   window=spec.window, per_lead=spec.per_lead, lr=spec.supervised_lr,
+                                   window=spec.window, per_lead=spec.lead_mode("supervised"), lr=spec.supervised_lr,
                                    epochs=spec.supervised_epochs, seed=seed, task=task)
         elif probe == "finetune":
             res = finetune(encoders[arm], signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
-                           window=spec.window, per_lead=spec.per_lead, lr=spec.supervised_lr,
+                           window=spec.window, per_lead=spec.lead_mode(arm), lr=spec.supervised_lr,
                            encoder_lr_factor=spec.encoder_lr_factor, epochs=spec.supervised_epochs, seed=seed,
                            task=task)
         else:
@@ -176,7 +185,32 @@ def run_curve(
                                                               index=False)
         bar.update(1)
     bar.close()
+    if dropped:
+        (out_dir / "dropped_classes.json").write_text(json.dumps(dropped, indent=2, default=str))
     return pd.read_csv(csv_path)
+
+
+def _task_y(column: pd.Series, record_split: np.ndarray, task: str, dropped: dict) -> np.ndarray:
+    """Labels of one task; categorical classes missing from a split are dropped (unlabelled), with a warning.
+
+    Binary tasks are left strict: a split without positives is an error downstream.
+    """
+    y = task_labels(column)
+    if pd.api.types.is_numeric_dtype(column) and set(np.unique(y[~np.isnan(y)])) <= {0, 1}:
+        return y
+    names = pd.factorize(column[~(pd.isna(column) | (column.astype(str).str.strip() == ""))])[1]
+    missing = [c for c in np.unique(y[~np.isnan(y)])
+               if any(not ((y == c) & (record_split == s)).any() for s in ("train", "val", "test"))]
+    if missing:
+        y = y.copy()
+        y[np.isin(y, missing)] = np.nan
+        keep = ~np.isnan(y)
+        y[keep] = pd.factorize(y[keep], sort=True)[0]
+        if task not in dropped:
+            dropped[task] = [str(names[int(c)]) for c in missing]
+            warnings.warn(f"task {task!r}: classes {dropped[task]} are missing from the train, val or test split "
+                          "and are left out of this task", stacklevel=3)
+    return y
 
 
 def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:

@@ -92,3 +92,15 @@ def test_bad_curve_specs_are_named():
         spec(fractions=[0.0, 0.5, 1.5])
     with pytest.raises(ConfigError, match="probes"):
         spec(probes=["svm"])
+
+
+def test_categorical_classes_missing_from_a_split_are_dropped_with_a_warning():
+    from ssl_ecg.evaluate.curve import _task_y
+
+    col = pd.Series(["a", "b", "a", "rare", "b", "", "a", "b"])
+    split = np.array(["train", "train", "val", "val", "val", "test", "test", "test"])
+    dropped: dict = {}
+    with pytest.warns(UserWarning, match=r"\['rare'\]"):
+        y = _task_y(col, split, "t", dropped)
+    assert dropped == {"t": ["rare"]}
+    assert np.isnan(y[[3, 5]]).all() and y[[0, 1, 2, 4, 6, 7]].tolist() == [0, 1, 0, 1, 0, 1]
