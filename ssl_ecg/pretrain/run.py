@@ -50,7 +50,7 @@ class PretrainConfig:
     epochs: int = 10
     max_steps: int = -1
     seed: int = 0
-    pool: str = "train+val"  # which patients pretraining sees: "train+val" of a seeded split, or "all"
+    pool: str = "train+val"  # patients pretraining sees: "train+val" of the split, "all", or a split value ("DS1")
     split: list | str = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
     split_seed: int = 0
     label: str | None = None  # label column for supervised methods (sclst)
@@ -90,8 +90,6 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                                                  positives=cfg.positives, gather_distributed=True))
     if method.needs_labels and not cfg.label:
         raise ConfigError(f"method {cfg.method!r} is supervised: set label=<column> in the recipe")
-    if cfg.pool not in ("train+val", "all"):
-        raise ConfigError(f"pool: expected 'train+val' or 'all', got {cfg.pool!r}")
     if cfg.early_stopping_patience is not None and cfg.pool != "train+val":
         raise ConfigError("early_stopping_patience: validates on the val patients, so it needs pool='train+val'")
     root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
@@ -105,6 +103,13 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     val_records = None
     if cfg.pool == "all":
         records, pool = np.arange(len(cache)), {"all": int(patients.nunique())}
+    elif cfg.pool != "train+val":  # a named official subset, e.g. MIT-BIH's DS1
+        named = cache.table["split"].astype(str) if "split" in cache.table.columns else pd.Series(dtype=str)
+        if cfg.pool not in set(named):
+            raise ConfigError(f"pool: expected 'train+val', 'all' or a value of the {cfg.dataset} split column "
+                              f"({sorted(set(named) - {''})}), got {cfg.pool!r}")
+        records = np.flatnonzero((named == cfg.pool).to_numpy())
+        pool = {cfg.pool: int(patients.iloc[records].nunique())}
     else:
         splits = _splits(cache.table, patients, cfg)
         check_no_leakage(splits)
