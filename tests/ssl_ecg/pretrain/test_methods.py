@@ -237,3 +237,16 @@ def test_early_stopping_on_validation_patients_keeps_the_best_weights(ludb_root,
     assert enc.config["in_channels"] == 1
     with pytest.raises(ConfigError, match="pool"):
         run_pretrain(PretrainConfig(root=str(ludb_root), pool="all", early_stopping_patience=3), runs=tmp_path)
+
+
+@pytest.mark.realdata
+def test_pool_can_name_an_official_subset(mitdb_root, tmp_path):
+    from dataclasses import replace
+
+    cfg = PretrainConfig(name="ds1", dataset="mitdb", root=str(mitdb_root), method="cmsc", fs=100.0,
+                         segment_len=4.0, leads=["#0"], pool="DS1", epochs=1, max_steps=1, batch_size=8,
+                         embed_dim=8, cache_dir=str(tmp_path / "cache"))
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    assert result["records"] == 22 and result["split_sizes"] == {"DS1": 22}
+    with pytest.raises(ConfigError, match=r"'DS1', 'DS2'.*got 'DS9'"):
+        run_pretrain(replace(cfg, pool="DS9"), runs=tmp_path, progress=False)
