@@ -104,3 +104,26 @@ def test_categorical_classes_missing_from_a_split_are_dropped_with_a_warning():
         y = _task_y(col, split, "t", dropped)
     assert dropped == {"t": ["rare"]}
     assert np.isnan(y[[3, 5]]).all() and y[[0, 1, 2, 4, 6, 7]].tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_curve_outputs_log_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    rows = [{"task": "t", "arm": a, "probe": "logistic", "fraction": f, "seed": s, "metric": "auroc",
+             "value": v + 0.01 * s, "val_value": v, "n_train_patients": 10, "n_train_records": 10}
+            for a, v0 in (("random_init", 0.7), ("cmsc", 0.8)) for f, v in ((0.1, v0 - 0.1), (1.0, v0))
+            for s in (0, 1)]
+    run = wandb.init(project="ssl-ecg-test", dir=str(tmp_path), mode="offline")
+    try:
+        summary = write_outputs(pd.DataFrame(rows), tmp_path, {}, wandb_run=run)
+    finally:
+        run.finish()
+    assert summary["t"]["cmsc"]["1"]["mean"] == pytest.approx(0.805)
+    import json
+
+    needed = json.loads((tmp_path / "curve.json").read_text())["labels_needed"]["t"]
+    assert needed["target"] == pytest.approx(0.705) and needed["fractions"] == {"cmsc": 0.1}  # 0.705 at 10%
+    offline = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+    assert any((offline[0] / "files" / "media").rglob("*.png"))
