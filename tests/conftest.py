@@ -115,3 +115,12 @@ def cinc2021_root():
 @pytest.fixture
 def cpsc2018_root():
     return real_dataset("cpsc2018_sample")
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_rngs():
+    """Every test starts from the same global RNG state, so no result depends on which tests ran first."""
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -173,10 +173,12 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
 def _wandb_logger(out_dir: Path, name: str):
     from pytorch_lightning.loggers import WandbLogger
 
-    offline = os.environ.get("WANDB_MODE", "offline") != "online"
+    # The mode goes to wandb.init directly: Lightning's offline=True sets WANDB_MODE, which an already
+    # set-up wandb in the same process does not re-read.
+    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
     (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=os.environ.get("WANDB_PROJECT", "ssl-ecg"), name=name, save_dir=str(out_dir),
-                       offline=offline)
+                       mode=mode)
 
 
 def _epoch_losses(metrics_csv: Path) -> list[float]:
