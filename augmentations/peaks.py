@@ -13,6 +13,7 @@ from augmentations._checks import check_batch
 __all__ = ["detect_r_peaks", "peak_indices", "check_signal", "MIN_FS"]
 
 MIN_FS = 50.0
+_ENV_STRIDE = 4  # envelope medians every 4 grid points (1 s)
 _FAR = 1 << 58  # position of padded candidates: beyond any window, safe in int64 arithmetic
 
 
@@ -38,11 +39,25 @@ def check_signal(x: Tensor, fs: float, nan_policy: str = "error", name: str = "x
     return x
 
 
+def _fast_len(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= n (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for f in (2, 3, 5):
+            while k % f == 0:
+                k //= f
+        if k == 1:
+            return m
+        m += 1
+
+
 def _bandpass(x: Tensor, fs: float, low: float, high: float) -> Tensor:
     """Zero-phase FFT band-pass with raised-cosine edges, after reflect padding against wrap-around."""
     t = x.shape[-1]
     pad = min(t - 1, int(fs / 2))
-    xp = F.pad(x, (pad, pad), mode="reflect") if pad > 0 else x
+    right = min(t - 1, _fast_len(t + 2 * pad) - t - pad)  # a 2-3-5-smooth FFT length is faster
+    xp = F.pad(x, (pad, right), mode="reflect") if pad > 0 else x
     n = xp.shape[-1]
     spec = torch.fft.rfft(xp, dim=-1)  # the gain is 0 at DC, so no mean removal is needed
     f = torch.fft.rfftfreq(n, d=1.0 / fs).to(x.device)
@@ -166,7 +181,8 @@ def detect_r_peaks(
     pos, h, valid = _candidates(mwi)
     keep = valid & _is_window_max(mwi, pos, h, valid, refr)
     step = max(1, int(fs / 4))
-    env = _robust_envelope(mwi, fs, envelope_s, step).gather(1, (pos // step).clamp(max=-(-t // step) - 1))
+    env = _robust_envelope(mwi, fs, envelope_s, step)
+    env = env.gather(1, ((pos // step + _ENV_STRIDE // 2) // _ENV_STRIDE).clamp(max=env.shape[1] - 1))
     strong = keep & (h > threshold * env)
     weak = keep & ~strong & (h > 0.5 * threshold * env)
     accepted = strong | _searchback(pos, strong, weak, fs, refr)
@@ -196,9 +212,11 @@ def padded_positions(mask: Tensor, fill: int) -> tuple[Tensor, Tensor]:
 def _candidates(mwi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Local maxima (first sample of a plateau) as padded (B, K) positions, heights and a validity mask."""
     t = mwi.shape[1]
-    left = F.pad(mwi[:, :-1], (1, 0), value=float("-inf"))
-    right = F.pad(mwi[:, 1:], (0, 1), value=float("-inf"))
-    pos, counts = padded_positions((mwi > left) & (mwi >= right) & (mwi > 0), _FAR)  # padding beyond every window
+    is_max = mwi > 0
+    if t > 1:  # compare neighbours on shifted views; no padded copies of the signal
+        is_max[:, 1:] &= mwi[:, 1:] > mwi[:, :-1]
+        is_max[:, :-1] &= mwi[:, :-1] >= mwi[:, 1:]
+    pos, counts = padded_positions(is_max, _FAR)  # padding beyond every window
     valid = torch.arange(pos.shape[1], device=mwi.device)[None, :] < counts[:, None]
     h = torch.where(valid, mwi.gather(1, pos.clamp(max=t - 1)), torch.zeros((), dtype=mwi.dtype, device=mwi.device))
     return pos, h, valid
@@ -214,18 +232,15 @@ def _is_window_max(mwi: Tensor, pos: Tensor, h: Tensor, valid: Tensor, refr: int
     b, t = mwi.shape
     ends_ok = (h >= mwi.gather(1, (pos - refr).clamp(0, t - 1))) & (h >= mwi.gather(1, (pos + refr).clamp(0, t - 1)))
     k = pos.shape[1]
-    reach = torch.searchsorted(pos, pos + refr, right=True) - torch.arange(k, device=pos.device)[None, :]
-    span = int((reach * valid).max()) if k else 0
-    if span <= 1:
-        return ends_ok
-    # Pad once; shift s compares candidate k with k + s and k - s.
-    hp = F.pad(h, (span, span), value=float("-inf"))
-    pp = F.pad(pos, (span, 0), value=-_FAR)
-    pp = F.pad(pp, (0, span), value=_FAR)
     beaten = torch.zeros_like(ends_ok)
-    for s in range(1, span):
-        beaten |= ((pp[:, span + s:span + s + k] - pos) <= refr) & (hp[:, span + s:span + s + k] > h)
-        beaten |= ((pos - pp[:, span - s:span - s + k]) <= refr) & (hp[:, span - s:span - s + k] > h)
+    # Shift s compares candidate j with j + s (and so j + s with j); positions are sorted per row,
+    # so once no pair s apart lies within refr, no pair further apart does either.
+    for s in range(1, k):
+        near = ((pos[:, s:] - pos[:, :-s]) <= refr) & valid[:, s:]  # valid is a prefix: both ends real
+        if not near.any():
+            break
+        beaten[:, :-s] |= near & (h[:, s:] > h[:, :-s])
+        beaten[:, s:] |= near & (h[:, :-s] > h[:, s:])
     return ends_ok & ~beaten
 
 
@@ -248,12 +263,18 @@ def _lead_weights(lead_mwi: Tensor, alive: Tensor, power: float, stride: int) ->
 
 
 def _robust_envelope(mwi: Tensor, fs: float, envelope_s: float, step: int) -> Tensor:
-    """On a grid of ``step`` samples (0.25 s): the median over +-envelope_s of the rolling max over +-1 s."""
+    """The median over +-envelope_s of the rolling max over +-1 s of ``mwi``.
+
+    The rolling max is taken on a grid of ``step`` samples (0.25 s) and the
+    median every ``_ENV_STRIDE`` grid points (1 s): the envelope only scales a
+    threshold and varies over seconds, and the median is the costliest step.
+    Entry j covers grid point ``j * _ENV_STRIDE``.
+    """
     per_second = fs / step
     coarse = _rolling_max(_block_max(mwi, step), 2 * int(round(per_second)) + 1)
     half = max(1, int(round(envelope_s * per_second)))
     padded = F.pad(coarse[:, None], (half, half), mode="replicate")[:, 0]
-    return padded.unfold(-1, 2 * half + 1, 1).median(-1).values
+    return padded.unfold(-1, 2 * half + 1, _ENV_STRIDE).median(-1).values
 
 
 def _searchback(pos: Tensor, strong: Tensor, weak: Tensor, fs: float, refr: int) -> Tensor:

@@ -250,6 +250,5 @@ class PeakNoiseSmoothing(_PeakTransform):
         snr = uniform(self.snr_db, (b, 1, 1), x, generator)
         noise_std = _lead_std(x) * torch.pow(10.0, -snr / 20)
         out = randn(x.shape, x, generator)
-        # out = x + w * (smooth - x + noise), in place on the noise buffer.
-        out.mul_(noise_std).add_(smooth, alpha=1.0 / width).sub_(x).mul_(w).add_(x)
-        return out
+        out.mul_(noise_std).add_(smooth, alpha=1.0 / width)  # smooth(x) + n, in place on the noise buffer
+        return torch.lerp(x, out, w, out=out)  # x + w * (smooth(x) + n - x) in one fused pass
