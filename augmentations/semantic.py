@@ -113,42 +113,50 @@ class SplitJoin(_PeakTransform):
         starts_at = torch.zeros(b, t + 1, dtype=torch.long, device=x.device)
         starts_at.scatter_add_(1, out_start.clamp(max=t), torch.ones_like(out_start))
         piece = (torch.cumsum(starts_at[:, :t], dim=1) - 1).clamp(0, n_piece - 1)
-        offset = pos - out_start.gather(1, piece)
-        src = torch.where(ok[:, None], src_start.gather(1, piece) + offset, pos).clamp(0, t - 1)
+        shift = (src_start - out_start).gather(1, piece)  # source minus output position, per piece
+        src = torch.where(ok[:, None], pos + shift, pos).clamp(0, t - 1)
         out = x.gather(2, src[:, None, :].expand(b, n_leads, t))
         half = int(round(self.crossfade_ms * self.fs / 2000))
         if half > 0:
-            self._crossfade(x, out, piece, offset, src_start, out_len, counts, ok, half)
+            self._crossfade(x, out, src_start, out_start, out_len, counts, ok, half)
         return out
 
     @staticmethod
-    def _crossfade(x, out, piece, offset, src_start, out_len, counts, ok, half):
-        """Blend, in place, the samples within +-half of each inner join; beat bodies are untouched.
+    def _crossfade(x, out, src_start, out_start, out_len, counts, ok, half):
+        """Blend, in place, the ``half`` samples on each side of every inner join; beat bodies are untouched.
 
-        Near a piece's start the previous piece continues past its end; near its
-        end the next piece is read from before its start. Only those few samples
-        are computed.
+        At a join at output position J, from piece A to piece B: the last samples
+        of A (J - e, e = 1..half) fade towards the samples that precede B in the
+        source, and the first samples of B (J + o, o = 0..half-1) fade in from
+        the samples that follow A in the source, with weight (half - e + 0.5) /
+        (2 half) and (o + half + 0.5) / (2 half) on the incoming signal's side.
+        Only these few samples are computed; where a piece is shorter than
+        ``half``, the start side of a join wins.
         """
         t = x.shape[-1]
         n_piece = out_len.shape[1]
-        own_len = out_len.gather(1, piece)
-        near_start = (offset < half) & (piece >= 1)
-        near_end = (own_len - offset <= half) & (piece + 1 <= counts[:, None] - 1)
-        rows, cols = torch.nonzero((near_start | near_end) & ok[:, None], as_tuple=True)
+        k = torch.arange(1, n_piece, device=x.device)
+        rows, kk = torch.nonzero(ok[:, None] & (k[None, :] < counts[:, None]), as_tuple=True)
         if rows.numel() == 0:
             return
-        k, off, own, start = piece[rows, cols], offset[rows, cols], own_len[rows, cols], near_start[rows, cols]
-        prev, nxt = (k - 1).clamp(0, n_piece - 1), (k + 1).clamp(0, n_piece - 1)
-        other = torch.where(start, src_start[rows, prev] + out_len[rows, prev] + off,
-                            src_start[rows, nxt] - (own - off))
-        # alpha is the weight of the later piece across the 2 * half samples of the join.
-        alpha = torch.where(start, (off + half + 0.5) / (2 * half), (off - own + half + 0.5) / (2 * half)).clamp(0, 1)
-        mine = out[rows, :, cols]  # (n, L)
-        theirs = x[rows, :, other.clamp(0, t - 1)]
-        a = alpha.to(x.dtype)[:, None]
-        early = torch.where(start[:, None], theirs, mine)
-        late = torch.where(start[:, None], mine, theirs)
-        out[rows, :, cols] = (1 - a) * early + a * late
+        kk = kk + 1  # the join before piece kk, between pieces kk - 1 and kk
+        join, len_a, len_b = out_start[rows, kk], out_len[rows, kk - 1], out_len[rows, kk]
+        after_a = src_start[rows, kk - 1] + len_a  # source sample just after piece A
+        before_b = src_start[rows, kk]  # source start of piece B
+        steps = torch.arange(half, device=x.device)[None, :]
+        sides = []
+        for at, inside, other, alpha in (
+            (join[:, None] - (steps + 1), steps + 1 <= len_a[:, None], before_b[:, None] - (steps + 1),
+             (half - steps - 0.5) / (2 * half)),  # end of A: out = (1 - a) * A + a * source before B
+            (join[:, None] + steps, steps < len_b[:, None], after_a[:, None] + steps,
+             (half - steps - 0.5) / (2 * half)),  # start of B: out = a * source after A + (1 - a) * B
+        ):
+            r = rows[:, None].expand_as(at)[inside]
+            sides.append((r, at[inside], x[r, :, other[inside].clamp(0, t - 1)],
+                          alpha.expand_as(at)[inside].to(x.dtype)[:, None]))
+        mine = [out[r, :, c] for r, c, _, _ in sides]  # read both sides before writing either
+        for (r, c, theirs, a), own in zip(sides, mine):
+            out[r, :, c] = (1 - a) * own + a * theirs
 
 
 def _window_sums(x: Tensor, width: int) -> Tensor:
@@ -165,9 +173,11 @@ def _window_sums(x: Tensor, width: int) -> Tensor:
         xp = torch.cat([x[..., :1].expand(*x.shape[:-1], half), x, x[..., -1:].expand(*x.shape[:-1], half)], -1)
         c = F.pad(torch.cumsum(xp, -1), (1, 0))
         return c[..., width:] - c[..., :-width]
-    c = F.pad(torch.cumsum(x, -1), (1, 0))
+    c = x.new_empty(*x.shape[:-1], t + 1)  # running sums with a leading 0, written in place (no padded copy)
+    c[..., 0] = 0
+    torch.cumsum(x, -1, out=c[..., 1:])
     out = torch.empty_like(x)
-    out[..., half:t - half] = c[..., width:] - c[..., :t + 1 - width]
+    torch.sub(c[..., width:], c[..., :t + 1 - width], out=out[..., half:t - half])
     for sl, src in ((slice(0, half), x[..., :2 * half]), (slice(t - half, t), x[..., t - 2 * half:])):
         out[..., sl] = _window_sums(src, width)[..., :half] if sl.start == 0 else _window_sums(src, width)[..., half:]
     return out
@@ -235,8 +245,8 @@ class PeakNoiseSmoothing(_PeakTransform):
 
     def weights(self, peaks: Tensor) -> Tensor:
         """w(t) for a (B, T) peak mask; 1 everywhere for a sample without peaks."""
-        d = nearest_peak_distance(peaks)
-        return 1 - torch.exp(-(d * d) / (2 * self.sigma_samples**2))
+        d = nearest_peak_distance(peaks)  # a fresh tensor, so the rest runs in place
+        return d.square_().mul_(-0.5 / self.sigma_samples**2).exp_().neg_().add_(1)
 
     def apply(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, n_leads, t = x.shape

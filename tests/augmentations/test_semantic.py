@@ -148,3 +148,36 @@ def test_peak_noise_smoothing_unchanged_cases(synthetic_beats):
     x[0, 0, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         t(x)
+
+
+@pytest.mark.parametrize("crossfade_ms", [10.0, 40.0])
+def test_split_join_crossfade_matches_a_loop_reference(synthetic_beats, crossfade_ms):
+    x = torch.from_numpy(synthetic_beats()[0]).float()
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    hard = SplitJoin(250.0, crossfade_ms=0, p=1.0)(x, generator=g())[0].double()
+    soft = SplitJoin(250.0, crossfade_ms=crossfade_ms, p=1.0)(x, generator=g())[0].double()
+    src = x[0].double()
+    t = src.shape[-1]
+    peaks = peak_indices(detect_r_peaks(x, 250.0, lead=0))[0].tolist()
+    cuts = [0] + [(a + b) // 2 for a, b in zip(peaks[:-1], peaks[1:])] + [t]
+    ranges = list(zip(cuts[:-1], cuts[1:]))
+    layout, pos = [], 0  # recover the hard-join order: (output start, source start, length) per piece
+    while pos < t:
+        a, b = next((a, b) for a, b in ranges if torch.equal(hard[:, pos:pos + b - a], src[:, a:b])
+                    and (a, b) not in [(s, s + n) for _, s, n in layout])
+        layout.append((pos, a, b - a))
+        pos += b - a
+    half = round(crossfade_ms * 250.0 / 2000)
+    expected = hard.clone()
+    starts = {}
+    for (_, sa, la), (j, sb, lb) in zip(layout[:-1], layout[1:]):
+        for e in range(1, min(half, la) + 1):  # end of A fades towards the source before B
+            a = (half - e + 0.5) / (2 * half)
+            expected[:, j - e] = (1 - a) * hard[:, j - e] + a * src[:, min(max(sb - e, 0), t - 1)]
+        for o in range(min(half, lb)):  # start of B fades in from the source after A
+            a = (half - o - 0.5) / (2 * half)
+            starts[j + o] = (1 - a) * hard[:, j + o] + a * src[:, min(max(sa + la + o, 0), t - 1)]
+    for i, v in starts.items():  # the start side wins where a piece is shorter than the fade
+        expected[:, i] = v
+    assert len(layout) == len(peaks) and half > 0 and not torch.equal(soft, hard)
+    torch.testing.assert_close(soft, expected, rtol=0, atol=1e-6)
