@@ -189,7 +189,7 @@ def _lead_std(x: Tensor) -> Tensor:
     mean = x.sum(-1, keepdim=True).double() / t
     power = torch.linalg.vector_norm(x, dim=-1, keepdim=True).double() ** 2 / t
     var = (power - mean * mean).clamp_min(0)
-    flat = x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)
+    flat = (x == x[..., :1]).all(-1, keepdim=True)  # rounding can leave var > 0 for a constant lead
     return torch.where(flat, torch.zeros_like(var), var.sqrt()).to(x.dtype)
 
 
