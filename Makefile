@@ -3,6 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The demo reads LUDB from $SSL_ECG_DATA; next to a checkout that has ../shared/data/ludb, that folder is used,
+# and without either it downloads LUDB from PhysioNet.
+SSL_ECG_DATA ?= $(if $(wildcard ../shared/data/ludb),$(abspath ../shared/data),)
+export SSL_ECG_DATA
 
 .PHONY: demo test lint clean venv
 

@@ -21,7 +21,8 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(format_table(result["summary"]))
     out = result["out"]
-    print(f"curve: {out / 'curve.png'}  (table {out / 'curve.csv'}, summary {out / 'curve.json'})")
+    print(f"curve: {out / 'curve.png'}  (table {out / 'curve.csv'}, summary {out / 'curve.json'}, labels needed "
+          f"{out / 'labels_needed.png'})")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
     return 0
 
