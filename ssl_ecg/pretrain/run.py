@@ -80,6 +80,9 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                  callbacks: list[Callback] | None = None) -> dict:
     """Pretrain per ``cfg``; writes ``runs/<name>/encoder.pt`` + ``encoder.json`` and returns a summary.
 
+    Checkpoints: ``checkpoints/last.ckpt`` every epoch and ``best.ckpt`` (lowest validation loss with
+    early stopping, else lowest training loss).
+
     With ``cfg.resume`` the run continues from ``runs/<name>/checkpoints/last.ckpt``
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
@@ -186,7 +189,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                           accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
                           precision=cfg.precision, wandb=cfg.wandb, run_name=cfg.name, progress=progress,
                           seed=cfg.seed, callbacks=list(callbacks or []), ckpt_path=str(ckpt) if cfg.resume else None,
-                          keep_best=validate, patience=cfg.early_stopping_patience,
+                          keep_best=True, patience=cfg.early_stopping_patience,
                           val_loader=(lambda w, r: loader(w, r, val_data)) if validate else None)
     if validate:  # CLOCS keeps the weights of the lowest validation loss
         best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)

@@ -162,6 +162,8 @@ def test_online_monitor_lr_and_positives_are_logged(ludb_root, tmp_path):
     top1 = logs["train_online_cls_top1"].dropna()
     assert ((top1 >= 0) & (top1 <= 1)).all()
     assert (logs["lr-Adam"].dropna() == 1e-3).all()
+    ckpts = tmp_path / "mon" / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").is_file()  # every epoch, plus the best
 
 
 def test_supervised_method_needs_labels(tmp_path):
