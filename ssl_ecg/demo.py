@@ -121,7 +121,8 @@ def format_table(summary: dict) -> str:
     lines = []
     for task, arms in summary.items():
         fracs = sorted(next(iter(arms.values())), key=float)
-        lines.append(f"{task}: test AUROC, mean [95% CI] over seeds")
+        metric = "AUROC" if "[" not in task else task[task.index("[") + 1:-1] + " score"
+        lines.append(f"{task}: test {metric}, mean [95% CI] over seeds")
         lines.append(f"{'arm':<12}" + "".join(f"{float(f) * 100:>20.0f}%" for f in fracs))
         for arm, cells in arms.items():
             lines.append(f"{arm:<12}" + "".join(

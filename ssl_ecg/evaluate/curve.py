@@ -19,11 +19,14 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
+from ssl_ecg.data.cinc import SCORED_CLASSES
 from ssl_ecg.data.splits import check_no_leakage, label_fraction_subsets
 from ssl_ecg.errors import ConfigError, SplitError
+from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.knn import knn_scores
 from ssl_ecg.evaluate.linear import torch_linear_probe
+from ssl_ecg.evaluate.metrics import tune_thresholds
 from ssl_ecg.evaluate.probe import logistic_probe
 from ssl_ecg.evaluate.supervised import finetune, train_supervised
 from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
@@ -144,18 +147,21 @@ def run_curve(
     bar = tqdm(total=len(todo), desc="label-efficiency curve", disable=not progress)
     subsets_cache: dict = {}
     dropped: dict = {}
+    tasks: dict = {}
     for task, arm, probe, frac, seed in todo:
         if task not in table.columns:
             raise ConfigError(f"tasks: column {task!r} is not in the table (columns: {sorted(table.columns)})")
-        y_all = _task_y(table[task], record_split, task, dropped)
-        labelled = ~np.isnan(y_all)
+        if task not in tasks:
+            tasks[task] = _task_y(table[task], record_split, task, dropped)
+        y_all, names = tasks[task]
+        labelled = ~np.isnan(y_all if y_all.ndim == 1 else y_all[:, 0])
         idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
         for name, members in idx.items():
             if len(members) == 0:
                 raise SplitError(f"task {task!r}: split {name!r} has no labelled records")
         key = (task, seed)
         if key not in subsets_cache:
-            train_pat = {patients[i]: int(y_all[i]) for i in idx["train"]}
+            train_pat = _patient_labels(patients, y_all, idx["train"])
             subsets_cache[key] = label_fraction_subsets(list(train_pat), spec.fractions, labels=train_pat, seed=seed)
         chosen = set(subsets_cache[key][frac])
         tr = np.array([i for i in idx["train"] if patients[i] in chosen])
@@ -176,13 +182,15 @@ def run_curve(
             f = feats[arm]
             probe_fn = {"logistic": logistic_probe, "torch": torch_linear_probe, "knn": knn_probe}[probe]
             res = probe_fn(f[tr], y[tr], f[va], y[va], f[te], y[te], task=task, seed=seed)
-        value, val_value = res.test_auroc, res.val_auroc
-        rows.append({"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
-                     "metric": "auroc",
-                     "value": value, "val_value": val_value, "n_train_patients": len(chosen),
-                     "n_train_records": len(tr)})
-        pd.DataFrame(rows[-1:], columns=CURVE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
-                                                              index=False)
+        base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
+                "n_train_patients": len(chosen), "n_train_records": len(tr)}
+        new_rows = [{**base, "metric": "auroc", "value": res.test_auroc, "val_value": res.val_auroc}]
+        if _is_challenge_task(names, y_all):
+            new_rows.append({**base, "metric": "challenge",
+                             **_challenge_row(names, y[va], res.val_scores, y[te], res.test_scores)})
+        rows.extend(new_rows)
+        pd.DataFrame(new_rows, columns=CURVE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
+                                                             index=False)
         bar.update(1)
     bar.close()
     if dropped:
@@ -190,27 +198,90 @@ def run_curve(
     return pd.read_csv(csv_path)
 
 
-def _task_y(column: pd.Series, record_split: np.ndarray, task: str, dropped: dict) -> np.ndarray:
-    """Labels of one task; categorical classes missing from a split are dropped (unlabelled), with a warning.
+def _task_y(column: pd.Series, record_split: np.ndarray, task: str,
+            dropped: dict) -> tuple[np.ndarray, list | None]:
+    """Labels of one task and its class names; classes missing from a split are dropped with a warning.
 
-    Binary tasks are left strict: a split without positives is an error downstream.
+    Binary tasks give (n,) 0/1 with NaN for unlabelled records and no names; they
+    stay strict (a split without positives is an error downstream). Categorical
+    tasks give (n,) codes; list-valued (multi-label) tasks give (n, C) multi-hot
+    rows, NaN where a record has no label. A class is dropped when a split has
+    no positive of it.
     """
+    if _is_multilabel(column):
+        return _multilabel_y(column, record_split, task, dropped)
     y = task_labels(column)
     if pd.api.types.is_numeric_dtype(column) and set(np.unique(y[~np.isnan(y)])) <= {0, 1}:
-        return y
-    names = pd.factorize(column[~(pd.isna(column) | (column.astype(str).str.strip() == ""))])[1]
+        return y, None
+    names = list(pd.factorize(column[~(pd.isna(column) | (column.astype(str).str.strip() == ""))])[1])
     missing = [c for c in np.unique(y[~np.isnan(y)])
                if any(not ((y == c) & (record_split == s)).any() for s in ("train", "val", "test"))]
     if missing:
         y = y.copy()
         y[np.isin(y, missing)] = np.nan
         keep = ~np.isnan(y)
+        kept = sorted(set(np.unique(y[keep]).tolist()))
         y[keep] = pd.factorize(y[keep], sort=True)[0]
-        if task not in dropped:
-            dropped[task] = [str(names[int(c)]) for c in missing]
-            warnings.warn(f"task {task!r}: classes {dropped[task]} are missing from the train, val or test split "
-                          "and are left out of this task", stacklevel=3)
-    return y
+        _warn_dropped(task, [str(names[int(c)]) for c in missing], dropped)
+        names = [names[int(c)] for c in kept]
+    return y, names
+
+
+def _is_multilabel(column: pd.Series) -> bool:
+    return any(isinstance(v, (list, tuple, set, frozenset)) for v in column.head(100))
+
+
+def _multilabel_y(column, record_split, task, dropped):
+    rows = [tuple(v) if isinstance(v, (list, tuple, set, frozenset)) else () for v in column]
+    names = sorted({c for r in rows for c in r}, key=str)
+    pos = {c: k for k, c in enumerate(names)}
+    y = np.zeros((len(rows), len(names)))
+    for i, r in enumerate(rows):
+        y[i, [pos[c] for c in r]] = 1.0
+    keep = np.ones(len(names), bool)
+    for s in ("train", "val", "test"):
+        keep &= y[record_split == s].sum(0) > 0
+    if not keep.all():
+        _warn_dropped(task, [str(n) for n, k in zip(names, keep) if not k], dropped)
+    y, names = y[:, keep], [n for n, k in zip(names, keep) if k]
+    y[y.sum(1) == 0] = np.nan  # no (remaining) label: left out of the task
+    return y, names
+
+
+def _warn_dropped(task: str, classes: list, dropped: dict) -> None:
+    dropped[task] = classes
+    warnings.warn(f"task {task!r}: classes {classes} are missing from the train, val or test split "
+                  "and are left out of this task", stacklevel=4)
+
+
+def _patient_labels(patients: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict:
+    """Per patient: the class (single-label) or the union of its records' classes (multi-label)."""
+    if y.ndim == 1:
+        return {patients[i]: int(y[i]) for i in rows}
+    out: dict = {}
+    for i in rows:
+        out.setdefault(patients[i], set()).update(np.flatnonzero(y[i] > 0).tolist())
+    return {p: tuple(sorted(c)) for p, c in out.items()}
+
+
+def _is_challenge_task(names: list | None, y: np.ndarray) -> bool:
+    """A multi-label task over PhysioNet/CinC scored classes (SNOMED codes)."""
+    return y.ndim == 2 and names is not None and len(names) > 1 and set(map(str, names)) <= set(SCORED_CLASSES)
+
+
+def _challenge_row(names, y_val, val_scores, y_test, test_scores) -> dict:
+    """Challenge score on test, with per-class thresholds tuned for F1 on validation."""
+    thr = tune_thresholds(y_val, val_scores)
+    classes, weights = load_challenge_weights()
+    col = [classes.index(str(n)) for n in names]
+
+    def full(y):
+        out = np.zeros((len(y), len(classes)), dtype=bool)
+        out[:, col] = y
+        return out
+
+    return {"value": challenge_score(full(y_test), full(test_scores >= thr)),
+            "val_value": challenge_score(full(y_val), full(val_scores >= thr))}
 
 
 def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
@@ -219,6 +290,8 @@ def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
     curve = curve.copy()
     if "probe" in curve.columns:
         curve["arm"] = [line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])]
+    if "metric" in curve.columns:  # one panel per task and metric: "task" (AUROC), "task [challenge]"
+        curve["task"] = [t if m == "auroc" else f"{t} [{m}]" for t, m in zip(curve["task"], curve["metric"])]
     for (task, arm, frac), g in curve.groupby(["task", "arm", "fraction"], sort=False):
         v = g["value"].to_numpy(dtype=float)
         mean = float(v.mean())
@@ -247,12 +320,13 @@ def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> P
             lo = np.array([cells[f]["ci_low"] for f in fr])
             hi = np.array([cells[f]["ci_high"] for f in fr])
             ax.plot(x, m, marker="o", label=arm)
-            ax.fill_between(x, np.clip(lo, 0, 1), np.clip(hi, 0, 1), alpha=0.2)  # AUROC is bounded
+            bounded = "[" not in task  # AUROC lies in [0, 1]; the challenge score can be negative
+            ax.fill_between(x, np.clip(lo, 0, 1) if bounded else lo, np.clip(hi, 0, 1) if bounded else hi, alpha=0.2)
         ax.set_xscale("log")
         ax.set_xticks([float(f) * 100 for f in sorted(next(iter(summary[task].values())), key=float)])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("labelled training patients (%)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric if "[" not in task else task[task.index("[") + 1:-1] + " score")
         ax.set_title(task)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -338,6 +412,8 @@ class _KnnResult:
     test_auroc: float
     val_auroc: float
     k: int
+    test_scores: np.ndarray
+    val_scores: np.ndarray
 
 
 def knn_probe(x_train, y_train, x_val, y_val, x_test, y_test, task: str = "task", seed: int = 0,
@@ -354,4 +430,6 @@ def knn_probe(x_train, y_train, x_val, y_val, x_test, y_test, task: str = "task"
 
     best = max((auroc(y_val, score(x_val, k), kind), -k) for k in ks)
     k = -best[1]
-    return _KnnResult(test_auroc=auroc(y_test, score(x_test, k), kind), val_auroc=float(best[0]), k=k)
+    test_scores = score(x_test, k)
+    return _KnnResult(test_auroc=auroc(y_test, test_scores, kind), val_auroc=float(best[0]), k=k,
+                      test_scores=test_scores, val_scores=score(x_val, k))

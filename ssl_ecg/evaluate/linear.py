@@ -76,13 +76,14 @@ def torch_linear_probe(
             loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx]).backward()
             opt.step()
         with torch.no_grad():
-            val = auroc(y_val, scores_of(head(norm[1]), kind), kind)
+            val_scores = scores_of(head(norm[1]), kind)
+        val = auroc(y_val, val_scores, kind)
         if val > best[0]:
-            best = (val, epoch, copy.deepcopy(head.state_dict()))
+            best = (val, epoch, copy.deepcopy(head.state_dict()), val_scores)
         elif epoch - best[1] >= patience:
             break
     head.load_state_dict(best[2])
     with torch.no_grad():
         scores = scores_of(head(norm[2]), kind)
     return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
-                       test_scores=scores)
+                       test_scores=scores, val_scores=best[3])

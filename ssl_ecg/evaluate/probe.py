@@ -23,8 +23,9 @@ class ProbeResult:
     """Test and validation (macro) AUROC at the validation-selected setting.
 
     ``C`` is the chosen inverse regularisation (logistic probe) and ``best_epoch``
-    the chosen epoch (torch probe, fine-tuning); ``test_scores`` are the test
-    set's scores at that setting.
+    the chosen epoch (torch probe, fine-tuning); ``val_scores`` and
+    ``test_scores`` are the scores at that setting (e.g. to tune thresholds on
+    validation).
     """
 
     test_auroc: float
@@ -32,6 +33,7 @@ class ProbeResult:
     C: float = float("nan")
     best_epoch: int = -1
     test_scores: np.ndarray | None = None
+    val_scores: np.ndarray | None = None
 
 
 def logistic_probe(
@@ -57,12 +59,14 @@ def logistic_probe(
     best = None
     for c in sorted(Cs):
         clf = _fit(xt, y_train, c, seed, kind)
-        val = auroc(y_val, _scores(clf, xv, kind), kind)
+        val_scores = _scores(clf, xv, kind)
+        val = auroc(y_val, val_scores, kind)
         if best is None or val > best[0]:
-            best = (val, c, clf)
-    val, c, clf = best
+            best = (val, c, clf, val_scores)
+    val, c, clf, val_scores = best
     scores = _scores(clf, xs, kind)
-    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(val), C=c, test_scores=scores)
+    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(val), C=c, test_scores=scores,
+                       val_scores=val_scores)
 
 
 def _fit(x, y, c, seed, kind):

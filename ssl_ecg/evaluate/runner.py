@@ -38,6 +38,7 @@ class EvalConfig:
     dataset_options: dict = field(default_factory=dict)
     fs: float = 100.0
     leads: list | None = None
+    bad_leads: str = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
     window: float = 5.0  # seconds per evaluation window: the encoders' input length
     per_lead: bool | None = None  # default: from each checkpoint (in_channels == 1: one lead at a time)
     encoders: dict = field(default_factory=dict)  # arm name -> encoder checkpoint (.pt or run folder)
@@ -102,7 +103,8 @@ def _dataset(cfg) -> tuple[np.ndarray, pd.DataFrame, Path]:
         raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
     index = load_index(cfg.dataset, root, **cfg.dataset_options)
     window = int(round(cfg.window * cfg.fs))
-    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window)
+    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window,
+                                  bad_lead_policy=cfg.bad_leads)
     return signals, table, root
 
 
@@ -166,6 +168,7 @@ class FewShotConfig:
     label: str | None = None  # label column (not for mitdb)
     fs: float = 360.0
     leads: list | None = None  # mitdb: lead positions are kept; default lead 0 only (MLII in 45 of 48 records)
+    bad_leads: str = "zero_lead"  # NaN or flat leads (not mitdb): "zero_lead", "drop_record" or "error"
     window: float = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
     encoder: str | None = None  # checkpoint; None: a random-init CLOCS encoder
     ways: int = 3
@@ -209,7 +212,8 @@ def _fewshot_items(cfg: FewShotConfig):
     if not cfg.label:
         raise ConfigError(f"label: set the label column for few-shot episodes on {cfg.dataset}")
     window = int(round(cfg.window * cfg.fs))
-    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window)
+    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window,
+                                  bad_lead_policy=cfg.bad_leads)
     if cfg.label not in table.columns:
         raise ConfigError(f"label: {cfg.label!r} is not a column of {cfg.dataset} (columns: {sorted(table.columns)})")
     col = table[cfg.label]

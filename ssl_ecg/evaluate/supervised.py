@@ -100,15 +100,16 @@ def _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_
             out = model(batch)
             loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx.to(device)]).backward()
             opt.step()
-        val = auroc(y_val, _scores(model, wv, kind), kind)
+        val_scores = _scores(model, wv, kind)
+        val = auroc(y_val, val_scores, kind)
         if val > best[0]:
-            best = (val, epoch, copy.deepcopy(model.state_dict()))
+            best = (val, epoch, copy.deepcopy(model.state_dict()), val_scores)
         elif epoch - best[1] >= patience:
             break
     model.load_state_dict(best[2])
     scores = _scores(model, ws, kind)
     return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
-                       test_scores=scores)
+                       test_scores=scores, val_scores=best[3])
 
 
 @torch.no_grad()

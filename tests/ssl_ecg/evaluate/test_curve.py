@@ -103,8 +103,8 @@ def test_categorical_classes_missing_from_a_split_are_dropped_with_a_warning():
     split = np.array(["train", "train", "val", "val", "val", "test", "test", "test"])
     dropped: dict = {}
     with pytest.warns(UserWarning, match=r"\['rare'\]"):
-        y = _task_y(col, split, "t", dropped)
-    assert dropped == {"t": ["rare"]}
+        y, names = _task_y(col, split, "t", dropped)
+    assert dropped == {"t": ["rare"]} and names == ["a", "b"]
     assert np.isnan(y[[3, 5]]).all() and y[[0, 1, 2, 4, 6, 7]].tolist() == [0, 1, 0, 1, 0, 1]
 
 
@@ -129,3 +129,34 @@ def test_curve_outputs_log_to_an_offline_wandb_run(tmp_path, monkeypatch):
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
     assert any((offline[0] / "files" / "media").rglob("*.png"))
+
+
+def test_multilabel_tasks_and_the_challenge_metric(tmp_path):
+    from ssl_ecg.evaluate.challenge import challenge_score
+    from ssl_ecg.evaluate.curve import _challenge_row, _patient_labels, _task_y
+
+    x, table, splits = synthetic(n=90)
+    pats = table["patient_id"].tolist()
+    splits = {"train": pats[:50], "val": pats[50:70], "test": pats[70:]}
+    sinus, af, rbbb = "426783006", "164889003", "713427006"  # scored SNOMED codes
+    rng = np.random.default_rng(2)
+    scored = [([af] if y == 1 else [sinus]) + ([rbbb] if rng.random() < 0.4 else []) for y in table["y"].fillna(0)]
+    scored[3] = []  # no label: left out
+    table["scored"] = pd.Series(scored, dtype=object)
+    torch.manual_seed(0)
+    enc = {"random_init": ClocsEncoder(input_len=400, embed_dim=8).eval()}
+    curve = run_curve(x, table, splits, enc, spec(tasks=["scored"], seeds=[0, 1], fractions=[0.5, 1.0],
+                                                  supervised=None), tmp_path, progress=False)
+    assert set(curve["metric"]) == {"auroc", "challenge"} and len(curve) == 2 * 2 * 2
+    summary = summarize(curve)
+    assert set(summary) == {"scored", "scored [challenge]"}
+    # the challenge row is the official score at thresholds tuned on validation
+    record_split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 20)
+    y, names = _task_y(table["scored"], record_split, "scored", {})
+    assert names == sorted([af, sinus, rbbb]) and np.isnan(y[3]).all() and y.shape == (90, 3)
+    pl = _patient_labels(np.array(pats), y, np.arange(50)[~np.isnan(y[:50, 0])])
+    assert pl["p0"] == tuple(np.flatnonzero(y[0] > 0))
+    yv, yt = y[50:70].astype(int), y[70:].astype(int)
+    row = _challenge_row(names, yv, yv.astype(float), yt, yt.astype(float))  # perfect scores
+    assert row["value"] == pytest.approx(1.0) and row["val_value"] == pytest.approx(1.0)
+    assert challenge_score(np.zeros((2, 24)), np.zeros((2, 24))) == 0.0

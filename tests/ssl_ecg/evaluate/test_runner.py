@@ -97,3 +97,20 @@ def test_fewshot_on_real_ludb_rhythms(tmp_path, ludb_root):
     with pytest.raises(ConfigError, match="label"):
         run_fewshot_recipe(FewShotConfig(dataset="ludb", root=str(ludb_root)), runs=tmp_path)
     assert np.isfinite(acc[0])
+
+
+@pytest.mark.realdata
+def test_multilabel_curves_on_real_ptbxl_and_the_challenge_score_on_cinc2021(tmp_path, ptbxl_root, cinc2021_root):
+    px = run_evaluation(EvalConfig(name="px", dataset="ptbxl", root=str(ptbxl_root), dataset_options={"fs": 100},
+                                   fs=100.0, window=5.0, tasks=["superdiagnostic"], fractions=[0.25, 1.0],
+                                   seeds=[0, 1], supervised=False, split="official"), runs=tmp_path, progress=False)
+    curve = px["curve"]
+    assert set(curve["metric"]) == {"auroc"} and len(curve) == 4  # not CinC codes: no challenge score
+    assert curve["value"].between(0.5, 1).all()  # macro AUROC over the five superclasses
+    cc = run_evaluation(EvalConfig(name="cc", dataset="cinc2021", root=str(cinc2021_root), fs=100.0, window=5.0,
+                                   tasks=["scored"], fractions=[1.0], seeds=[0, 1], supervised=False),
+                        runs=tmp_path, progress=False)
+    metrics = cc["curve"].groupby("metric")["value"]
+    assert set(metrics.groups) == {"auroc", "challenge"}
+    assert metrics.max()["challenge"] <= 1 and np.isfinite(metrics.min()["challenge"])
+    assert "scored [challenge]" in cc["summary"]
