@@ -29,7 +29,7 @@ from ssl_ecg.evaluate.linear import torch_linear_probe
 from ssl_ecg.evaluate.metrics import tune_thresholds
 from ssl_ecg.evaluate.probe import logistic_probe
 from ssl_ecg.evaluate.supervised import finetune, train_supervised
-from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
+from ssl_ecg.evaluate.tasks import auroc, check_task
 
 __all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs", "labels_needed",
            "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES"]
@@ -96,14 +96,19 @@ def line_name(arm: str, probe: str) -> str:
 
 def task_labels(column: pd.Series) -> np.ndarray:
     """0/1 columns as float (NaN: unlabelled); other columns as category codes (NaN/empty: unlabelled)."""
+    return _labels_and_names(column)[0]
+
+
+def _labels_and_names(column: pd.Series) -> tuple[np.ndarray, list | None]:
+    """:func:`task_labels` and the class names; no names for binary tasks (0/1, or two numeric values)."""
     values = column.to_numpy()
     numeric = pd.api.types.is_numeric_dtype(column)
     if numeric and set(np.unique(values[~pd.isna(values)])) <= {0, 1}:
-        return values.astype(float)
-    labelled = ~(pd.isna(column) | (column.astype(str).str.strip() == ""))
+        return values.astype(float), None
+    labelled = (~(pd.isna(column) | (column.astype(str).str.strip() == ""))).to_numpy()
     codes = np.full(len(column), np.nan)
-    codes[labelled.to_numpy()] = pd.factorize(column[labelled])[0]
-    return codes
+    codes[labelled], names = pd.factorize(column[labelled])
+    return codes, (None if numeric and len(names) <= 2 else list(names))
 
 
 def run_curve(
@@ -210,10 +215,9 @@ def _task_y(column: pd.Series, record_split: np.ndarray, task: str,
     """
     if _is_multilabel(column):
         return _multilabel_y(column, record_split, task, dropped)
-    y = task_labels(column)
-    if pd.api.types.is_numeric_dtype(column) and set(np.unique(y[~np.isnan(y)])) <= {0, 1}:
+    y, names = _labels_and_names(column)
+    if names is None:
         return y, None
-    names = list(pd.factorize(column[~(pd.isna(column) | (column.astype(str).str.strip() == ""))])[1])
     missing = [c for c in np.unique(y[~np.isnan(y)])
                if any(not ((y == c) & (record_split == s)).any() for s in ("train", "val", "test"))]
     if missing:
@@ -419,10 +423,7 @@ class _KnnResult:
 def knn_probe(x_train, y_train, x_val, y_val, x_test, y_test, task: str = "task", seed: int = 0,
               ks=KNN_KS, temperature: float = 0.1) -> _KnnResult:
     """kNN probe (:func:`knn_scores`) with k chosen on validation AUROC; test scored at that k."""
-    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
-    n_classes = None if kind == "multilabel" else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1
-    for y, where in ((y_train, "training labels"), (y_val, "validation split"), (y_test, "test split")):
-        check_task_labels(y, where, task, kind, n_classes)
+    kind, n_classes = check_task(y_train, y_val, y_test, task)
 
     def score(x, k):
         s = knn_scores(x_train, y_train, x, k=k, temperature=temperature, n_classes=n_classes)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssl_ecg.evaluate.probe import ProbeResult
-from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
+from ssl_ecg.evaluate.tasks import auroc, check_task
 from ssl_ecg.utils import seeded
 
 __all__ = ["torch_linear_probe", "loss_and_outputs"]
@@ -50,12 +50,7 @@ def torch_linear_probe(
     epochs after the best one, and the test set is scored once, with the
     weights of the best validation epoch.
     """
-    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
-    n_classes = (np.asarray(y_train).shape[1] if kind == "multilabel"
-                 else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1)
-    check_task_labels(y_train, "training labels", task, kind, n_classes)
-    check_task_labels(y_val, "validation split", task, kind, n_classes)
-    check_task_labels(y_test, "test split", task, kind, n_classes)
+    kind, n_classes = check_task(y_train, y_val, y_test, task)
     xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
     mean, std = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-8)
     norm = [(torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device) - mean) / std

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
+from ssl_ecg.evaluate.tasks import auroc, check_task
 
 __all__ = ["ProbeResult", "logistic_probe", "DEFAULT_CS"]
 
@@ -49,11 +49,7 @@ def logistic_probe(
     (macro) AUROC, ties going to the smaller C; the test AUROC is reported at
     that C only, never maximised over C.
     """
-    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
-    n_classes = None if kind != "multiclass" else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1
-    check_task_labels(y_train, "training labels", task, kind, n_classes)
-    check_task_labels(y_val, "validation split", task, kind, n_classes)
-    check_task_labels(y_test, "test split", task, kind, n_classes)
+    kind, _ = check_task(y_train, y_val, y_test, task)
     scaler = StandardScaler().fit(x_train)
     xt, xv, xs = scaler.transform(x_train), scaler.transform(x_val), scaler.transform(x_test)
     best = None

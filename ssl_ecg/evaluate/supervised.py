@@ -12,7 +12,7 @@ from augmentations import SegmentViews
 from ssl_ecg.evaluate.embed import tile_windows, window_embeddings
 from ssl_ecg.evaluate.linear import loss_and_outputs, scores_of, targets
 from ssl_ecg.evaluate.probe import ProbeResult
-from ssl_ecg.evaluate.tasks import auroc, check_task_labels, task_kind
+from ssl_ecg.evaluate.tasks import auroc, check_task
 from ssl_ecg.models import build_encoder
 from ssl_ecg.utils import seeded
 
@@ -72,12 +72,7 @@ def train_supervised(
 
 def _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_lead, lr, encoder_lr_factor,
            epochs, patience, batch_size, seed, task, device) -> ProbeResult:
-    kind = task_kind(np.concatenate([np.asarray(y_train), np.asarray(y_val), np.asarray(y_test)]))
-    n_classes = (np.asarray(y_train).shape[1] if kind == "multilabel"
-                 else int(max(np.max(y_train), np.max(y_val), np.max(y_test))) + 1)
-    check_task_labels(y_train, "training labels", task, kind, n_classes)
-    check_task_labels(y_val, "validation split", task, kind, n_classes)
-    check_task_labels(y_test, "test split", task, kind, n_classes)
+    kind, n_classes = check_task(y_train, y_val, y_test, task)
     gen = torch.Generator().manual_seed(seed)
     crop = SegmentViews(n_segments=1, segment_len=window, fs=1.0, per_lead=False)
     xt = torch.as_tensor(x_train, dtype=torch.float32)

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from ssl_ecg.errors import SplitError
 from ssl_ecg.evaluate.metrics import macro_auroc
 
-__all__ = ["task_kind", "check_task_labels", "auroc"]
+__all__ = ["task_kind", "check_task_labels", "check_task", "auroc"]
 
 
 def task_kind(y: np.ndarray) -> str:
@@ -34,6 +34,23 @@ def check_task_labels(y: np.ndarray, where: str, task: str, kind: str, n_classes
     if missing:
         raise SplitError(f"task {task!r}, {where}: class(es) {missing} have no patients; "
                          "use a larger label fraction or another split seed")
+
+
+def check_task(y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray, task: str) -> tuple[str, int]:
+    """Kind and class count of a train/val/test labelling, after checking each split holds every class.
+
+    The count is the number of columns (multilabel), 2 (binary) or the largest
+    class index + 1 (multiclass).
+    """
+    ys = [np.asarray(y) for y in (y_train, y_val, y_test)]
+    kind = task_kind(np.concatenate(ys))
+    if kind == "multilabel":
+        n_classes = ys[0].shape[1]
+    else:
+        n_classes = 2 if kind == "binary" else int(max(y.max() for y in ys)) + 1
+    for y, where in zip(ys, ("training labels", "validation split", "test split")):
+        check_task_labels(y, where, task, kind, n_classes)
+    return kind, n_classes
 
 
 def auroc(y: np.ndarray, scores: np.ndarray, kind: str) -> float:
