@@ -66,7 +66,7 @@ def measure(name: str, cache, steps: int, workers: int) -> dict:
         x, ids = next(it)
         t1 = time.perf_counter()
         opt.zero_grad()
-        loss = _step(module, x, ids, i)
+        loss = module.batch_loss(x, ids, torch.Generator().manual_seed(i))[0]
         loss.backward()
         opt.step()
         t2 = time.perf_counter()
@@ -82,13 +82,6 @@ def _epoch(data, batch, epoch):
     sampler = PatientBatchSampler(data.patient_codes, batch, k=2, seed=0)
     sampler.set_epoch(epoch)
     return list(sampler)
-
-
-def _step(module: ContrastivePretrainer, x, ids, step):
-    views = module.method.views(x, generator=torch.Generator().manual_seed(step))
-    inst = module.method.instance_ids(ids, x)
-    loss, _ = module.method.forward_loss(module.encoder, module.head, views, inst, step, 100)
-    return loss
 
 
 def wfdb_loader_rate(index, n: int) -> float:

@@ -12,19 +12,26 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ssl_ecg.demo import DemoConfig, format_table, run_demo
+    from ssl_ecg.demo import DemoConfig, run_demo
     from ssl_ecg.recipe import load_recipe, parse_overrides
 
     cfg = load_recipe(DemoConfig, args.recipe, parse_overrides(args.overrides))
     t0 = time.perf_counter()
     result = run_demo(cfg, data=args.data, runs=args.runs, progress=not args.quiet)
+    _print_curve(result, t0)
+    return 0
+
+
+def _print_curve(result: dict, t0: float) -> None:
+    """The curve table, where its files are, and the wall time."""
+    from ssl_ecg.demo import format_table
+
     print()
     print(format_table(result["summary"]))
     out = result["out"]
     print(f"curve: {out / 'curve.png'}  (table {out / 'curve.csv'}, summary {out / 'curve.json'}, labels needed "
           f"{out / 'labels_needed.png'})")
     print(f"wall time: {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -57,7 +64,6 @@ _EVAL_DEFAULTS = {
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ssl_ecg.demo import format_table
     from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
     from ssl_ecg.recipe import load_recipe, parse_overrides
 
@@ -67,12 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = load_recipe(EvalConfig, args.recipe, overrides, defaults=_EVAL_DEFAULTS[args.command])
     t0 = time.perf_counter()
     result = run_evaluation(cfg, runs=args.runs, progress=not args.quiet)
-    print()
-    print(format_table(result["summary"]))
-    out = result["out"]
-    print(f"results: {out / 'curve.csv'}  (summary {out / 'curve.json'}, plots {out / 'curve.png'}, "
-          f"{out / 'labels_needed.png'})")
-    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+    _print_curve(result, t0)
     return 0
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
 
-__all__ = ["seeded"]
+__all__ = ["seeded", "wandb_settings"]
 
 
 @contextlib.contextmanager
@@ -21,3 +22,13 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def wandb_settings() -> dict[str, str]:
+    """wandb ``project`` and ``mode``: offline unless ``WANDB_MODE=online`` (project from ``WANDB_PROJECT``).
+
+    The mode goes to ``wandb.init`` directly: a wandb already set up in the same
+    process does not re-read ``WANDB_MODE``.
+    """
+    return {"project": os.environ.get("WANDB_PROJECT", "ssl-ecg"),
+            "mode": "online" if os.environ.get("WANDB_MODE") == "online" else "offline"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssl_ecg.errors import DatasetError
 
-__all__ = ["user_data_dir", "locate_dataset", "download", "download_ludb", "MARKERS", "PHYSIONET"]
+__all__ = ["user_data_dir", "locate_dataset", "dataset_root", "download", "download_ludb", "MARKERS", "PHYSIONET"]
 
 # A file that proves a folder holds the dataset.
 MARKERS = {"ludb": "ludb.csv", "ptbxl": "ptbxl_database.csv", "mitdb": "RECORDS"}
@@ -38,6 +38,14 @@ def locate_dataset(name: str, data: str | os.PathLike | None = None) -> Path | N
             if (folder / marker).is_file():
                 return folder
     return None
+
+
+def dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else :func:`locate_dataset`; a clear error when neither finds it."""
+    found = Path(root) if root else locate_dataset(name)
+    if found is None:
+        raise DatasetError(f"dataset {name!r} not found: set root= or SSL_ECG_DATA")
+    return found
 
 
 # name -> (PhysioNet project, version, marker file)

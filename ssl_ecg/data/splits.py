@@ -12,9 +12,9 @@ from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ssl_ecg.errors import SplitError
+from ssl_ecg.errors import ConfigError, SplitError
 
-__all__ = ["patient_split", "label_fraction_subsets", "check_no_leakage", "check_classes_present"]
+__all__ = ["patient_split", "table_splits", "label_fraction_subsets", "check_no_leakage", "check_classes_present"]
 
 
 def _strata(patients: Sequence[Hashable], labels: Mapping[Hashable, Hashable] | None) -> dict:
@@ -66,6 +66,22 @@ def patient_split(
         out[name] = sorted(out[name], key=str)
     check_no_leakage(out)
     return out
+
+
+def table_splits(table, split: Sequence[float] | str, seed: int = 0, dataset: str = "dataset") -> dict[str, list]:
+    """Train/val/test patients of an index table: a seeded :func:`patient_split` with ``split``
+    fractions, or ``split="official"`` for the table's own ``split`` column (e.g. PTB-XL's folds).
+    The result is checked for leakage.
+    """
+    patients = table["patient_id"].astype(str)
+    if split == "official":
+        if "split" not in table.columns:
+            raise ConfigError(f"split: 'official' needs a dataset with official splits; {dataset} has none")
+        splits = {n: sorted(set(patients[table["split"] == n])) for n in ("train", "val", "test")}
+    else:
+        splits = patient_split(patients, split, seed=seed)
+    check_no_leakage(splits)
+    return splits
 
 
 def label_fraction_subsets(

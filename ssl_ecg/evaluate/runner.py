@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,14 +15,14 @@ from torch import nn
 from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.arrays import load_signals
-from ssl_ecg.data.download import locate_dataset
-from ssl_ecg.data.splits import check_no_leakage, patient_split
-from ssl_ecg.errors import ConfigError, DatasetError
+from ssl_ecg.data.download import dataset_root
+from ssl_ecg.data.splits import patient_split, table_splits
+from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.fewshot import run_fewshot
 from ssl_ecg.models import build_encoder
-from ssl_ecg.utils import seeded
+from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms"]
 
@@ -98,26 +97,12 @@ def load_arms(paths: dict, per_lead: bool | None, n_leads: int, window: int, ran
 
 
 def _dataset(cfg) -> tuple[np.ndarray, pd.DataFrame, Path]:
-    root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
-    if root is None:
-        raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
+    root = dataset_root(cfg.dataset, cfg.root)
     index = load_index(cfg.dataset, root, **cfg.dataset_options)
     window = int(round(cfg.window * cfg.fs))
     signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window,
                                   bad_lead_policy=cfg.bad_leads)
     return signals, table, root
-
-
-def _splits(table: pd.DataFrame, cfg) -> dict:
-    patients = table["patient_id"].astype(str)
-    if cfg.split == "official":
-        if "split" not in table.columns:
-            raise ConfigError(f"split: 'official' needs a dataset with official splits; {cfg.dataset} has none")
-        splits = {n: sorted(set(patients[table["split"] == n])) for n in ("train", "val", "test")}
-    else:
-        splits = patient_split(patients, cfg.split, seed=cfg.split_seed)
-    check_no_leakage(splits)
-    return splits
 
 
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
@@ -132,7 +117,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     missing = [t for t in cfg.tasks if t not in table.columns]
     if missing:
         raise ConfigError(f"tasks: {missing} are not columns of {cfg.dataset} (columns: {sorted(table.columns)})")
-    splits = _splits(table, cfg)
+    splits = table_splits(table, cfg.split, seed=cfg.split_seed, dataset=cfg.dataset)
     spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=per_lead,
                      supervised=config if cfg.supervised else None, supervised_epochs=cfg.epochs,
                      supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor)
@@ -152,9 +137,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
 def _wandb_run(cfg, out: Path):
     import wandb
 
-    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "ssl-ecg"), name=cfg.name, dir=str(out), mode=mode,
-                      config=asdict(cfg), reinit=True)
+    return wandb.init(name=cfg.name, dir=str(out), config=asdict(cfg), reinit=True, **wandb_settings())
 
 
 @dataclass
@@ -185,9 +168,7 @@ class FewShotConfig:
 
 
 def _fewshot_items(cfg: FewShotConfig):
-    root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
-    if root is None:
-        raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
+    root = dataset_root(cfg.dataset, cfg.root)
     index = load_index(cfg.dataset, root, **cfg.dataset_options)
     rng = np.random.default_rng(cfg.seed)
     if cfg.dataset == "mitdb":

@@ -69,13 +69,18 @@ class ContrastivePretrainer(pl.LightningModule):
         trainer = getattr(self, "_trainer", None)
         return int(trainer.estimated_stepping_batches) if trainer is not None else 1
 
-    def training_step(self, batch, batch_idx):
-        x, targets = batch[0], batch[1]
-        views = self.method.views(x, generator=self._generator(x.device))
-        n, v = views.shape[:2]
+    def batch_loss(self, x: Tensor, targets: Tensor, generator: torch.Generator,
+                   training: bool = True) -> tuple[Tensor, Tensor, Tensor, int, int]:
+        """Views of a batch drawn with ``generator``, then the method's loss: (loss, z, ids, N, V)."""
+        views = self.method.views(x, generator=generator)
         ids = self.method.instance_ids(targets, x)
         loss, z = self.method.forward_loss(self.encoder, self.head, views, ids, int(self.global_step),
-                                           self._max_steps())
+                                           self._max_steps(), training=training)
+        return loss, z, ids, views.shape[0], views.shape[1]
+
+    def training_step(self, batch, batch_idx):
+        x, targets = batch[0], batch[1]
+        loss, z, ids, n, v = self.batch_loss(x, targets, self._generator(x.device))
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if ids.dim() == 1:
             self._log_positives(ids, v, n)
@@ -87,10 +92,8 @@ class ContrastivePretrainer(pl.LightningModule):
         """Loss on held-out patients, with views fixed per batch so epochs compare (CLOCS' early stopping)."""
         x, targets = batch[0], batch[1]
         gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + 104_729 + batch_idx)
-        views = self.method.views(x, generator=gen)
-        ids = self.method.instance_ids(targets, x)
-        loss, _ = self.method.forward_loss(self.encoder, self.head, views, ids, training=False)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=views.shape[0], sync_dist=True)
+        loss, _, _, n, _ = self.batch_loss(x, targets, gen, training=False)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def _log_positives(self, ids: Tensor, v: int, n: int) -> None:

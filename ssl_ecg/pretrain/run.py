@@ -16,9 +16,9 @@ from ssl_ecg.checkpoint import save_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, open_cache
 from ssl_ecg.data.dataset import CacheWindows
-from ssl_ecg.data.download import locate_dataset
+from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
-from ssl_ecg.data.splits import check_no_leakage, patient_split
+from ssl_ecg.data.splits import table_splits
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
@@ -68,14 +68,6 @@ class PretrainConfig:
     resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
 
 
-def _splits(table: pd.DataFrame, patients: pd.Series, cfg: PretrainConfig) -> dict:
-    if cfg.split != "official":
-        return patient_split(patients, cfg.split, seed=cfg.split_seed)
-    if "split" not in table.columns:
-        raise ConfigError(f"split: 'official' needs a dataset with official splits; {cfg.dataset} has none")
-    return {name: set(patients[table["split"] == name]) for name in ("train", "val", "test")}
-
-
 def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True,
                  callbacks: list[Callback] | None = None) -> dict:
     """Pretrain per ``cfg``; writes ``runs/<name>/encoder.pt`` + ``encoder.json`` and returns a summary.
@@ -95,9 +87,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         raise ConfigError(f"method {cfg.method!r} is supervised: set label=<column> in the recipe")
     if cfg.early_stopping_patience is not None and cfg.pool != "train+val":
         raise ConfigError("early_stopping_patience: validates on the val patients, so it needs pool='train+val'")
-    root = Path(cfg.root) if cfg.root else locate_dataset(cfg.dataset)
-    if root is None:
-        raise DatasetError(f"dataset {cfg.dataset!r} not found: set root= or SSL_ECG_DATA")
+    root = dataset_root(cfg.dataset, cfg.root)
     index = load_index(cfg.dataset, root, **cfg.dataset_options)
     leads = tuple(cfg.leads) if cfg.leads else None
     cache = open_cache(index, cfg.cache_dir, CacheParams(fs=cfg.fs, leads=leads))
@@ -114,8 +104,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         records = np.flatnonzero((named == cfg.pool).to_numpy())
         pool = {cfg.pool: int(patients.iloc[records].nunique())}
     else:
-        splits = _splits(cache.table, patients, cfg)
-        check_no_leakage(splits)
+        splits = table_splits(cache.table, cfg.split, seed=cfg.split_seed, dataset=cfg.dataset)
         pool = {k: len(v) for k, v in splits.items()}
         if cfg.early_stopping_patience is None:
             records = np.flatnonzero(patients.isin(set(splits["train"]) | set(splits["val"])).to_numpy())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ssl_ecg.errors import ConfigError
 from ssl_ecg.models import build_encoder
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
-from ssl_ecg.utils import seeded
+from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["pretrain", "PretrainResult", "fit", "default_precision", "SetEpoch"]
 
@@ -173,12 +172,9 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
 def _wandb_logger(out_dir: Path, name: str):
     from pytorch_lightning.loggers import WandbLogger
 
-    # The mode goes to wandb.init directly: Lightning's offline=True sets WANDB_MODE, which an already
-    # set-up wandb in the same process does not re-read.
-    mode = "online" if os.environ.get("WANDB_MODE") == "online" else "offline"
+    # Not Lightning's offline=True: it sets WANDB_MODE, which an already set-up wandb does not re-read.
     (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=os.environ.get("WANDB_PROJECT", "ssl-ecg"), name=name, save_dir=str(out_dir),
-                       mode=mode)
+    return WandbLogger(name=name, save_dir=str(out_dir), **wandb_settings())
 
 
 def _epoch_losses(metrics_csv: Path) -> list[float]:
