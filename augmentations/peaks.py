@@ -178,10 +178,12 @@ def detect_r_peaks(
         mwi = _moving_average(torch.einsum("blt,bl->bt", energy, weights / scale), width)
 
     refr = int(round(refractory_ms * fs / 1000))
-    pos, h, valid = _candidates(mwi)
-    keep = valid & _is_window_max(mwi, pos, h, valid, refr)
     step = max(1, int(fs / 4))
     env = _robust_envelope(mwi, fs, envelope_s, step)
+    # A local maximum at or below every weak threshold of its row can neither be accepted nor beat an
+    # accepted peak, so dropping it up front changes nothing and leaves ~10x fewer candidates.
+    pos, h, valid = _candidates(mwi, (0.5 * threshold * env).amin(1).clamp_min(0))
+    keep = valid & _is_window_max(mwi, pos, h, valid, refr)
     env = env.gather(1, ((pos // step + _ENV_STRIDE // 2) // _ENV_STRIDE).clamp(max=env.shape[1] - 1))
     strong = keep & (h > threshold * env)
     weak = keep & ~strong & (h > 0.5 * threshold * env)
@@ -209,10 +211,11 @@ def padded_positions(mask: Tensor, fill: int) -> tuple[Tensor, Tensor]:
     return pos, counts
 
 
-def _candidates(mwi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Local maxima (first sample of a plateau) as padded (B, K) positions, heights and a validity mask."""
+def _candidates(mwi: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Local maxima (first sample of a plateau) above each row's ``floor`` (B,), as padded (B, K) positions,
+    heights and a validity mask."""
     t = mwi.shape[1]
-    is_max = mwi > 0
+    is_max = mwi > floor[:, None]
     if t > 1:  # compare neighbours on shifted views; no padded copies of the signal
         is_max[:, 1:] &= mwi[:, 1:] > mwi[:, :-1]
         is_max[:, :-1] &= mwi[:, :-1] >= mwi[:, 1:]

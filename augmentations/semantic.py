@@ -14,9 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 from ecg_augmentations import Transform
-from ecg_augmentations.base import as_range, randn, uniform
+from ecg_augmentations.base import as_range, uniform
 from torch import Tensor
 
+from augmentations._random import randn_streams
 from augmentations.peaks import check_signal, detect_r_peaks, padded_positions
 
 __all__ = ["SplitJoin", "PeakNoiseSmoothing", "nearest_peak_distance"]
@@ -183,14 +184,23 @@ def _window_sums(x: Tensor, width: int) -> Tensor:
     return out
 
 
-def _lead_std(x: Tensor) -> Tensor:
-    """Per-lead standard deviation (B, L, 1) from one sum and one norm pass; exactly 0 for flat leads."""
+def _lead_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-lead standard deviation (B, L, 1) from one sum and one norm pass, and which leads are flat (B, L).
+
+    Rounding can leave a small variance for a constant lead, so leads whose variance is
+    within rounding of zero get an exact check; other leads cost no extra pass.
+    """
     t = x.shape[-1]
     mean = x.sum(-1, keepdim=True).double() / t
     power = torch.linalg.vector_norm(x, dim=-1, keepdim=True).double() ** 2 / t
     var = (power - mean * mean).clamp_min(0)
-    flat = (x == x[..., :1]).all(-1, keepdim=True)  # rounding can leave var > 0 for a constant lead
-    return torch.where(flat, torch.zeros_like(var), var.sqrt()).to(x.dtype)
+    flat = (var <= 1e-4 * mean * mean)[..., 0]
+    if flat.any():
+        rows = flat.nonzero(as_tuple=True)
+        suspects = x[rows]
+        flat[rows] = (suspects == suspects[..., :1]).all(-1)
+    var = torch.where(flat[..., None], torch.zeros_like(var), var)
+    return var.sqrt().to(x.dtype), flat
 
 
 def nearest_peak_distance(mask: Tensor) -> Tensor:
@@ -252,13 +262,16 @@ class PeakNoiseSmoothing(_PeakTransform):
         b, n_leads, t = x.shape
         peaks = self._peaks(x)
         has = peaks.any(-1)
-        self.n_seen += b
-        self.n_unchanged += int((~has).sum())
-        w = torch.where(has[:, None], self.weights(peaks), torch.zeros(1, device=x.device))[:, None, :].to(x.dtype)
+        w = torch.where(has[:, None], self.weights(peaks), torch.zeros(1, device=x.device))[:, None, :]
         width = max(1, int(round(self.smooth_ms * self.fs / 1000)) | 1)
         smooth = _window_sums(x, width)  # sums over the centred window, edges replicated
+        std, flat = _lead_std(x)
         snr = uniform(self.snr_db, (b, 1, 1), x, generator)
-        noise_std = _lead_std(x) * torch.pow(10.0, -snr / 20)
-        out = randn(x.shape, x, generator)
-        out.mul_(noise_std).add_(smooth, alpha=1.0 / width)  # smooth(x) + n, in place on the noise buffer
-        return torch.lerp(x, out, w, out=out)  # x + w * (smooth(x) + n - x) in one fused pass
+        self.n_seen += b
+        self.n_unchanged += int((~has).sum())
+        out = randn_streams(x.shape, x, generator)  # the floor of this transform, drawn in parallel on CPU
+        out.mul_(std * torch.pow(10.0, -snr / 20)).add_(smooth, alpha=1.0 / width)  # smooth(x) + n, in place
+        out = torch.lerp(x, out, w.to(x.dtype), out=out)  # x + w * (smooth(x) + n - x) in one fused pass
+        if flat.any():  # zero power and a constant smooth: pass exactly, whatever the rounding of the smooth
+            out[flat] = x[flat]
+        return out
