@@ -10,7 +10,7 @@ from torch import Tensor
 
 from augmentations._checks import check_batch
 
-__all__ = ["detect_r_peaks", "peak_indices", "check_signal", "MIN_FS"]
+__all__ = ["detect_r_peaks", "r_peak_positions", "peak_indices", "check_signal", "MIN_FS"]
 
 MIN_FS = 50.0
 _ENV_STRIDE = 4  # envelope medians every 4 grid points (1 s)
@@ -52,20 +52,30 @@ def _fast_len(n: int) -> int:
         m += 1
 
 
+def _reflect_padded(x: Tensor, left: int, right: int) -> Tensor:
+    """``F.pad(x, (left, right), mode="reflect")`` written into one buffer (about twice as fast on CPU)."""
+    t = x.shape[-1]
+    out = x.new_empty(*x.shape[:-1], left + t + right)
+    out[..., left:left + t] = x
+    out[..., :left] = x[..., 1:left + 1].flip(-1)
+    out[..., left + t:] = x[..., t - 1 - right:t - 1].flip(-1)
+    return out
+
+
 def _bandpass(x: Tensor, fs: float, low: float, high: float) -> Tensor:
     """Zero-phase FFT band-pass with raised-cosine edges, after reflect padding against wrap-around."""
     t = x.shape[-1]
     pad = min(t - 1, int(fs / 2))
     right = min(t - 1, _fast_len(t + 2 * pad) - t - pad)  # a 2-3-5-smooth FFT length is faster
-    xp = F.pad(x, (pad, right), mode="reflect") if pad > 0 else x
+    xp = _reflect_padded(x, pad, right)
     n = xp.shape[-1]
     spec = torch.fft.rfft(xp, dim=-1)  # the gain is 0 at DC, so no mean removal is needed
-    f = torch.fft.rfftfreq(n, d=1.0 / fs).to(x.device)
+    f = torch.fft.rfftfreq(n, d=1.0 / fs, device=x.device)
     edge = 0.5 * low  # transition width of each edge, in Hz
     rise = torch.clamp((f - (low - edge)) / (2 * edge), 0, 1)
     fall = torch.clamp(((high + edge) - f) / (2 * edge), 0, 1)
     gain = (0.5 - 0.5 * torch.cos(math.pi * rise)) * (0.5 - 0.5 * torch.cos(math.pi * fall))
-    return torch.fft.irfft(spec * gain.to(spec.dtype), n=n, dim=-1)[..., pad:pad + t]
+    return torch.fft.irfft(spec.mul_(gain), n=n, dim=-1)[..., pad:pad + t]
 
 
 def _moving_average(x: Tensor, width: int) -> Tensor:
@@ -78,12 +88,35 @@ def _moving_average(x: Tensor, width: int) -> Tensor:
     width = max(1, width | 1)
     half = width // 2
     t = x.shape[-1]
-    acc = x.double() if t > 100_000 else x
-    c = torch.cumsum(F.pad(acc, (half + 1, half)), dim=-1)
+    c = x.new_zeros(*x.shape[:-1], t + width, dtype=torch.float64 if t > 100_000 else x.dtype)
+    c[..., half + 1:half + 1 + t] = x
+    return _window_means(c.cumsum_(-1), width, t).to(x.dtype)
+
+
+def _squared_derivative_average(y: Tensor, width: int) -> Tensor:
+    """``_moving_average`` of the squared central derivative of y (0 at both ends), without padded copies."""
+    width = max(1, width | 1)
+    half = width // 2
+    t = y.shape[-1]
+    c = y.new_zeros(*y.shape[:-1], t + width, dtype=torch.float64 if t > 100_000 else y.dtype)
+    if t > 2:
+        d = y[..., 2:] - y[..., :-2]
+        torch.mul(d, d, out=c[..., half + 2:half + t]) if c.dtype == y.dtype else c[..., half + 2:half + t].copy_(d * d)
+    return _window_means(c.cumsum_(-1), width, t).to(y.dtype)
+
+
+def _window_means(c: Tensor, width: int, t: int) -> Tensor:
+    """Means over truncated centred windows from running sums ``c`` of a signal padded with half+1, half zeros."""
+    half = width // 2
     sums = c[..., width:] - c[..., :-width]  # window [i - half, i + half] for i in 0..t-1
-    idx = torch.arange(t, device=x.device)
-    count = ((idx + half + 1).clamp(max=t) - (idx - half).clamp(min=0)).to(acc.dtype)
-    return (sums / count).to(x.dtype)
+    if 2 * half >= t:
+        edges = torch.arange(t, device=c.device)
+    else:  # only windows truncated by an end hold fewer than ``width`` samples
+        sums[..., half:t - half] /= width
+        edges = torch.cat([torch.arange(half, device=c.device), torch.arange(t - half, t, device=c.device)])
+    count = (edges + half + 1).clamp(max=t) - (edges - half).clamp(min=0)
+    sums[..., edges] = sums[..., edges] / count.to(c.dtype)
+    return sums
 
 
 def _rolling_max(x: Tensor, width: int) -> Tensor:
@@ -106,8 +139,9 @@ def _rolling_max(x: Tensor, width: int) -> Tensor:
 def _block_max(x: Tensor, step: int) -> Tensor:
     """Maximum over consecutive blocks of ``step`` samples (the last block may be partial)."""
     t = x.shape[-1]
-    n = -(-t // step)
-    return F.pad(x, (0, n * step - t), value=float("-inf")).reshape(*x.shape[:-1], n, step).amax(-1)
+    full = t // step
+    out = x[..., :full * step].reshape(*x.shape[:-1], full, step).amax(-1)  # a view: no padded copy
+    return torch.cat([out, x[..., full * step:].amax(-1, keepdim=True)], -1) if full * step < t else out
 
 
 def detect_r_peaks(
@@ -154,6 +188,26 @@ def detect_r_peaks(
     Returns:
         Boolean peak mask of shape (B, T).
     """
+    pos, _ = r_peak_positions(x, fs, lead, band, integration_ms, refractory_ms, threshold, envelope_s, search_ms,
+                              lead_weight_power, nan_policy)
+    mask = torch.zeros(pos.shape[0], x.shape[-1] + 1, dtype=torch.bool, device=x.device)
+    return mask.scatter_(1, pos, True)[:, :-1]
+
+
+def r_peak_positions(
+    x: Tensor,
+    fs: float,
+    lead: int | None = None,
+    band: tuple[float, float] = (5.0, 20.0),
+    integration_ms: float = 150.0,
+    refractory_ms: float = 200.0,
+    threshold: float = 0.18,
+    envelope_s: float = 4.0,
+    search_ms: float = 0.0,
+    lead_weight_power: float = 2.0,
+    nan_policy: str = "error",
+) -> tuple[Tensor, Tensor]:
+    """``detect_r_peaks`` as sorted sample indices: a (B, K) tensor padded with T, and the counts (B,)."""
     check_batch(x)
     if lead is not None:
         if not -x.shape[1] <= lead < x.shape[1]:
@@ -161,17 +215,22 @@ def detect_r_peaks(
         x = x[:, lead:lead + 1]
     x = check_signal(x, fs, nan_policy)
     b, n_leads, t = x.shape
+    if b == 0 or t == 0:
+        empty = torch.zeros(b, dtype=torch.long, device=x.device)
+        return torch.full((b, 1), t, dtype=torch.long, device=x.device), empty
     xf = x.float()
     y = _bandpass(xf, fs, band[0], min(band[1], 0.45 * fs))
-    d = y[..., 2:] - y[..., :-2]
-    energy = F.pad(d * d, (1, 1))
     top, bottom = xf.amax(-1), xf.amin(-1)
     alive = (top - bottom) > 1e-6 * torch.maximum(top.abs(), bottom.abs()).clamp_min(1e-12)
     width = int(round(integration_ms * fs / 1000))
     if n_leads == 1:
-        mwi = torch.where(alive, _moving_average(energy[:, 0], width), torch.zeros(1, device=x.device))
+        mwi = _squared_derivative_average(y[:, 0], width)
+        if not alive.all():
+            mwi = torch.where(alive, mwi, torch.zeros(1, device=x.device))
         weights = alive.float()
     else:
+        d = y[..., 2:] - y[..., :-2]
+        energy = F.pad(d * d, (1, 1))
         # The moving average is linear: weight the lead energies first, integrate once.
         weights, scale = _lead_weights(_moving_average(energy.reshape(b * n_leads, t), width).reshape(b, n_leads, t),
                                        alive, lead_weight_power, width // 2)
@@ -194,17 +253,20 @@ def detect_r_peaks(
         amp = (y.abs() / y.abs().amax(-1, keepdim=True).clamp_min(1e-30) * weights[..., None]).sum(1)
         _, where = F.max_pool1d(amp[:, None], 2 * w + 1, stride=1, padding=w, return_indices=True)
         pos = where[:, 0].gather(1, pos.clamp(max=t - 1))
-    mask = torch.zeros(b, t + 1, dtype=torch.bool, device=x.device)
-    mask.scatter_(1, torch.where(accepted, pos, torch.full_like(pos, t)), True)
-    return mask[:, :t]
+    pos = torch.where(accepted, pos, torch.full_like(pos, t))
+    if w > 0:  # moved peaks may coincide: merge them through a mask
+        mask = torch.zeros(b, t + 1, dtype=torch.bool, device=x.device)
+        return padded_positions(mask.scatter_(1, pos, True)[:, :t], t)
+    counts = accepted.sum(-1)
+    return pos.sort(-1).values[:, :max(int(counts.max()) if b else 0, 1)], counts
 
 
 def padded_positions(mask: Tensor, fill: int) -> tuple[Tensor, Tensor]:
     """A (B, T) mask's True positions as a (B, K) array padded with ``fill``, and the counts (B,)."""
     b = mask.shape[0]
-    counts = mask.sum(-1)
-    k = max(int(counts.max()) if b else 0, 1)
     rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major, so ranks are offsets within each row
+    counts = torch.bincount(rows, minlength=b)  # cheaper than mask.sum, which widens the whole mask to int64
+    k = max(int(counts.max()) if b else 0, 1)
     rank = torch.arange(rows.numel(), device=mask.device) - (torch.cumsum(counts, 0) - counts)[rows]
     pos = torch.full((b, k), fill, dtype=torch.long, device=mask.device)
     pos[rows, rank] = cols

@@ -18,9 +18,11 @@ from ecg_augmentations.base import as_range, uniform
 from torch import Tensor
 
 from augmentations._random import randn_streams
-from augmentations.peaks import check_signal, detect_r_peaks, padded_positions
+from augmentations.peaks import check_signal, padded_positions, r_peak_positions
 
 __all__ = ["SplitJoin", "PeakNoiseSmoothing", "nearest_peak_distance"]
+
+_BLOCK = 1 << 19  # elements per block of PeakNoiseSmoothing's blend
 
 
 class _PeakTransform(Transform):
@@ -43,10 +45,13 @@ class _PeakTransform(Transform):
 
     def forward(self, x, generator=None):
         check_signal(x, self.fs, self.nan_policy)
+        if x.shape[0] == 0:
+            return x.clone()
         return super().forward(x, generator)
 
-    def _peaks(self, x: Tensor) -> Tensor:
-        return detect_r_peaks(x, self.fs, lead=self.lead, nan_policy=self.nan_policy)
+    def _peaks(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sorted R-peak positions (B, K) padded with T, and their counts (B,)."""
+        return r_peak_positions(x, self.fs, lead=self.lead, nan_policy=self.nan_policy)
 
 
 class SplitJoin(_PeakTransform):
@@ -84,20 +89,21 @@ class SplitJoin(_PeakTransform):
 
     def apply(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, n_leads, t = x.shape
-        peaks, counts = padded_positions(self._peaks(x), t)  # padding: empty pieces at T
+        peaks, counts = self._peaks(x)  # padding: empty pieces at T
         ok = counts >= 3
         self.n_seen += b
         self.n_unchanged += int((~ok).sum())
         n_piece = peaks.shape[1]  # pieces per sample = peaks per sample (padding: empty pieces at T)
         j = torch.arange(n_piece, device=x.device)
         valid = j[None, :] < counts[:, None]
-        # Piece j starts at the midpoint before peak j (0 for the first piece).
+        # Piece j starts at the midpoint before peak j; the first piece at 0, the last one ends at T.
         mids = (peaks[:, :-1] + peaks[:, 1:]) // 2
         starts = torch.cat([torch.zeros(b, 1, dtype=torch.long, device=x.device), mids], 1)
-        starts = torch.where(valid, starts, torch.full_like(starts, t))
+        starts = torch.where(valid | (j[None, :] == 0), starts, torch.full_like(starts, t))
         ends = torch.cat([starts[:, 1:], torch.full((b, 1), t, dtype=torch.long, device=x.device)], 1)
-        ends = torch.where(valid & (j[None, :] == counts[:, None] - 1), torch.full_like(ends, t), ends)
-        lengths = ends - starts
+        last = j[None, :] == (counts[:, None] - 1).clamp_min(0)
+        ends = torch.where(last, torch.full_like(ends, t), ends)
+        lengths = ends - starts  # a partition of [0, T) per sample; empty padding pieces
 
         # Sort keys: first piece -1, complete beats random in [0, 1), last piece and padding after them.
         keys = uniform((0.0, 1.0), (b, n_piece), x.new_empty(0, dtype=torch.float32), generator).double()
@@ -109,13 +115,9 @@ class SplitJoin(_PeakTransform):
         out_len = lengths.gather(1, perm)
         out_start = torch.cumsum(out_len, 1) - out_len
 
-        pos = torch.arange(t, device=x.device).expand(b, t)
-        # Piece index of every output sample: count the piece starts at or before it.
-        starts_at = torch.zeros(b, t + 1, dtype=torch.long, device=x.device)
-        starts_at.scatter_add_(1, out_start.clamp(max=t), torch.ones_like(out_start))
-        piece = (torch.cumsum(starts_at[:, :t], dim=1) - 1).clamp(0, n_piece - 1)
-        shift = (src_start - out_start).gather(1, piece)  # source minus output position, per piece
-        src = torch.where(ok[:, None], pos + shift, pos).clamp(0, t - 1)
+        # Source position of every output sample: its piece's shift, repeated over the piece.
+        shift = torch.repeat_interleave((src_start - out_start).flatten(), out_len.flatten(), output_size=b * t)
+        src = shift.view(b, t).add_(torch.arange(t, device=x.device))
         out = x.gather(2, src[:, None, :].expand(b, n_leads, t))
         half = int(round(self.crossfade_ms * self.fs / 2000))
         if half > 0:
@@ -182,6 +184,33 @@ def _window_sums(x: Tensor, width: int) -> Tensor:
     for sl, src in ((slice(0, half), x[..., :2 * half]), (slice(t - half, t), x[..., t - 2 * half:])):
         out[..., sl] = _window_sums(src, width)[..., :half] if sl.start == 0 else _window_sums(src, width)[..., half:]
     return out
+
+
+def _blend(x: Tensor, noise: Tensor, noise_std: Tensor, w: Tensor, width: int) -> None:
+    """noise <- x + w * (smooth(x) + noise_std * noise - x), in place.
+
+    ``smooth`` is the centred moving average of ``width`` samples with replicated
+    edges. The work runs in blocks of samples, so the running sums stay small
+    and no batch-sized temporary is allocated.
+    """
+    half = width // 2
+    t = x.shape[-1]
+    if half == 0 or t <= 4 * half + 1:
+        noise.mul_(noise_std).add_(_window_sums(x, width), alpha=1.0 / width)
+        torch.lerp(x, noise, w, out=noise)
+        return
+    left = _window_sums(x[..., :2 * half], width)[..., :half]  # the truncated windows, for the whole batch
+    right = _window_sums(x[..., t - 2 * half:], width)[..., half:]
+    step = max(1, _BLOCK // (x.shape[1] * t))
+    for i in range(0, x.shape[0], step):
+        rows = slice(i, i + step)
+        c = torch.cumsum(x[rows], -1)
+        block = noise[rows].mul_(noise_std[rows])
+        block[..., half + 1:t - half].add_(c[..., width:] - c[..., :t - width], alpha=1.0 / width)
+        block[..., half].add_(c[..., 2 * half], alpha=1.0 / width)
+        block[..., :half].add_(left[rows], alpha=1.0 / width)
+        block[..., t - half:].add_(right[rows], alpha=1.0 / width)
+        torch.lerp(x[rows], block, w[rows], out=block)
 
 
 def _lead_std(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -255,23 +284,39 @@ class PeakNoiseSmoothing(_PeakTransform):
 
     def weights(self, peaks: Tensor) -> Tensor:
         """w(t) for a (B, T) peak mask; 1 everywhere for a sample without peaks."""
-        d = nearest_peak_distance(peaks)  # a fresh tensor, so the rest runs in place
-        return d.square_().mul_(-0.5 / self.sigma_samples**2).exp_().neg_().add_(1)
+        return self._weights(*padded_positions(peaks, peaks.shape[-1]), peaks.shape[-1])
+
+    def _weights(self, pos: Tensor, counts: Tensor, t: int) -> Tensor:
+        """w(t) (B, T) from sorted peak positions (B, K) and counts (B,).
+
+        1 - w is written only within ``reach`` samples of each peak, where it
+        exceeds float32 rounding of 1 (6 sigma: exp(-18) < 2^-25); the minimum
+        over overlapping peaks is the maximum over k in the definition.
+        """
+        reach = int(math.ceil(6 * self.sigma_samples))
+        offsets = torch.arange(-reach, reach + 1, device=pos.device)
+        dip = offsets.float().square_().mul_(-0.5 / self.sigma_samples**2).exp_().neg_().add_(1)
+        b, k = pos.shape
+        # Columns [reach, reach + T) are the signal; padding peaks write beyond them, into columns cut off.
+        index = torch.where(torch.arange(k, device=pos.device) < counts[:, None], pos + reach,
+                            torch.full_like(pos, t + 3 * reach + 1))[:, :, None] + offsets
+        w = torch.ones(b, t + 4 * reach + 2, device=pos.device)
+        w.scatter_reduce_(1, index.view(b, -1), dip.expand(b, k, -1).reshape(b, -1), "amin")
+        return w[:, reach:reach + t]
 
     def apply(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, n_leads, t = x.shape
-        peaks = self._peaks(x)
-        has = peaks.any(-1)
-        w = torch.where(has[:, None], self.weights(peaks), torch.zeros(1, device=x.device))[:, None, :]
+        pos, counts = self._peaks(x)
+        has = counts > 0
+        w = torch.where(has[:, None], self._weights(pos, counts, t), torch.zeros(1, device=x.device))[:, None, :]
         width = max(1, int(round(self.smooth_ms * self.fs / 1000)) | 1)
-        smooth = _window_sums(x, width)  # sums over the centred window, edges replicated
         std, flat = _lead_std(x)
         snr = uniform(self.snr_db, (b, 1, 1), x, generator)
         self.n_seen += b
         self.n_unchanged += int((~has).sum())
         out = randn_streams(x.shape, x, generator)  # the floor of this transform, drawn in parallel on CPU
-        out.mul_(std * torch.pow(10.0, -snr / 20)).add_(smooth, alpha=1.0 / width)  # smooth(x) + n, in place
-        out = torch.lerp(x, out, w.to(x.dtype), out=out)  # x + w * (smooth(x) + n - x) in one fused pass
+        noise_std = std * torch.pow(10.0, -snr / 20)
+        _blend(x, out, noise_std, w.to(x.dtype), width)
         if flat.any():  # zero power and a constant smooth: pass exactly, whatever the rounding of the smooth
             out[flat] = x[flat]
         return out
