@@ -35,13 +35,13 @@ from ecg_augmentations import (
     VCGRotation,
 )
 
-from augmentations.peaks import detect_r_peaks, match_peaks, peak_indices
+from augmentations.peaks import detect_r_peaks, match_peaks, peak_indices, r_peak_positions
 from augmentations.presets import default_ecg_augmentation
 from augmentations.semantic import PeakNoiseSmoothing, SplitJoin
 from augmentations.views import LeadViews, MultiView, SegmentLeadViews, SegmentViews, per_lead_ids
 
 __all__ = [
-    "detect_r_peaks", "peak_indices", "match_peaks",
+    "detect_r_peaks", "r_peak_positions", "peak_indices", "match_peaks",
     "SplitJoin", "PeakNoiseSmoothing",
     "SegmentViews", "LeadViews", "SegmentLeadViews", "MultiView", "per_lead_ids",
     "default_ecg_augmentation",

@@ -3,8 +3,8 @@ import pytest
 import torch
 import wfdb
 
-from augmentations import detect_r_peaks, match_peaks, peak_indices
-from augmentations.peaks import BEAT_SYMBOLS
+from augmentations import detect_r_peaks, match_peaks, peak_indices, r_peak_positions
+from augmentations.peaks import BEAT_SYMBOLS, _moving_average, _squared_derivative_average
 
 
 def test_synthetic_beats_found(synthetic_beats):
@@ -48,6 +48,32 @@ def test_flat_lead_does_not_break_the_others(synthetic_beats):
     x[:, 1] = 0.0
     found = peak_indices(detect_r_peaks(x, 250.0))[0].numpy()
     assert match_peaks(found, r, 12) == (len(r), 0, 0)
+
+
+def test_positions_agree_with_the_mask(synthetic_beats):
+    x = torch.cat([torch.from_numpy(synthetic_beats(seed=s)[0]).float() for s in range(3)] + [torch.zeros(1, 2, 2500)])
+    pos, counts = r_peak_positions(x, 250.0)
+    mask = detect_r_peaks(x, 250.0)
+    assert counts.tolist() == mask.sum(-1).tolist() and counts[-1] == 0
+    for row, idx in zip(pos, peak_indices(mask)):
+        assert torch.equal(row[:len(idx)], idx) and (row[len(idx):] == 2500).all()
+    assert detect_r_peaks(torch.zeros(0, 2, 500), 250.0).shape == (0, 500)
+
+
+@pytest.mark.parametrize("t", [1, 2, 5, 40, 300])
+@pytest.mark.parametrize("width", [1, 3, 37, 99])
+def test_moving_averages_match_loops(t, width):
+    g = torch.Generator().manual_seed(t * 100 + width)
+    y = torch.randn(2, t, generator=g, dtype=torch.float64)
+    half = width // 2
+
+    def loop(v):
+        return np.array([[v[r, max(0, i - half):i + half + 1].mean() for i in range(t)] for r in range(len(v))])
+
+    np.testing.assert_allclose(_moving_average(y, width).numpy(), loop(y.numpy()), atol=1e-12)
+    energy = np.zeros((2, t))
+    energy[:, 1:-1] = (y[:, 2:] - y[:, :-2]).numpy() ** 2
+    np.testing.assert_allclose(_squared_derivative_average(y, width).numpy(), loop(energy), atol=1e-12)
 
 
 def test_match_peaks_is_one_to_one():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from augmentations import PeakNoiseSmoothing, SplitJoin, detect_r_peaks, peak_indices
+from augmentations import PeakNoiseSmoothing, SplitJoin, _random, detect_r_peaks, peak_indices, semantic
 
 
 def pieces(x, peaks):
@@ -136,13 +136,19 @@ def test_qrs_neighbourhood_bound_and_snr_elsewhere(synthetic_beats):
 
 
 def test_peak_noise_smoothing_unchanged_cases(synthetic_beats):
-    x = torch.from_numpy(synthetic_beats(n_leads=2)[0]).float()
-    x[:, 1] = 0.25  # flat lead: zero power, constant smooth -> unchanged
+    x = torch.from_numpy(synthetic_beats(n_leads=3)[0]).float()
+    x[:, 1] = 0.25  # flat leads: zero power and a constant smooth -> unchanged,
+    x[:, 2] = 0.1  # even where the running sums of the smooth round (0.1 is not exact in binary)
     t = PeakNoiseSmoothing(250.0, p=1.0)
     out = t(x, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out[:, 1], x[:, 1]) and not torch.equal(out[:, 0], x[:, 0])
+    assert torch.equal(out[:, 1:], x[:, 1:]) and not torch.equal(out[:, 0], x[:, 0])
+    almost = x.clone()
+    almost[:, 2, 7] += 1e-6  # not flat: smoothed and noised at its own (tiny) power
+    assert not torch.equal(t(almost)[:, 2], almost[:, 2])
     flat = torch.zeros(1, 3, 2500)
     assert torch.equal(t(flat), flat) and t.n_unchanged == 1
+    assert t(torch.zeros(0, 3, 2500)).shape == (0, 3, 2500)
+    assert SplitJoin(250.0, p=1.0)(torch.zeros(0, 3, 2500)).shape == (0, 3, 2500)
     with pytest.raises(ValueError, match="below the 50 Hz"):
         PeakNoiseSmoothing(30.0, p=1.0)(x)
     x[0, 0, 5] = float("nan")
@@ -181,3 +187,37 @@ def test_split_join_crossfade_matches_a_loop_reference(synthetic_beats, crossfad
         expected[:, i] = v
     assert len(layout) == len(peaks) and half > 0 and not torch.equal(soft, hard)
     torch.testing.assert_close(soft, expected, rtol=0, atol=1e-6)
+
+
+def test_peak_noise_smoothing_blocks_and_thread_count_do_not_change_the_numbers(synthetic_beats, monkeypatch):
+    x = torch.cat([torch.from_numpy(synthetic_beats(seed=s, n_leads=2)[0]).float() for s in range(5)])
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    whole = PeakNoiseSmoothing(250.0, p=1.0)(x, generator=g())
+    monkeypatch.setattr(semantic, "_BLOCK", 1)  # one sample per block
+    assert torch.equal(PeakNoiseSmoothing(250.0, p=1.0)(x, generator=g()), whole)
+    monkeypatch.setattr(_random, "STREAM_SIZE", 1000)  # many noise streams, drawn on 1 or 2 threads
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = PeakNoiseSmoothing(250.0, p=1.0)(x, generator=g())
+        torch.set_num_threads(2)
+        assert torch.equal(PeakNoiseSmoothing(250.0, p=1.0)(x, generator=g()), one)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("fs,width_ms", [(250.0, 60.0), (50.0, 100.0), (1000.0, 5.0)])
+def test_peak_weights_match_a_loop_reference(fs, width_ms):
+    mask = torch.zeros(4, 300, dtype=torch.bool)
+    mask[0, [0, 17, 20, 150, 299]] = True  # peaks at both ends and closer than the kernel's reach
+    mask[1, 100] = True
+    mask[3, ::7] = True  # row 2 has no peak: w = 1
+    t = PeakNoiseSmoothing(fs, peak_width_ms=width_ms, p=1.0)
+    sigma = t.sigma_samples
+    ref = np.ones((4, 300))
+    for b in range(4):
+        peaks = torch.nonzero(mask[b]).flatten().tolist()
+        for i in range(300):
+            if peaks:
+                ref[b, i] = 1 - max(math.exp(-((i - r) ** 2) / (2 * sigma**2)) for r in peaks)
+    np.testing.assert_allclose(t.weights(mask).double().numpy(), ref, atol=1e-7)
