@@ -258,6 +258,10 @@ class PeakNoiseSmoothing(_PeakTransform):
     noised. A flat lead has zero power and passes unchanged; samples without a
     detected beat are returned unchanged and counted in ``n_unchanged``.
 
+    On CPU the noise is drawn in parallel streams seeded from ``generator``
+    (see ``augmentations._random.randn_streams``): the numbers depend on the
+    seed and the batch shape, not on the number of threads.
+
     Args:
         fs: sampling rate in Hz (>= 50).
         snr_db: SNR in dB, a value or a (low, high) range.

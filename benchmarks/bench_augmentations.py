@@ -1,7 +1,8 @@
 """Benchmark our batched transforms against ecg-augmentations and neurokit2, in one process.
 
 Run: ``SSL_ECG_DATA=../shared/data .venv/bin/python benchmarks/bench_augmentations.py``
-(needs ``pip install -e .[bench]`` for neurokit2; ``--quick`` for fewer repeats).
+(needs ``pip install -e .[bench]`` for neurokit2; ``--quick`` for fewer repeats; ``--threads 1`` as in a
+DataLoader worker).
 
 The batch is (256, 12, 2500) float32 at 250 Hz: real LUDB records (resampled from
 500 Hz, in mV) when ``SSL_ECG_DATA`` holds LUDB, tiled to 256; otherwise a
@@ -61,7 +62,10 @@ def neurokit_loop(x):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 7
     x, source = load_batch()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
