@@ -186,50 +186,45 @@ def _window_sums(x: Tensor, width: int) -> Tensor:
     return out
 
 
-def _blend(x: Tensor, noise: Tensor, noise_std: Tensor, w: Tensor, width: int) -> None:
-    """noise <- x + w * (smooth(x) + noise_std * noise - x), in place.
+def _noise_and_blend(x: Tensor, noise: Tensor, gain: Tensor, w: Tensor, width: int) -> Tensor:
+    """noise <- x + w * (smooth(x) + gain * std(x) * noise - x) in place; returns which leads are flat (B, L).
 
     ``smooth`` is the centred moving average of ``width`` samples with replicated
-    edges. The work runs in blocks of samples, so the running sums stay small
-    and no batch-sized temporary is allocated.
+    edges and ``std`` each lead's standard deviation. Each lead's mean is removed
+    before its running sums and its variance, so a large offset (raw ADC units)
+    costs no precision. The work runs in blocks of samples, so the temporaries
+    stay small and in cache.
     """
+    b, n_leads, t = x.shape
     half = width // 2
-    t = x.shape[-1]
-    if half == 0 or t <= 4 * half + 1:
-        noise.mul_(noise_std).add_(_window_sums(x, width), alpha=1.0 / width)
-        torch.lerp(x, noise, w, out=noise)
-        return
-    left = _window_sums(x[..., :2 * half], width)[..., :half]  # the truncated windows, for the whole batch
-    right = _window_sums(x[..., t - 2 * half:], width)[..., half:]
-    step = max(1, _BLOCK // (x.shape[1] * t))
-    for i in range(0, x.shape[0], step):
+    mean = (x.sum(-1, keepdim=True).double() / t).to(x.dtype)
+    interior = half > 0 and t > 4 * half + 1
+    if interior:  # the truncated windows at both ends, for the whole batch
+        left = _window_sums(x[..., :2 * half] - mean, width)[..., :half]
+        right = _window_sums(x[..., t - 2 * half:] - mean, width)[..., half:]
+    flat = torch.zeros(b, n_leads, dtype=torch.bool, device=x.device)
+    step = max(1, _BLOCK // (n_leads * t))
+    for i in range(0, b, step):
         rows = slice(i, i + step)
-        c = torch.cumsum(x[rows], -1)
-        block = noise[rows].mul_(noise_std[rows])
-        block[..., half + 1:t - half].add_(c[..., width:] - c[..., :t - width], alpha=1.0 / width)
-        block[..., half].add_(c[..., 2 * half], alpha=1.0 / width)
-        block[..., :half].add_(left[rows], alpha=1.0 / width)
-        block[..., t - half:].add_(right[rows], alpha=1.0 / width)
+        centred = x[rows] - mean[rows]
+        c = torch.cumsum(centred, -1)
+        residual = c[..., -1:].double() / t  # what the float32 mean left over
+        var = (torch.linalg.vector_norm(centred, dim=-1, keepdim=True).double() ** 2 / t - residual**2).clamp_min(0)
+        flat[rows] = (var <= 1e-12 * mean[rows].double() ** 2)[..., 0]  # candidates, checked exactly below
+        block = torch.addcmul(mean[rows], noise[rows], (var.sqrt() * gain[rows]).to(x.dtype), out=noise[rows])
+        if interior:
+            block[..., half + 1:t - half].add_(c[..., width:] - c[..., :t - width], alpha=1.0 / width)
+            block[..., half].add_(c[..., 2 * half], alpha=1.0 / width)
+            block[..., :half].add_(left[rows], alpha=1.0 / width)
+            block[..., t - half:].add_(right[rows], alpha=1.0 / width)
+        else:
+            block.add_(_window_sums(centred, width), alpha=1.0 / width)
         torch.lerp(x[rows], block, w[rows], out=block)
-
-
-def _lead_std(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-lead standard deviation (B, L, 1) from one sum and one norm pass, and which leads are flat (B, L).
-
-    Rounding can leave a small variance for a constant lead, so leads whose variance is
-    within rounding of zero get an exact check; other leads cost no extra pass.
-    """
-    t = x.shape[-1]
-    mean = x.sum(-1, keepdim=True).double() / t
-    power = torch.linalg.vector_norm(x, dim=-1, keepdim=True).double() ** 2 / t
-    var = (power - mean * mean).clamp_min(0)
-    flat = (var <= 1e-4 * mean * mean)[..., 0]
     if flat.any():
-        rows = flat.nonzero(as_tuple=True)
-        suspects = x[rows]
-        flat[rows] = (suspects == suspects[..., :1]).all(-1)
-    var = torch.where(flat[..., None], torch.zeros_like(var), var)
-    return var.sqrt().to(x.dtype), flat
+        where = flat.nonzero(as_tuple=True)
+        suspects = x[where]
+        flat[where] = (suspects == suspects[..., :1]).all(-1)
+    return flat
 
 
 def nearest_peak_distance(mask: Tensor) -> Tensor:
@@ -314,13 +309,11 @@ class PeakNoiseSmoothing(_PeakTransform):
         has = counts > 0
         w = torch.where(has[:, None], self._weights(pos, counts, t), torch.zeros(1, device=x.device))[:, None, :]
         width = max(1, int(round(self.smooth_ms * self.fs / 1000)) | 1)
-        std, flat = _lead_std(x)
         snr = uniform(self.snr_db, (b, 1, 1), x, generator)
         self.n_seen += b
         self.n_unchanged += int((~has).sum())
         out = randn_streams(x.shape, x, generator)  # the floor of this transform, drawn in parallel on CPU
-        noise_std = std * torch.pow(10.0, -snr / 20)
-        _blend(x, out, noise_std, w.to(x.dtype), width)
+        flat = _noise_and_blend(x, out, torch.pow(10.0, -snr / 20), w.to(x.dtype), width)
         if flat.any():  # zero power and a constant smooth: pass exactly, whatever the rounding of the smooth
             out[flat] = x[flat]
         return out

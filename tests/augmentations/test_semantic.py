@@ -135,6 +135,23 @@ def test_qrs_neighbourhood_bound_and_snr_elsewhere(synthetic_beats):
         assert snr == pytest.approx(20.0, abs=0.7)
 
 
+def test_peak_noise_smoothing_keeps_precision_with_a_large_offset(synthetic_beats):
+    # Raw ADC units: a 30,000 offset on a signal with a std of about 60. Power from E[x^2] - mean^2 in float32
+    # would be off by orders of magnitude here, and running sums of the raw signal would lose the smooth.
+    xd = 30000.0 + 200.0 * torch.from_numpy(synthetic_beats(n_leads=2)[0])
+    x = xd.float()
+    peaks = peak_indices(detect_r_peaks(x, 250.0, lead=0))[0].tolist()
+    quiet = PeakNoiseSmoothing(250.0, snr_db=300.0, p=1.0)(x, generator=torch.Generator().manual_seed(0))
+    ref = reference_smoothing(x[0], peaks, 250.0, 60, 40)
+    np.testing.assert_allclose(quiet[0].double().numpy(), ref, atol=0.01)  # a few float32 ulps at 30,000
+    t = PeakNoiseSmoothing(250.0, snr_db=20.0, p=1.0)
+    noise = t(x, generator=torch.Generator().manual_seed(1))[0].double() - torch.from_numpy(ref)
+    far = t.weights(detect_r_peaks(x, 250.0, lead=0))[0] > 0.999
+    for lead in range(x.shape[1]):
+        snr = 10 * math.log10(float(xd[0, lead].var()) / float(noise[lead, far].var()))
+        assert snr == pytest.approx(20.0, abs=0.7)
+
+
 def test_peak_noise_smoothing_unchanged_cases(synthetic_beats):
     x = torch.from_numpy(synthetic_beats(n_leads=3)[0]).float()
     x[:, 1] = 0.25  # flat leads: zero power and a constant smooth -> unchanged,
