@@ -204,16 +204,19 @@ def _noise_and_blend(x: Tensor, noise: Tensor, gain: Tensor, w: Tensor, width: i
         right = _window_sums(x[..., t - 2 * half:] - mean, width)[..., half:]
     flat = torch.zeros(b, n_leads, dtype=torch.bool, device=x.device)
     step = max(1, _BLOCK // (n_leads * t))
+    work = x.new_empty(3, min(step, b), n_leads, t)  # reused by every block: no allocation per block
     for i in range(0, b, step):
         rows = slice(i, i + step)
-        centred = x[rows] - mean[rows]
-        c = torch.cumsum(centred, -1)
+        k = min(step, b - i)
+        centred = torch.sub(x[rows], mean[rows], out=work[0, :k])
+        c = torch.cumsum(centred, -1, out=work[1, :k])
         residual = c[..., -1:].double() / t  # what the float32 mean left over
         var = (torch.linalg.vector_norm(centred, dim=-1, keepdim=True).double() ** 2 / t - residual**2).clamp_min(0)
         flat[rows] = (var <= 1e-12 * mean[rows].double() ** 2)[..., 0]  # candidates, checked exactly below
-        block = torch.addcmul(mean[rows], noise[rows], (var.sqrt() * gain[rows]).to(x.dtype), out=noise[rows])
+        block = noise[rows].mul_((var.sqrt() * gain[rows]).to(x.dtype)).add_(mean[rows])
         if interior:
-            block[..., half + 1:t - half].add_(c[..., width:] - c[..., :t - width], alpha=1.0 / width)
+            diff = torch.sub(c[..., width:], c[..., :t - width], out=work[2, :k, :, :t - width])
+            block[..., half + 1:t - half].add_(diff, alpha=1.0 / width)
             block[..., half].add_(c[..., 2 * half], alpha=1.0 / width)
             block[..., :half].add_(left[rows], alpha=1.0 / width)
             block[..., t - half:].add_(right[rows], alpha=1.0 / width)
