@@ -85,28 +85,34 @@ def _moving_average(x: Tensor, width: int) -> Tensor:
     Long signals accumulate in float64 so the differences of large running sums
     stay exact enough; short ones (<= 100k samples) in float32.
     """
-    width = max(1, width | 1)
-    half = width // 2
-    t = x.shape[-1]
-    c = x.new_zeros(*x.shape[:-1], t + width, dtype=torch.float64 if t > 100_000 else x.dtype)
-    c[..., half + 1:half + 1 + t] = x
-    return _window_means(c.cumsum_(-1), width, t).to(x.dtype)
+    c, signal = _sum_buffer(x, width)
+    signal.copy_(x)
+    return _window_means(c.cumsum_(-1), width, x.shape[-1]).to(x.dtype)
 
 
 def _squared_derivative_average(y: Tensor, width: int) -> Tensor:
     """``_moving_average`` of the squared central derivative of y (0 at both ends), without padded copies."""
-    width = max(1, width | 1)
-    half = width // 2
-    t = y.shape[-1]
-    c = y.new_zeros(*y.shape[:-1], t + width, dtype=torch.float64 if t > 100_000 else y.dtype)
-    if t > 2:
+    c, signal = _sum_buffer(y, width)
+    if y.shape[-1] > 2:
         d = y[..., 2:] - y[..., :-2]
-        torch.mul(d, d, out=c[..., half + 2:half + t]) if c.dtype == y.dtype else c[..., half + 2:half + t].copy_(d * d)
-    return _window_means(c.cumsum_(-1), width, t).to(y.dtype)
+        if c.dtype == y.dtype:
+            torch.mul(d, d, out=signal[..., 1:-1])
+        else:
+            signal[..., 1:-1] = d * d
+    return _window_means(c.cumsum_(-1), width, y.shape[-1]).to(y.dtype)
+
+
+def _sum_buffer(x: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """A zeroed buffer for ``_window_means``'s running sums of x, and its view where the signal goes."""
+    t = x.shape[-1]
+    half = (max(1, width | 1)) // 2
+    c = x.new_zeros(*x.shape[:-1], t + 2 * half + 1, dtype=torch.float64 if t > 100_000 else x.dtype)
+    return c, c[..., half + 1:half + 1 + t]
 
 
 def _window_means(c: Tensor, width: int, t: int) -> Tensor:
     """Means over truncated centred windows from running sums ``c`` of a signal padded with half+1, half zeros."""
+    width = max(1, width | 1)
     half = width // 2
     sums = c[..., width:] - c[..., :-width]  # window [i - half, i + half] for i in 0..t-1
     if 2 * half >= t:
@@ -144,7 +150,14 @@ def _block_max(x: Tensor, step: int) -> Tensor:
     return torch.cat([out, x[..., full * step:].amax(-1, keepdim=True)], -1) if full * step < t else out
 
 
-def detect_r_peaks(
+def detect_r_peaks(x: Tensor, fs: float, *args, **options) -> Tensor:
+    """The R peaks of :func:`r_peak_positions` (same arguments) as a boolean mask of shape (B, T)."""
+    pos, _ = r_peak_positions(x, fs, *args, **options)
+    mask = torch.zeros(pos.shape[0], x.shape[-1] + 1, dtype=torch.bool, device=x.device)
+    return mask.scatter_(1, pos, True)[:, :-1]
+
+
+def r_peak_positions(
     x: Tensor,
     fs: float,
     lead: int | None = None,
@@ -156,8 +169,8 @@ def detect_r_peaks(
     search_ms: float = 0.0,
     lead_weight_power: float = 2.0,
     nan_policy: str = "error",
-) -> Tensor:
-    """Detect R peaks in a whole batch at once.
+) -> tuple[Tensor, Tensor]:
+    """Detect R peaks in a whole batch at once, as sorted sample indices.
 
     A vectorised Pan-Tompkins-style detector (Pan & Tompkins, IEEE TBME 1985):
 
@@ -186,28 +199,10 @@ def detect_r_peaks(
         nan_policy: ``"error"`` or ``"zero"``.
 
     Returns:
-        Boolean peak mask of shape (B, T).
+        Peak positions, a (B, K) tensor sorted per row and padded with T, and the
+        number of peaks per row (B,). :func:`detect_r_peaks` gives the same peaks
+        as a mask.
     """
-    pos, _ = r_peak_positions(x, fs, lead, band, integration_ms, refractory_ms, threshold, envelope_s, search_ms,
-                              lead_weight_power, nan_policy)
-    mask = torch.zeros(pos.shape[0], x.shape[-1] + 1, dtype=torch.bool, device=x.device)
-    return mask.scatter_(1, pos, True)[:, :-1]
-
-
-def r_peak_positions(
-    x: Tensor,
-    fs: float,
-    lead: int | None = None,
-    band: tuple[float, float] = (5.0, 20.0),
-    integration_ms: float = 150.0,
-    refractory_ms: float = 200.0,
-    threshold: float = 0.18,
-    envelope_s: float = 4.0,
-    search_ms: float = 0.0,
-    lead_weight_power: float = 2.0,
-    nan_policy: str = "error",
-) -> tuple[Tensor, Tensor]:
-    """``detect_r_peaks`` as sorted sample indices: a (B, K) tensor padded with T, and the counts (B,)."""
     check_batch(x)
     if lead is not None:
         if not -x.shape[1] <= lead < x.shape[1]:

@@ -45,8 +45,6 @@ class _PeakTransform(Transform):
 
     def forward(self, x, generator=None):
         check_signal(x, self.fs, self.nan_policy)
-        if x.shape[0] == 0:
-            return x.clone()
         return super().forward(x, generator)
 
     def _peaks(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -303,7 +301,8 @@ class PeakNoiseSmoothing(_PeakTransform):
         index = torch.where(torch.arange(k, device=pos.device) < counts[:, None], pos + reach,
                             torch.full_like(pos, t + 3 * reach + 1))[:, :, None] + offsets
         w = torch.ones(b, t + 4 * reach + 2, device=pos.device)
-        w.scatter_reduce_(1, index.view(b, -1), dip.expand(b, k, -1).reshape(b, -1), "amin")
+        n = k * offsets.numel()  # explicit, so an empty batch reshapes too
+        w.scatter_reduce_(1, index.view(b, n), dip.expand(b, k, -1).reshape(b, n), "amin")
         return w[:, reach:reach + t]
 
     def apply(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
