@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -61,8 +62,8 @@ def torch_linear_probe(
     with seeded(seed):
         head = nn.Linear(xt.shape[1], n_out).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (-np.inf, -1, None)
-    for epoch in range(epochs):
+
+    def train_epoch() -> None:
         order = torch.randperm(len(xt), generator=gen).to(device)
         for b0 in range(0, len(xt), batch_size):
             idx = order[b0:b0 + batch_size]
@@ -70,15 +71,35 @@ def torch_linear_probe(
             opt.zero_grad()
             loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx]).backward()
             opt.step()
-        with torch.no_grad():
-            val_scores = scores_of(head(norm[1]), kind)
-        val = auroc(y_val, val_scores, kind)
+
+    @torch.no_grad()
+    def score(split: int) -> np.ndarray:
+        return scores_of(head(norm[split]), kind)
+
+    return train_early_stopped(head, train_epoch, lambda: score(1), lambda: score(2), y_val, y_test, kind, epochs,
+                               patience)
+
+
+def train_early_stopped(
+    module: nn.Module, train_epoch: Callable[[], None], val_scores: Callable[[], np.ndarray],
+    test_scores: Callable[[], np.ndarray], y_val: np.ndarray, y_test: np.ndarray, kind: str, epochs: int,
+    patience: int,
+) -> ProbeResult:
+    """Epochs of ``train_epoch()`` with selection on validation (macro) AUROC.
+
+    Training stops ``patience`` epochs after the best epoch; ``module`` is left
+    with that epoch's weights, and the test set is scored once, with them.
+    """
+    best = (-np.inf, -1, None, None)
+    for epoch in range(epochs):
+        train_epoch()
+        scores = val_scores()
+        val = auroc(y_val, scores, kind)
         if val > best[0]:
-            best = (val, epoch, copy.deepcopy(head.state_dict()), val_scores)
+            best = (val, epoch, copy.deepcopy(module.state_dict()), scores)
         elif epoch - best[1] >= patience:
             break
-    head.load_state_dict(best[2])
-    with torch.no_grad():
-        scores = scores_of(head(norm[2]), kind)
+    module.load_state_dict(best[2])
+    scores = test_scores()
     return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
                        test_scores=scores, val_scores=best[3])

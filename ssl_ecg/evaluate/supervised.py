@@ -10,9 +10,9 @@ from torch import nn
 
 from augmentations import SegmentViews
 from ssl_ecg.evaluate.embed import tile_windows, window_embeddings
-from ssl_ecg.evaluate.linear import loss_and_outputs, scores_of, targets
+from ssl_ecg.evaluate.linear import loss_and_outputs, scores_of, targets, train_early_stopped
 from ssl_ecg.evaluate.probe import ProbeResult
-from ssl_ecg.evaluate.tasks import auroc, check_task
+from ssl_ecg.evaluate.tasks import check_task
 from ssl_ecg.models import build_encoder
 from ssl_ecg.utils import seeded
 
@@ -84,8 +84,8 @@ def _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_
     model = _Classifier(encoder, feat, per_lead, n_out).to(device)
     opt = torch.optim.Adam([{"params": model.encoder.parameters(), "lr": lr * encoder_lr_factor},
                             {"params": model.head.parameters(), "lr": lr}])
-    best = (-1.0, -1, None)
-    for epoch in range(epochs):
+
+    def train_epoch() -> None:
         model.train()
         order = torch.randperm(len(xt), generator=gen)
         for b0 in range(0, len(xt), batch_size):
@@ -95,16 +95,9 @@ def _train(encoder, x_train, y_train, x_val, y_val, x_test, y_test, window, per_
             out = model(batch)
             loss_fn(out.squeeze(-1) if kind == "binary" else out, yt[idx.to(device)]).backward()
             opt.step()
-        val_scores = _scores(model, wv, kind)
-        val = auroc(y_val, val_scores, kind)
-        if val > best[0]:
-            best = (val, epoch, copy.deepcopy(model.state_dict()), val_scores)
-        elif epoch - best[1] >= patience:
-            break
-    model.load_state_dict(best[2])
-    scores = _scores(model, ws, kind)
-    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
-                       test_scores=scores, val_scores=best[3])
+
+    return train_early_stopped(model, train_epoch, lambda: _scores(model, wv, kind), lambda: _scores(model, ws, kind),
+                               y_val, y_test, kind, epochs, patience)
 
 
 @torch.no_grad()
