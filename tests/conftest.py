@@ -33,6 +33,12 @@ def real_dataset(name: str) -> Path:
     pytest.skip(reason)
 
 
+@pytest.fixture(name="real_dataset")
+def _real_dataset_fixture():
+    """The locator itself, for tests that pick the dataset at run time (e.g. from a recipe)."""
+    return real_dataset
+
+
 @pytest.fixture
 def ludb_root():
     return real_dataset("ludb")

@@ -66,7 +66,9 @@ def test_missing_columns_and_files(tmp_path, write_wfdb, ecg_like):
 def test_real_ptbxl(ptbxl_root):
     idx = load_index("ptbxl", ptbxl_root)
     t = idx.table
-    assert len(t) == 500 - len(V102_DUPLICATES) and not set(t["record_id"].astype(int)) & V102_DUPLICATES
+    # ../shared/data/ptbxl holds ecg_id 1-999 (926 patients); PTB-XL 1.0.2 drops 12 of them as duplicates.
+    assert len(V102_DUPLICATES) == 12
+    assert len(t) == 999 - len(V102_DUPLICATES) and not set(t["record_id"].astype(int)) & V102_DUPLICATES
     assert t.loc[t.record_id == "1", "superdiagnostic"].item() == ["NORM"]
     groups = {s: set(t.loc[t.split == s, "patient_id"]) for s in ("train", "val", "test")}
     check_no_leakage(groups)  # official folds keep each patient in one fold
@@ -74,4 +76,5 @@ def test_real_ptbxl(ptbxl_root):
     assert rec.signal.shape == (12, 1000) and rec.fs == 100.0 and rec.patient_id == "15709"
     assert 0.3 < np.ptp(rec.signal[1]) < 5.0  # lead II peak-to-peak in mV
     with_dups = load_index("ptbxl", ptbxl_root, drop_duplicates=False)
-    assert len(with_dups) == 500
+    assert len(with_dups) == 999 and with_dups.table["patient_id"].nunique() == 926
+    assert set(with_dups.table["record_id"].astype(int)) == set(range(1, 1000))
