@@ -3,7 +3,7 @@
 Every message names the file or argument, what was found and what was expected.
 """
 
-__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError"]
+__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "TrainingError"]
 
 
 class SslEcgError(Exception):
@@ -24,3 +24,7 @@ class ConfigError(SslEcgError, ValueError):
 
 class SplitError(DatasetError):
     """A split or label fraction is empty, leaks patients, or loses a class."""
+
+
+class TrainingError(SslEcgError, RuntimeError):
+    """A training run diverged or learnt nothing (non-finite loss or weights, a loss stuck at 0)."""
