@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import pandas as pd
 import scipy.io
 
 from ssl_ecg.data.index import DatasetIndex, register_dataset
-from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record
+from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record, read_tolerant  # noqa: F401 (re-export)
 from ssl_ecg.errors import DatasetError, RecordError
 
 __all__ = ["CPSC2018_CLASSES", "read_cpsc2018", "read_tolerant", "CINC2017_CLASSES"]
@@ -77,16 +74,26 @@ def load_cpsc2018(root: Path) -> DatasetIndex:
 def load_incart(root: Path) -> DatasetIndex:
     """St Petersburg INCART 12-lead arrhythmia database (75 records I01-I75, 257 Hz, ``.atr`` beats).
 
-    The records come from 32 subjects, but the files do not say which record
-    belongs to whom, so ``patient_id`` is the record id
-    (``patient_id_source = "record"``): patient-wise splits of INCART can leak.
+    The records come from 32 subjects; each header names its subject with a
+    ``# patient <n>`` comment (n = 1-32, "a patient number that identifies the
+    source recording", incartdb's description), read as ``patient_id =
+    "incart:<n>"`` (``patient_id_source = "dataset"``). A header without that
+    line keeps the record id (``patient_id_source = "record"``).
     """
+    from ssl_ecg.data.cinc import header_patient
+
     headers = sorted(root.glob("I*.hea"))
     if not headers:
         raise DatasetError(f"{root}: no INCART records (I*.hea) found")
+    patients = []
+    for h in headers:
+        comments = [line.lstrip("#").strip() for line in h.read_text(errors="replace").splitlines()
+                    if line.startswith("#")]
+        patients.append(header_patient(h.stem, comments))
     table = pd.DataFrame({
         "record_id": [h.stem for h in headers], "path": [str(h.with_suffix("")) for h in headers],
-        "patient_id": [h.stem for h in headers], "patient_id_source": "record", "fs": 257.0, "n_samples": 462600,
+        "patient_id": [p or h.stem for p, h in zip(patients, headers)],
+        "patient_id_source": ["dataset" if p else "record" for p in patients], "fs": 257.0, "n_samples": 462600,
         "has_beats": [h.with_suffix(".atr").is_file() for h in headers],
     })
 
@@ -98,51 +105,6 @@ def load_incart(root: Path) -> DatasetIndex:
 
 # PhysioNet/CinC 2017 (Clifford et al., CinC 2017): single-lead AliveCor records at 300 Hz.
 CINC2017_CLASSES = {"N": "normal", "A": "AF", "O": "other", "~": "noisy"}
-
-_RECORD_LINE = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)(?:/[\d.]+)?(?:\(\S+\))?\s+(\d+)")
-
-
-def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient_id: str | None = None) -> Record:
-    """Read a WFDB record, falling back to a sanitised header when wfdb rejects the record line.
-
-    Some headers (e.g. PhysioNet/CinC 2017's) carry a base time or date that
-    wfdb's parser rejects although the signal description is valid. The
-    fallback keeps only the record name, signal count, sampling frequency and
-    sample count of the first line, writes that header beside a link to the
-    signal file in a temporary folder, and reads it there. Signal lines and
-    samples are untouched; the dropped base time/date is not used by ssl-ecg.
-    """
-    path = str(path)
-    try:
-        return read_record(path, record_id=record_id, patient_id=patient_id)
-    except RecordError as first:
-        header = Path(path + ".hea")
-        if not header.is_file():
-            raise
-        lines = header.read_text(errors="replace").splitlines()
-        first_data = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
-        match = _RECORD_LINE.match(lines[first_data]) if first_data is not None else None
-        if match is None:
-            raise
-        lines[first_data] = " ".join(match.group(1, 2, 3, 4))
-        tmp = Path(tempfile.mkdtemp(prefix="ssl_ecg_hea_"))
-        try:
-            name = Path(path).name
-            (tmp / f"{name}.hea").write_text("\n".join(lines) + "\n")
-            folder = Path(path).parent
-            for line in lines[first_data + 1:]:
-                fname = line.split()[0] if line.strip() and not line.startswith("#") else None
-                if fname and not (tmp / fname).exists() and (folder / fname).is_file():
-                    os.symlink((folder / fname).resolve(), tmp / fname)
-            try:
-                rec = read_record(tmp / name, record_id=record_id, patient_id=patient_id)
-            except RecordError:
-                raise first from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        rec.path = path
-        return rec
-
 
 @register_dataset("cinc2017")
 def load_cinc2017(root: Path) -> DatasetIndex:

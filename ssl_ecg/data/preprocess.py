@@ -1,4 +1,4 @@
-"""Resampling, lead selection, NaN/flat-lead policy and per-record normalisation."""
+"""Resampling, lead selection, non-finite/flat-lead policy and per-record normalisation."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from scipy.signal import butter, resample_poly, sosfiltfilt
 from ssl_ecg.data.record import Record, canonical_lead
 from ssl_ecg.errors import RecordError
 
-__all__ = ["resample", "select_leads", "check_signal", "bandpass", "normalize", "preprocess", "Normalization",
-           "BadLeadPolicy"]
+__all__ = ["resample", "select_leads", "resolve_lead_names", "check_signal", "bandpass", "normalize", "preprocess",
+           "Normalization", "BadLeadPolicy"]
 
 Normalization = Literal["record", "lead", "none"]
 BadLeadPolicy = Literal["error", "zero_lead", "drop_record"]
@@ -42,48 +42,121 @@ def select_leads(record: Record, leads: Sequence[str] | None) -> Record:
     A name ``"#k"`` selects the k-th channel whatever its name, and keeps the
     name ``"#k"``: for datasets whose lead sets differ between records (MIT-BIH:
     MLII with V1, V2, V4 or V5), with per-lead methods that ignore lead identity.
+
+    Raises:
+        RecordError: a name is asked for twice (case-insensitively, or by name
+            and position), is not in the record, or matches more than one of
+            the record's channels.
     """
     if leads is None:
         return record
-    want = [name if str(name).startswith("#") else canonical_lead(name) for name in leads]
-    have = {name: i for i, name in enumerate(record.leads)}
-    have.update({f"#{i}": i for i in range(len(record.leads))})
-    missing = [name for name in want if name not in have]
+    want = resolve_lead_names(leads)
+    where = record.path or record.record_id
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(record.leads):
+        by_name.setdefault(name.casefold(), []).append(i)
+    idx, missing = [], []
+    for name in want:
+        if name.startswith("#") and name[1:].isdigit() and int(name[1:]) < len(record.leads):
+            idx.append(int(name[1:]))
+        elif name.casefold() in by_name:
+            hits = by_name[name.casefold()]
+            if len(hits) > 1:
+                raise RecordError(f"{where}: lead {name!r} matches channels {hits} of {record.leads}; expected "
+                                  "one channel per name (select them by position, '#k')")
+            idx.append(hits[0])
+        else:
+            missing.append(name)
     if missing:
-        raise RecordError(f"{record.path or record.record_id}: leads {missing} not found; record has {record.leads}")
-    idx = [have[name] for name in want]
+        raise RecordError(f"{where}: leads {missing} not found; record has {record.leads}")
+    seen: dict[int, str] = {}
+    for name, i in zip(want, idx):
+        if i in seen:
+            raise RecordError(f"{where}: leads {seen[i]!r} and {name!r} both select channel {i} "
+                              f"({record.leads[i]!r}); expected each channel once")
+        seen[i] = name
     return _replace(record, signal=record.signal[idx], leads=want)
 
 
-def check_signal(record: Record, policy: BadLeadPolicy = "error", stats: dict | None = None) -> Record | None:
-    """Apply the NaN / flat-lead policy.
+def resolve_lead_names(leads: Sequence[str]) -> list[str]:
+    """Standard spelling of a requested lead list, refusing duplicates.
 
+    Names are stripped and standard 12-lead names take their standard spelling
+    (``"avr"`` -> ``"aVR"``); ``"#k"`` positions are kept as given.
+
+    Raises:
+        RecordError: an empty name, or a name given twice (case-insensitively).
+    """
+    if isinstance(leads, str):
+        raise RecordError(f"leads: expected a sequence of lead names, got the string {leads!r} "
+                          "(split a comma-separated list first)")
+    want, seen = [], {}
+    for name in leads:
+        name = str(name).strip()
+        if not name:
+            raise RecordError(f"leads: empty lead name in {list(leads)}; expected names such as 'II' or '#0'")
+        name = name if name.startswith("#") else canonical_lead(name)
+        key = name.casefold()
+        if key in seen:
+            raise RecordError(f"leads: {name!r} is given twice in {list(leads)} (as {seen[key]!r} and "
+                              f"{name!r}); expected each lead once")
+        seen[key] = name
+        want.append(name)
+    return want
+
+
+def check_signal(record: Record, policy: BadLeadPolicy = "error", stats: dict | None = None) -> Record | None:
+    """Apply the non-finite / flat-lead policy.
+
+    A lead is bad when any sample is non-finite (NaN, +inf or -inf) or when its
+    finite samples have a standard deviation below :data:`FLAT_STD_MV`.
     Returns the record (possibly with bad leads zeroed), or ``None`` when the
     policy is ``drop_record`` and a lead is bad. ``stats``, if given, counts the
-    actions: ``zeroed_leads`` and ``dropped_records``.
+    actions: ``zeroed_leads``, ``dropped_records`` and, once any occur,
+    ``nonfinite_samples`` (the non-finite samples in the leads zeroed or records
+    dropped).
+
+    Raises:
+        RecordError: a lead is bad and the policy is ``"error"``; the message
+            names each bad lead with its count of non-finite samples.
+        ValueError: an unknown policy.
     """
+    if policy not in ("error", "zero_lead", "drop_record"):
+        raise ValueError(f"policy: expected 'error', 'zero_lead' or 'drop_record', got {policy!r}")
     sig = record.signal
-    nan_leads = np.isnan(sig).any(axis=1)
-    with np.errstate(invalid="ignore"):
-        flat_leads = np.nan_to_num(sig).std(axis=1) < FLAT_STD_MV
-    bad = nan_leads | flat_leads
+    finite = np.isfinite(sig)
+    n_nonfinite = (~finite).sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        flat_leads = np.where(finite, sig, 0.0).std(axis=1) < FLAT_STD_MV
+    bad = (n_nonfinite > 0) | flat_leads
     if not bad.any():
         return record
     where = record.path or record.record_id
-    names = [f"{record.leads[i]} ({'NaN' if nan_leads[i] else 'flat'})" for i in np.flatnonzero(bad)]
+    names, counts = [], {}
+    for i in np.flatnonzero(bad):
+        if n_nonfinite[i]:
+            row = sig[i]
+            kinds = [k for k, hit in (("NaN", np.isnan(row).any()), ("+inf", np.isposinf(row).any()),
+                                      ("-inf", np.isneginf(row).any())) if hit]
+            names.append(f"{record.leads[i]} ({', '.join(kinds)})")
+            counts[record.leads[i]] = int(n_nonfinite[i])
+        else:
+            names.append(f"{record.leads[i]} (flat)")
     if policy == "error":
-        raise RecordError(f"{where}: bad leads {names}; set the bad-lead policy to 'zero_lead' or 'drop_record'")
+        detail = f", non-finite samples per lead {counts}" if counts else ""
+        raise RecordError(f"{where}: bad leads {names}{detail}; expected finite, non-flat leads, or set the "
+                          "bad-lead policy to 'zero_lead' or 'drop_record'")
+    if stats is not None and counts:
+        stats["nonfinite_samples"] = stats.get("nonfinite_samples", 0) + sum(counts.values())
     if policy == "drop_record":
         if stats is not None:
             stats["dropped_records"] = stats.get("dropped_records", 0) + 1
         return None
-    if policy == "zero_lead":
-        sig = sig.copy()
-        sig[bad] = 0.0
-        if stats is not None:
-            stats["zeroed_leads"] = stats.get("zeroed_leads", 0) + int(bad.sum())
-        return _replace(record, signal=sig)
-    raise ValueError(f"policy: expected 'error', 'zero_lead' or 'drop_record', got {policy!r}")
+    sig = sig.copy()
+    sig[bad] = 0.0
+    if stats is not None:
+        stats["zeroed_leads"] = stats.get("zeroed_leads", 0) + int(bad.sum())
+    return _replace(record, signal=sig)
 
 
 def bandpass(signal: np.ndarray, fs: float, low: float | None = 0.5, high: float | None = None,
