@@ -62,6 +62,10 @@ def test_key_changes_with_params_and_files(tmp_path):
     dat = idx.root / "data" / "3.dat"
     st = dat.stat()
     os.utime(dat, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert cache_key(idx, CacheParams(fs=250.0)) == k1  # the key follows content, not timestamps
+    raw = bytearray(dat.read_bytes())
+    raw[100] ^= 1
+    dat.write_bytes(bytes(raw))
     assert cache_key(idx, CacheParams(fs=250.0)) != k1
     a = open_cache(idx, tmp_path / "c", CacheParams(fs=250.0))
     b = open_cache(idx, tmp_path / "c", CacheParams(fs=100.0))
