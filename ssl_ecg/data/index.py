@@ -10,9 +10,10 @@ from typing import Callable
 import pandas as pd
 
 from ssl_ecg.data.record import Record
-from ssl_ecg.errors import DatasetError
+from ssl_ecg.errors import DatasetError, RecordError, SslEcgError
 
-__all__ = ["DatasetIndex", "load_index", "register_dataset", "DATASETS", "REQUIRED_COLUMNS"]
+__all__ = ["DatasetIndex", "load_index", "register_dataset", "DATASETS", "REQUIRED_COLUMNS", "read_csv_checked",
+           "require_columns", "check_unique"]
 
 REQUIRED_COLUMNS = ("record_id", "patient_id", "patient_id_source", "fs", "n_samples")
 
@@ -58,9 +59,23 @@ class DatasetIndex:
         return len(self.table)
 
     def read(self, i: int) -> Record:
-        """Read record ``i`` (row position in ``table``)."""
+        """Read record ``i`` (row position in ``table``).
+
+        Raises:
+            RecordError: the record cannot be read. The message names the
+                record's file, so a bulk build (cache, index) can report or skip
+                it; reader errors that are not ssl-ecg errors (``OSError``,
+                ``ValueError``, ...) are wrapped into one that names the path.
+        """
         row = self.table.iloc[i]
-        rec = self.reader(row)
+        try:
+            rec = self.reader(row)
+        except SslEcgError:
+            raise
+        except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
+            where = row["path"] if "path" in row.index else f"{self.root} record {row['record_id']}"
+            raise RecordError(f"{where}: cannot read {self.name} record {row['record_id']!r} "
+                              f"({type(exc).__name__}: {exc})") from exc
         rec.labels = {c: row[c] for c in self.label_columns}
         return rec
 
@@ -101,3 +116,46 @@ def load_index(name: str, root: str | os.PathLike, **options) -> DatasetIndex:
         if "argument" in str(exc):
             raise DatasetError(f"{name}: invalid options {sorted(options)} ({exc})") from exc
         raise
+
+
+def read_csv_checked(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    """``pandas.read_csv`` whose failures are :class:`DatasetError` naming the file.
+
+    Args:
+        path: the CSV file.
+        what: what the file is, for messages (e.g. ``"LUDB label file"``).
+        **kwargs: passed to ``pandas.read_csv``.
+
+    Raises:
+        DatasetError: the file is missing, empty, not UTF-8 or not parseable CSV.
+    """
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} not found")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise DatasetError(f"{path}: cannot parse the {what} as CSV ({type(exc).__name__}: {exc}); expected "
+                           "UTF-8 comma-separated rows") from exc
+
+
+def require_columns(path: Path, table: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> None:
+    """Raise :class:`DatasetError` naming ``path`` and the absent ``columns``."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing columns {missing}; expected at least {list(columns)} "
+                           f"(found {list(table.columns)})")
+
+
+def check_unique(path: Path, ids: pd.Series | list, what: str = "record id") -> None:
+    """Raise :class:`DatasetError` naming ``path`` and the first repeated ids with their row numbers.
+
+    Row numbers count data rows from 1 (the header line is not counted).
+    """
+    ids = pd.Series(list(ids))
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        first = {}
+        for pos, value in dup.items():
+            first.setdefault(value, []).append(pos + 1)
+        shown = "; ".join(f"{v!r} in rows {rows}" for v, rows in list(first.items())[:5])
+        raise DatasetError(f"{path}: {len(first)} {what}s appear more than once ({shown}); expected each once")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import DatasetIndex, register_dataset
+from ssl_ecg.data.index import DatasetIndex, check_unique, read_csv_checked, register_dataset, require_columns
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError
 
@@ -64,20 +64,13 @@ def parse_ludb_csv(path: Path) -> pd.DataFrame:
         lad: left axis deviation vs normal axis: 1 / 0, NaN for other axes.
         afib: 1 if the rhythm is atrial fibrillation, else 0.
     """
-    if not path.is_file():
-        raise DatasetError(f"{path}: LUDB label file not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise DatasetError(f"{path}: cannot parse CSV ({exc})") from exc
-    missing = [c for c in _CSV_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing columns {missing}; expected at least {list(_CSV_COLUMNS)}")
+    raw = read_csv_checked(path, "LUDB label file", dtype=str, keep_default_na=False)
+    require_columns(path, raw, _CSV_COLUMNS)
     rows = []
-    for _, r in raw.iterrows():
+    for k, r in raw.iterrows():
         rid = " ".join(_cell(r["ID"]))
         if not rid:
-            raise DatasetError(f"{path}: a row has an empty ID")
+            raise DatasetError(f"{path}: row {k + 1} has an empty ID; expected a record number")
         axis = _axis(r["Electric axis of the heart"])
         rhythms = [x.lower() for x in _cell(r["Rhythms"])]
         rows.append(
@@ -92,7 +85,9 @@ def parse_ludb_csv(path: Path) -> pd.DataFrame:
                 "age": _age(r["Age"]),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["record_id", "rhythm", "axis", "lvh", "lad", "afib", "sex", "age"])
+    check_unique(path, table["record_id"], "ID")
+    return table
 
 
 @register_dataset("ludb")
@@ -101,13 +96,22 @@ def load_ludb(root: Path) -> DatasetIndex:
     labels = parse_ludb_csv(root / "ludb.csv")
     records_file = root / "RECORDS"
     if records_file.is_file():
-        paths = [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
+        try:
+            paths = [line.strip() for line in records_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{records_file}: not UTF-8 text ({exc}); expected one record path per line") from None
+        for p in paths:
+            if p.startswith(("/", "\\")) or ".." in p.replace("\\", "/").split("/"):
+                raise DatasetError(f"{records_file}: record path {p!r} leaves the dataset folder; expected a "
+                                   "relative path such as 'data/1'")
+        check_unique(records_file, [p.split("/")[-1] for p in paths], "record")
     else:
-        paths = sorted((f"data/{p.stem}" for p in (root / "data").glob("*.hea")), key=lambda s: int(s.split("/")[-1]))
+        stems = [p.stem for p in (root / "data").glob("*.hea")]
+        paths = [f"data/{s}" for s in sorted(stems, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))]
     if not paths:
         raise DatasetError(f"{root}: no LUDB records found (expected RECORDS or data/*.hea)")
     table = pd.DataFrame({"record_id": [p.split("/")[-1] for p in paths], "path": [str(root / p) for p in paths]})
-    table = table.merge(labels, on="record_id", how="left", validate="one_to_one")
+    table = table.merge(labels, on="record_id", how="left")  # ids are unique on both sides (checked above)
     unlabelled = table.loc[table["axis"].isna(), "record_id"].tolist()
     if unlabelled:
         raise DatasetError(f"{root / 'ludb.csv'}: no labels for records {unlabelled[:5]}")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-from ssl_ecg.data.index import DatasetIndex, register_dataset
+from ssl_ecg.data.index import DatasetIndex, check_unique, register_dataset
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError, RecordError
 
@@ -47,9 +47,17 @@ def load_mitdb(root: Path) -> DatasetIndex:
     records_file = root / "RECORDS"
     if not records_file.is_file():
         raise DatasetError(f"{records_file}: MIT-BIH record list not found")
-    ids = records_file.read_text().split()
+    try:
+        ids = records_file.read_text(encoding="utf-8").split()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{records_file}: not UTF-8 text ({exc}); expected one record name per line") from None
     if not ids:
         raise DatasetError(f"{records_file}: no records listed")
+    for rid in ids:
+        if "/" in rid or "\\" in rid or rid in (".", ".."):
+            raise DatasetError(f"{records_file}: record {rid!r} is not a plain record name; expected names such "
+                               "as 100 beside RECORDS")
+    check_unique(records_file, ids, "record")
     rows = []
     for rid in ids:
         split = "DS1" if rid in DS1 else "DS2" if rid in DS2 else ""

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import DatasetIndex, register_dataset
+from ssl_ecg.data.index import DatasetIndex, check_unique, read_csv_checked, register_dataset, require_columns
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError
 
@@ -35,14 +35,47 @@ _DB_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr",
 
 
 def _statements(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DatasetError(f"{path}: PTB-XL statement file not found")
-    df = pd.read_csv(path, index_col=0)
-    missing = [c for c in ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
-               if c not in df.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing columns {missing}")
+    df = read_csv_checked(path, "PTB-XL statement file", index_col=0)
+    require_columns(path, df, ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"))
+    check_unique(path, df.index.to_series(), "statement")
+    for column in ("diagnostic", "form", "rhythm"):
+        flags = pd.to_numeric(df[column], errors="coerce")
+        bad = df.index[(flags.isna() & df[column].notna()) | ~flags.isin([0, 1]) & flags.notna()].tolist()
+        if bad:
+            raise DatasetError(f"{path}: column {column!r} of statements {bad[:5]} holds "
+                               f"{df.loc[bad[0], column]!r}; expected 1, 0 or empty")
+        df[column] = flags
     return df
+
+
+def _scp_codes(db_path: Path, ecg_id, text) -> dict:
+    """Parse one ``scp_codes`` cell (a Python dict literal of statement -> likelihood)."""
+    try:
+        codes = ast.literal_eval(text) if isinstance(text, str) else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        codes = None
+    if not isinstance(codes, dict) or not all(isinstance(k, str) for k in codes):
+        raise DatasetError(f"{db_path}: ecg_id {ecg_id}: scp_codes {text!r} is not a dict of statement codes; "
+                           "expected e.g. {'NORM': 100.0, 'SR': 0.0}")
+    return codes
+
+
+def _integers(db_path: Path, db: pd.DataFrame, column: str, ids: pd.Series, low: int | None = None,
+              high: int | None = None) -> pd.Series:
+    """A column of whole numbers (``15709.0`` allowed), or a DatasetError naming the first bad ecg_id."""
+    values = pd.to_numeric(db[column], errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if low is not None:
+        bad |= values < low
+    if high is not None:
+        bad |= values > high
+    if bad.any():
+        k = int(np.flatnonzero(bad.to_numpy())[0])
+        where = f"ecg_id {ids.iloc[k]}" if column != "ecg_id" else f"row {k + 1}"
+        expected = f"a whole number in {low}-{high}" if low is not None else "a whole number"
+        raise DatasetError(f"{db_path}: {where}: {column} {db[column].iloc[k]!r}; expected {expected} "
+                           f"({int(bad.sum())} bad rows)")
+    return values.astype(np.int64)
 
 
 def _task_labels(codes: dict, stmts: pd.DataFrame, task: str) -> list[str]:
@@ -74,19 +107,25 @@ def load_ptbxl(root: Path, fs: int = 100, missing: str = "warn", drop_duplicates
     if missing not in ("warn", "error"):
         raise DatasetError(f"missing: expected 'warn' or 'error', got {missing!r}")
     db_path = root / "ptbxl_database.csv"
-    if not db_path.is_file():
-        raise DatasetError(f"{db_path}: PTB-XL database file not found")
-    db = pd.read_csv(db_path)
-    absent = [c for c in _DB_COLUMNS if c not in db.columns]
-    if absent:
-        raise DatasetError(f"{db_path}: missing columns {absent}")
+    db = read_csv_checked(db_path, "PTB-XL database file")
+    require_columns(db_path, db, _DB_COLUMNS)
     stmts = _statements(root / "scp_statements.csv")
     if db["patient_id"].isna().any():
         raise DatasetError(f"{db_path}: ecg_ids {db.loc[db['patient_id'].isna(), 'ecg_id'].tolist()[:5]} "
                            "have no patient_id")
+    db = db.assign(ecg_id=_integers(db_path, db, "ecg_id", db["ecg_id"]))
+    check_unique(db_path, db["ecg_id"], "ecg_id")
+    db = db.assign(patient_id=_integers(db_path, db, "patient_id", db["ecg_id"]),
+                   strat_fold=_integers(db_path, db, "strat_fold", db["ecg_id"], 1, 10))
     if drop_duplicates:
         db = db[~db["ecg_id"].isin(V102_DUPLICATES)]
     column = "filename_lr" if fs == 100 else "filename_hr"
+    bad_name = db[column].map(lambda p: not isinstance(p, str) or not p.strip() or p.startswith("/")
+                              or ".." in p.replace("\\", "/").split("/"))
+    if bad_name.any():
+        k = int(np.flatnonzero(bad_name.to_numpy())[0])
+        raise DatasetError(f"{db_path}: ecg_id {db['ecg_id'].iloc[k]}: {column} {db[column].iloc[k]!r}; expected a "
+                           "relative path inside the dataset folder, e.g. records100/00000/00001_lr")
     paths = db[column].map(lambda p: str(root / p))
     exists = paths.map(lambda p: Path(p + ".hea").is_file())
     if not exists.all():
@@ -95,15 +134,15 @@ def load_ptbxl(root: Path, fs: int = 100, missing: str = "warn", drop_duplicates
             raise DatasetError(f"{root}: {len(lost)} records at {fs} Hz have no files (e.g. ecg_id {lost[:5]})")
         warnings.warn(f"PTB-XL at {root}: skipping {len(lost)} records without {fs} Hz files", stacklevel=2)
     db, paths = db[exists.to_numpy()], paths[exists.to_numpy()]
-    codes = db["scp_codes"].map(ast.literal_eval)
+    codes = [_scp_codes(db_path, e, c) for e, c in zip(db["ecg_id"], db["scp_codes"])]
     table = pd.DataFrame({
-        "record_id": db["ecg_id"].astype(int).astype(str).to_numpy(),
+        "record_id": db["ecg_id"].astype(str).to_numpy(),
         "path": paths.to_numpy(),
-        "patient_id": db["patient_id"].astype(float).astype(int).astype(str).to_numpy(),
+        "patient_id": db["patient_id"].astype(str).to_numpy(),
         "patient_id_source": "dataset",
         "fs": float(fs),
         "n_samples": 10 * fs,
-        "strat_fold": db["strat_fold"].astype(int).to_numpy(),
+        "strat_fold": db["strat_fold"].to_numpy(),
     })
     table["split"] = np.where(table["strat_fold"] <= 8, "train", np.where(table["strat_fold"] == 9, "val", "test"))
     for task in PTBXL_TASKS:
