@@ -58,6 +58,7 @@ class ContrastivePretrainer(pl.LightningModule):
         self.lr, self.seed = lr, seed
         method.attach(encoder, head)
         self.monitor = OnlineLinearClassifier(monitor_dim, monitor_classes, topk=(1,)) if monitor_classes else None
+        self.last_loss: Tensor | None = None
 
     def _generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(self.global_step))
@@ -81,6 +82,7 @@ class ContrastivePretrainer(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, targets = batch[0], batch[1]
         loss, z, ids, n, v = self.batch_loss(x, targets, self._generator(x.device))
+        self.last_loss = loss.detach()  # the method's own loss, checked by TrainingGuard (stuck at 0?)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         if ids.dim() == 1:
             self._log_positives(ids, v, n)
