@@ -1,12 +1,57 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from ssl_ecg.data.cinc import SCORED_CLASSES
-from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights, modified_confusion_matrix
+from ssl_ecg.data.cinc import SCORED_CLASSES_2020, SCORED_CLASSES_2021, scored_labels
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.challenge import (
+    challenge_score,
+    challenge_year,
+    equivalent_codes,
+    load_challenge_weights,
+    modified_confusion_matrix,
+)
+
+# Transcribed from the official files (not produced by our code):
+# 2021: github.com/physionetchallenges/evaluation-2021, weights.csv at commit
+#   ef74b668fb33a55da7e5cfaecbee31d40e105441. Its header writes the LBBB group as
+#   "164909002|164909002"; dx_mapping_scored.csv (commit 09de852841a9fa497fb9efb80734dafd13e4ec1f)
+#   says "We score 733534002 and 164909002 as the same diagnosis", which the released file
+#   spells "733534002|164909002".
+# 2020: the 24-class matrix, weights.csv of github.com/physionetchallenges/evaluation-2021 at commit
+#   e024f4e312385b4c0119e9b14daeb701a3888817 (the 2020 file the 2021 repository started from;
+#   evaluation-2020's own weights.csv is not in the searchable index); its 27 codes match
+#   evaluation-2020 dx_mapping_scored.csv (commit 34746ef2c98a64f3554c69059f02f65fff379882).
+OFFICIAL_2021_HEADER = (
+    "164889003,164890007,6374002,426627000,733534002|164909002,713427006|59118001,270492004,713426002,39732003,"
+    "445118002,164947007,251146004,111975006,698252002,426783006,284470004|63593006,10370003,365413008,"
+    "427172004|17338001,164917005,47665007,427393009,426177001,427084000,164934002,59931005"
+)
+OFFICIAL_2021_ROWS = {
+    "164889003": "1.0,0.5,0.475,0.3,0.475,0.4,0.3,0.3,0.35,0.35,0.3,0.425,0.45,0.35,0.25,0.3375,0.375,0.425,0.375,"
+                 "0.4,0.35,0.3,0.3,0.375,0.5,0.5",
+    "426783006": "0.25,0.25,0.275,0.45,0.275,0.35,0.45,0.45,0.4,0.4,0.45,0.325,0.3,0.4,1.0,0.4125,0.375,0.325,0.375,"
+                 "0.15,0.4,0.45,0.45,0.375,0.25,0.25",
+    "365413008": "0.425,0.425,0.45,0.375,0.45,0.475,0.375,0.375,0.425,0.425,0.375,0.475,0.475,0.425,0.325,0.4125,"
+                 "0.45,1.0,0.45,0.325,0.425,0.375,0.375,0.45,0.425,0.425",
+}
+OFFICIAL_2020_HEADER = (
+    "270492004,164889003,164890007,426627000,713427006|59118001,713426002,445118002,39732003,164909002,251146004,"
+    "698252002,10370003,284470004|63593006,427172004|17338001,164947007,111975006,164917005,47665007,427393009,"
+    "426177001,426783006,427084000,164934002,59931005"
+)
+OFFICIAL_2020_ROWS = {
+    "270492004": "1,0.3,0.3,0.5,0.4,0.5,0.45,0.45,0.325,0.375,0.45,0.425,0.4625,0.425,0.5,0.35,0.2,0.45,0.5,0.5,0.45,"
+                 "0.425,0.3,0.3",
+    "426783006": "0.45,0.25,0.25,0.45,0.35,0.45,0.4,0.4,0.275,0.325,0.4,0.375,0.4125,0.375,0.45,0.3,0.15,0.4,0.45,"
+                 "0.45,1,0.375,0.25,0.25",
+}
+AF, AFL, NSR, IAVB, LBBB, CLBBB, BBB = "164889003", "164890007", "426783006", "270492004", "164909002", "733534002", \
+    "6374002"
 
 
 def _reference_score(weights, labels, outputs, normal):
-    """The official algorithm, written as plain float64 loops."""
+    """The official algorithm (compute_challenge_metric), written as plain float64 loops."""
     def confusion(lab, out):
         a = np.zeros((lab.shape[1], lab.shape[1]))
         for r in range(len(lab)):
@@ -22,36 +67,106 @@ def _reference_score(weights, labels, outputs, normal):
     obs = (weights * confusion(labels, outputs)).sum()
     cor = (weights * confusion(labels, labels)).sum()
     ina = (weights * confusion(labels, inactive)).sum()
-    return (obs - ina) / (cor - ina)
+    return (obs - ina) / (cor - ina) if cor != ina else 0.0
 
 
-def test_bundled_weights_are_the_official_24_classes():
-    classes, w = load_challenge_weights()
-    assert tuple(classes) == SCORED_CLASSES and w.shape == (24, 24)
-    assert np.array_equal(w, w.T) and np.all(np.diag(w) == 1) and w.min() == 0.15
-    assert w[classes.index("164889003"), classes.index("164890007")] == 0.5  # AF vs atrial flutter
+@pytest.mark.parametrize("year, header, rows, n", [(2021, OFFICIAL_2021_HEADER, OFFICIAL_2021_ROWS, 26),
+                                                   (2020, OFFICIAL_2020_HEADER, OFFICIAL_2020_ROWS, 24)])
+def test_bundled_weights_match_the_official_files(year, header, rows, n):
+    classes, w = load_challenge_weights(year)
+    groups = header.split(",")
+    assert classes == [g.split("|")[0] for g in groups] and w.shape == (n, n)
+    for code, row in rows.items():
+        np.testing.assert_array_equal(w[classes.index(code)], [float(v) for v in row.split(",")])
+    assert tuple(classes) == (SCORED_CLASSES_2021 if year == 2021 else SCORED_CLASSES_2020)
+    assert np.array_equal(w, w.T) and np.all(np.diag(w) == 1)
+    assert equivalent_codes(year)["59118001"] == "713427006"
 
 
-def test_score_matches_the_loop_reference_on_random_multilabel_outputs():
-    classes, w = load_challenge_weights()
-    rng = np.random.default_rng(0)
-    labels = rng.random((60, 24)) < 0.1
-    outputs = rng.random((60, 24)) < 0.15
-    normal = classes.index("426783006")
-    ref = _reference_score(w, labels.astype(int), outputs.astype(int), normal)
-    assert challenge_score(labels, outputs) == pytest.approx(ref, abs=1e-12)
+def test_2021_adds_two_classes_and_merges_lbbb():
+    c20, c21 = load_challenge_weights(2020)[0], load_challenge_weights(2021)[0]
+    assert set(c21) - set(c20) == {BBB, "365413008", CLBBB} and set(c20) - set(c21) == {LBBB}
+    assert equivalent_codes(2021)[LBBB] == CLBBB and equivalent_codes(2020)[LBBB] == LBBB
+    assert scored_labels([LBBB, BBB, "17338001", "999"], 2021) == sorted([BBB, CLBBB, "427172004"])
+    assert scored_labels([LBBB, BBB, "17338001", "999"], 2020) == sorted([LBBB, "427172004"])
+    w = load_challenge_weights(2021)[1]
+    assert w[c21.index("365413008"), c21.index(BBB)] == 0.45 and w[c21.index("164917005"), c21.index(NSR)] == 0.15
 
 
-def test_score_anchors_and_partial_credit():
-    classes, w = load_challenge_weights()
-    normal = classes.index("426783006")
-    labels = np.zeros((3, 24), bool)
-    labels[0, 0] = labels[1, 1] = labels[2, normal] = True
+def test_year_follows_the_dataset():
+    assert challenge_year("cinc2021") == 2021 and challenge_year("cinc2020") == 2020
+    assert challenge_year("chapman") == 2021 and challenge_year("ptbxl") is None
+    with pytest.raises(ConfigError, match="year"):
+        load_challenge_weights(2019)
+
+
+def _rows(classes, sets):
+    out = np.zeros((len(sets), len(classes)), bool)
+    for i, s in enumerate(sets):
+        out[i, [classes.index(c) for c in s]] = True
+    return out
+
+
+def test_hand_computed_2021_score_keeps_unscored_records():
+    classes, w = load_challenge_weights(2021)
+    labels = _rows(classes, [{AF}, {NSR}, set()])  # the third record has no scored class: an all-zero row
+    outputs = _rows(classes, [{AF, AFL}, {NSR}, {AF}])
+    # observed: 0.5*W(AF,AF) + 0.5*W(AF,AFL) + W(NSR,NSR) = 0.5 + 0.25 + 1 = 1.75; correct: 2
+    # inactive (sinus rhythm only): 0.5*W(AF,NSR) + 1 = 0.125 + 1 = 1.125 -> (1.75-1.125)/(2-1.125) = 5/7
+    assert challenge_score(labels, outputs, year=2021) == pytest.approx(5 / 7, abs=1e-15)
+    assert challenge_score(labels, outputs) == pytest.approx(5 / 7, abs=1e-15)  # 26 columns: 2021
+    ref = _reference_score(w, labels.astype(int), outputs.astype(int), classes.index(NSR))
+    assert ref == pytest.approx(5 / 7, abs=1e-15)
+    assert challenge_score(labels, labels, year=2021) == pytest.approx(1.0)
+    inactive = _rows(classes, [{NSR}] * 3)
+    assert challenge_score(labels, inactive, year=2021) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_hand_computed_2020_score():
+    classes, w = load_challenge_weights(2020)
+    labels = _rows(classes, [{IAVB}, {NSR}])
+    outputs = _rows(classes, [{IAVB, AF}, {NSR}])
+    # observed: 0.5*1 + 0.5*W(IAVB,AF)=0.5*0.3 -> 0.65, + 1 = 1.65; correct 2; inactive 0.5*0.45 + 1 = 1.225
+    assert challenge_score(labels, outputs, year=2020) == pytest.approx(0.425 / 0.775, abs=1e-15)
     assert challenge_score(labels, labels) == pytest.approx(1.0)
-    inactive = np.zeros_like(labels)
-    inactive[:, normal] = True
-    assert challenge_score(labels, inactive) == pytest.approx(0.0)
-    a = modified_confusion_matrix(labels[:1], np.eye(24, dtype=bool)[[1]])  # one wrong output: |Y ∪ O| = 2
+    assert challenge_score(labels, _rows(classes, [{NSR}, {NSR}])) == pytest.approx(0.0, abs=1e-15)
+    assert _reference_score(w, labels.astype(int), outputs.astype(int), classes.index(NSR)) == \
+        pytest.approx(0.425 / 0.775, abs=1e-15)
+
+
+@pytest.mark.parametrize("year", [2020, 2021])
+def test_score_matches_the_loop_reference_on_random_multilabel_outputs(year):
+    classes, w = load_challenge_weights(year)
+    rng = np.random.default_rng(year)
+    labels = rng.random((60, len(classes))) < 0.1
+    labels[:5] = False  # unscored records
+    outputs = rng.random((60, len(classes))) < 0.15
+    ref = _reference_score(w, labels.astype(int), outputs.astype(int), classes.index(NSR))
+    assert challenge_score(labels, outputs, year=year) == pytest.approx(ref, abs=1e-12)
+
+
+def test_partial_credit_and_shape_errors():
+    classes, _ = load_challenge_weights(2020)
+    labels = _rows(classes, [{classes[0]}])
+    a = modified_confusion_matrix(labels, _rows(classes, [{classes[1]}]))  # one wrong output: |Y ∪ O| = 2
     assert a[0, 1] == 0.5 and a.sum() == 0.5
     with pytest.raises(ValueError, match="columns"):
         challenge_score(labels[:, :5], labels[:, :5])
+    with pytest.raises(ValueError, match="26"):
+        challenge_score(labels, labels, year=2021)
+
+
+def test_curve_keeps_unscored_cinc_records_as_zero_rows():
+    from ssl_ecg.evaluate.curve import _challenge_row, _is_challenge_task, _task_y
+
+    column = pd.Series([[AF], [NSR], [], np.nan, [AF, NSR], [NSR], [AF], [NSR], []], dtype=object)
+    split = np.array(["train", "train", "train", "train", "val", "val", "test", "test", "test"])
+    y, names = _task_y(column, split, "scored", {}, challenge_year=2021)
+    assert names == sorted([AF, NSR]) and _is_challenge_task(names, y, 2021)
+    assert (y[2] == 0).all() and (y[8] == 0).all() and np.isnan(y[3]).all()  # [] kept, NaN (no list) left out
+    y_old, _ = _task_y(column, split, "scored", {})
+    assert np.isnan(y_old[2]).all()  # without a challenge year: a generic multi-label task drops empty rows
+    assert not _is_challenge_task([BBB, AF], y, 2020) and _is_challenge_task([BBB, AF], y, 2021)
+    yv, yt = y[4:6].astype(int), y[6:].astype(int)
+    row = _challenge_row(names, yv, yv.astype(float), yt, yt.astype(float), year=2021)
+    assert row["value"] == pytest.approx(1.0) and row["val_value"] == pytest.approx(1.0)
