@@ -302,9 +302,11 @@ def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient
     naming ``../x.mat``, ``sub/x.mat`` or an absolute path is refused.
 
     Raises:
-        RecordError: the record cannot be read either way (the error of the
-            plain :func:`read_record` attempt, naming the header), or the header
-            names a signal file outside the record's folder.
+        RecordError: the record cannot be read either way (the plain
+            :func:`read_record` error when the record line cannot be
+            sanitised, else the error of the sanitised read, naming the
+            record's real files), or the header names a signal file outside
+            the record's folder.
     """
     path = _strip_extension(str(path))
     try:
@@ -332,7 +334,8 @@ def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient
                     os.symlink((folder / fname).resolve(), Path(tmp) / fname)
             try:
                 rec = read_record(Path(tmp) / name, record_id=record_id, patient_id=patient_id)
-            except RecordError:
-                raise first from None
+            except RecordError as second:
+                # the sanitised header parses, so this is the record's real damage: report it at the real paths
+                raise RecordError(str(second).replace(str(Path(tmp)), str(folder))) from None
         rec.path = str(Path(path))
         return rec
