@@ -10,21 +10,37 @@ Records are WFDB headers with ``.mat`` signals (``16x1+24``) and comments
 ``# Age:``, ``# Sex:``, ``# Dx: <SNOMED-CT codes>``. Labels:
 
 - ``dx``: every SNOMED code of the record;
-- ``scored``: the challenges' scored classes (the same 27 codes in 2020 and
-  2021, from the official ``weights.csv``), with the three equivalent pairs
-  merged as the challenge scores them: 713427006|59118001 (complete RBBB / RBBB),
-  284470004|63593006 (PAC / SVPB), 427172004|17338001 (PVC / VEB). A merged
-  class is named by its first code.
+- ``scored``: the scored classes of the dataset's challenge year (cinc2020:
+  2020, 24 classes from 27 codes; cinc2021 and chapman: 2021, 26 classes from 30
+  codes), with equivalent codes merged as the official ``weights.csv`` of that
+  year does and named by the group's first code: 713427006|59118001 (complete
+  RBBB / RBBB), 284470004|63593006 (PAC / SVPB), 427172004|17338001 (PVC / VEB),
+  and in 2021 also 733534002|164909002 (complete LBBB / LBBB). A record with no
+  scored code has ``scored == []`` (the challenge scores it as an all-zero row).
 
-The source database comes from the record-name prefix. None of these sources
-gives patient ids across records, so ``patient_id`` is the record id
-(``patient_id_source = "record"``); note that INCART (prefix ``I``) holds 75
-records from 32 subjects, so patient-wise splits of that subset can leak.
+The source database comes from the record-name prefix. Patient ids
+(``patient_id_source = "dataset"``) come from, in order:
+
+1. ``patient_map``: a CSV with ``record_id`` and ``patient_id`` columns;
+2. PTB-XL records (``HR<ecg_id>``) with ``ptbxl_database`` pointing to PTB-XL's
+   ``ptbxl_database.csv``: ``ptbxl:<patient_id>``;
+3. a header comment naming the source patient, as the original databases write
+   it: INCART's ``# patient <n>`` (``incart:<n>``) or a PTB record path
+   ``patientNNN/s0XXXlre`` (``ptb:patientNNN``).
+
+Everything else keeps the record id (``patient_id_source = "record"``); the
+challenge headers themselves (Age/Sex/Dx/Rx/Hx/Sx) carry no patient, so PTB
+(~516 records from ~290 patients) and INCART (75 records from 32 subjects)
+records can leak across a patient-wise split unless a map is given, and
+:func:`ssl_ecg.data.splits.table_splits` warns about it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import re
+import warnings
 
 import pandas as pd
 import wfdb
@@ -33,23 +49,42 @@ from ssl_ecg.data.index import DatasetIndex, register_dataset
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError, RecordError
 
-__all__ = ["SCORED_CLASSES", "EQUIVALENT", "SOURCES", "load_cinc", "scored_labels"]
+__all__ = ["SCORED_CLASSES", "SCORED_CLASSES_2020", "SCORED_CLASSES_2021", "EQUIVALENT", "EQUIVALENT_2021",
+           "SOURCES", "load_cinc", "scored_labels", "scored_classes", "header_patient"]
 
-# The scored classes of the 2020 and 2021 challenges (official weights.csv), in the file's order.
-SCORED_CLASSES = (
+# The scored classes of the 2020 challenge (evaluation-2020 weights.csv), in the file's order.
+SCORED_CLASSES_2020 = (
     "270492004", "164889003", "164890007", "426627000", "713427006", "713426002", "445118002", "39732003",
     "164909002", "251146004", "698252002", "10370003", "284470004", "427172004", "164947007", "111975006",
     "164917005", "47665007", "427393009", "426177001", "426783006", "427084000", "164934002", "59931005",
 )
-EQUIVALENT = {"59118001": "713427006", "63593006": "284470004", "17338001": "427172004"}
+SCORED_CLASSES = SCORED_CLASSES_2020  # the 2020 set, kept under its old name
+# The scored classes of the 2021 challenge (evaluation-2021 weights.csv), in the file's order.
+SCORED_CLASSES_2021 = (
+    "164889003", "164890007", "6374002", "426627000", "733534002", "713427006", "270492004", "713426002",
+    "39732003", "445118002", "164947007", "251146004", "111975006", "698252002", "426783006", "284470004",
+    "10370003", "365413008", "427172004", "164917005", "47665007", "427393009", "426177001", "427084000",
+    "164934002", "59931005",
+)
+EQUIVALENT = {"59118001": "713427006", "63593006": "284470004", "17338001": "427172004"}  # 2020
+EQUIVALENT_2021 = {**EQUIVALENT, "164909002": "733534002"}
+_YEAR = {"cinc2020": 2020, "cinc2021": 2021, "chapman": 2021}
 SOURCES = {"A": "cpsc2018", "Q": "cpsc2018_extra", "I": "incart", "S": "ptb", "HR": "ptbxl", "E": "georgia",
            "JS": "chapman_ningbo"}
 
 
-def scored_labels(codes: list[str]) -> list[str]:
-    """Scored classes of a record's SNOMED codes, equivalent codes merged."""
-    out = {EQUIVALENT.get(c, c) for c in codes}
-    return sorted(c for c in out if c in SCORED_CLASSES)
+def scored_classes(year: int) -> tuple[str, ...]:
+    """The scored classes of the ``year`` (2020 or 2021) challenge, in its weights' order."""
+    if year not in (2020, 2021):
+        raise DatasetError(f"year: scored classes exist for the 2020 and 2021 challenges, got {year!r}")
+    return SCORED_CLASSES_2020 if year == 2020 else SCORED_CLASSES_2021
+
+
+def scored_labels(codes: list[str], year: int = 2020) -> list[str]:
+    """Scored classes of a record's SNOMED codes in the ``year`` challenge, equivalent codes merged."""
+    equivalent = EQUIVALENT if year == 2020 else EQUIVALENT_2021
+    classes = set(scored_classes(year))
+    return sorted(c for c in {equivalent.get(c, c) for c in codes} if c in classes)
 
 
 def _source(record_id: str) -> str:
@@ -68,11 +103,70 @@ def _comments(header: wfdb.Record) -> dict[str, str]:
     return out
 
 
-def load_cinc(root: Path, name: str) -> DatasetIndex:
-    """Index every ``*.hea`` under ``root`` (recursively) with its Dx labels."""
+_INCART_PATIENT = re.compile(r"^\s*patient\s+(\d+)\s*$", re.IGNORECASE)
+_PTB_PATIENT = re.compile(r"\b(patient\d{3})/s\d{4}_?[a-z]*\b", re.IGNORECASE)
+
+
+def header_patient(record_id: str, comments: list[str]) -> str | None:
+    """The source patient named in a header's comments, or None.
+
+    INCART headers carry ``# patient <n>`` (1-32; the subject of the source
+    Holter recording); a PTB record path ``patientNNN/s0XXXlre`` names its PTB
+    patient folder.
+    """
+    for line in comments or []:
+        m = _INCART_PATIENT.match(line)
+        if m:
+            return f"incart:{int(m.group(1))}"
+        m = _PTB_PATIENT.search(line)
+        if m:
+            return f"ptb:{m.group(1).lower()}"
+    return None
+
+
+def _read_patient_map(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"patient_map {path}: not a file; expected a CSV with record_id,patient_id columns")
+    table = pd.read_csv(path, dtype=str)
+    missing = {"record_id", "patient_id"} - set(table.columns)
+    if missing:
+        raise DatasetError(f"patient_map {path}: missing columns {sorted(missing)}; expected record_id,patient_id")
+    if table["patient_id"].isna().any() or table["record_id"].duplicated().any():
+        raise DatasetError(f"patient_map {path}: expected one non-empty patient_id per record_id")
+    return dict(zip(table["record_id"].str.strip(), table["patient_id"].str.strip()))
+
+
+def _read_ptbxl_patients(path: str | Path) -> dict[int, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"ptbxl_database {path}: not a file; expected PTB-XL's ptbxl_database.csv")
+    table = pd.read_csv(path, usecols=lambda c: c in ("ecg_id", "patient_id"))
+    if set(table.columns) != {"ecg_id", "patient_id"}:
+        raise DatasetError(f"ptbxl_database {path}: expected columns ecg_id and patient_id")
+    return {int(e): f"ptbxl:{int(p)}" for e, p in zip(table["ecg_id"], table["patient_id"])}
+
+
+def load_cinc(root: Path, name: str, ptbxl_database: str | Path | None = None,
+              patient_map: str | Path | None = None) -> DatasetIndex:
+    """Index every ``*.hea`` under ``root`` (recursively) with its Dx labels and patient ids.
+
+    Args:
+        root: dataset folder (any layout below it).
+        name: ``cinc2020``, ``cinc2021`` or ``chapman``; sets the scored classes' year.
+        ptbxl_database: PTB-XL's ``ptbxl_database.csv``; maps ``HR<ecg_id>`` records to PTB-XL patients.
+        patient_map: CSV with ``record_id,patient_id`` columns (e.g. PTB records to their PTB patient folders).
+
+    Raises:
+        DatasetError: no headers, a header without Dx, an unreadable option file,
+            or a PTB-XL record whose ecg_id is not in ``ptbxl_database``.
+    """
     headers = sorted(root.rglob("*.hea"))
     if not headers:
         raise DatasetError(f"{root}: no WFDB headers (*.hea) found for {name}")
+    year = _YEAR.get(name, 2021)
+    mapped = _read_patient_map(patient_map) if patient_map is not None else {}
+    ptbxl = _read_ptbxl_patients(ptbxl_database) if ptbxl_database is not None else None
     rows = []
     for h in headers:
         path = str(h.with_suffix(""))
@@ -84,11 +178,25 @@ def load_cinc(root: Path, name: str) -> DatasetIndex:
         if "dx" not in info:
             raise DatasetError(f"{h}: no '# Dx:' comment; expected SNOMED-CT codes")
         codes = [c.strip() for c in info["dx"].split(",") if c.strip()]
+        source = _source(h.stem)
+        patient = mapped.get(h.stem)
+        if patient is None and ptbxl is not None and source == "ptbxl":
+            ecg_id = int(h.stem[2:])
+            if ecg_id not in ptbxl:
+                raise DatasetError(f"ptbxl_database {ptbxl_database}: ecg_id {ecg_id} (record {h.stem}) is not listed")
+            patient = ptbxl[ecg_id]
+        if patient is None:
+            patient = header_patient(h.stem, head.comments)
         rows.append({
-            "record_id": h.stem, "path": path, "patient_id": h.stem, "patient_id_source": "record",
-            "fs": float(head.fs), "n_samples": int(head.sig_len or 0), "source": _source(h.stem),
-            "dx": codes, "scored": scored_labels(codes), "age": info.get("age", ""), "sex": info.get("sex", ""),
+            "record_id": h.stem, "path": path, "patient_id": patient or h.stem,
+            "patient_id_source": "dataset" if patient else "record",
+            "fs": float(head.fs), "n_samples": int(head.sig_len or 0), "source": source,
+            "dx": codes, "scored": scored_labels(codes, year), "age": info.get("age", ""), "sex": info.get("sex", ""),
         })
+    unused = sorted(set(mapped) - {r["record_id"] for r in rows})
+    if unused:
+        warnings.warn(f"patient_map {patient_map}: {len(unused)} record ids are not in {root} "
+                      f"(e.g. {unused[:3]})", stacklevel=3)
     table = pd.DataFrame(rows)
 
     def reader(row):
@@ -98,15 +206,17 @@ def load_cinc(root: Path, name: str) -> DatasetIndex:
 
 
 @register_dataset("cinc2021")
-def load_cinc2021(root: Path) -> DatasetIndex:
-    """PhysioNet/CinC 2021 training data (any folder layout below ``root``)."""
-    return load_cinc(root, "cinc2021")
+def load_cinc2021(root: Path, ptbxl_database: str | Path | None = None,
+                  patient_map: str | Path | None = None) -> DatasetIndex:
+    """PhysioNet/CinC 2021 training data (any folder layout below ``root``); options as :func:`load_cinc`."""
+    return load_cinc(root, "cinc2021", ptbxl_database=ptbxl_database, patient_map=patient_map)
 
 
 @register_dataset("cinc2020")
-def load_cinc2020(root: Path) -> DatasetIndex:
-    """PhysioNet/CinC 2020 training data (any folder layout below ``root``)."""
-    return load_cinc(root, "cinc2020")
+def load_cinc2020(root: Path, ptbxl_database: str | Path | None = None,
+                  patient_map: str | Path | None = None) -> DatasetIndex:
+    """PhysioNet/CinC 2020 training data (any folder layout below ``root``); options as :func:`load_cinc`."""
+    return load_cinc(root, "cinc2020", ptbxl_database=ptbxl_database, patient_map=patient_map)
 
 
 @register_dataset("chapman")

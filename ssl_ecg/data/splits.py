@@ -14,7 +14,35 @@ import numpy as np
 
 from ssl_ecg.errors import ConfigError, SplitError
 
-__all__ = ["patient_split", "table_splits", "label_fraction_subsets", "check_no_leakage", "check_classes_present"]
+__all__ = ["patient_split", "table_splits", "label_fraction_subsets", "check_no_leakage", "check_classes_present",
+           "record_level_ids", "RecordLevelIdsWarning"]
+
+
+class RecordLevelIdsWarning(UserWarning):
+    """Some records' patient ids are their record ids: one patient's records may fall in two splits."""
+
+
+def record_level_ids(table, dataset: str = "dataset") -> dict | None:
+    """How many rows of an index table use the record id as patient id (``patient_id_source == "record"``).
+
+    Args:
+        table: index table with ``patient_id_source`` (a table without the column counts as all record-level).
+        dataset: dataset name for the message.
+
+    Returns:
+        None when every patient id comes from the dataset, else ``{"dataset", "record_level", "records",
+        "message"}``; the message names the dataset and the number of records with record-level ids.
+    """
+    n = len(table)
+    if "patient_id_source" in table.columns:
+        k = int((table["patient_id_source"].astype(str) == "record").sum())
+    else:
+        k = n
+    if k == 0:
+        return None
+    message = (f"{dataset}: {k} of {n} records have record-level patient ids (patient_id_source='record': the "
+               "data gives no patient), so records of one patient can fall in different splits")
+    return {"dataset": dataset, "record_level": k, "records": n, "message": message}
 
 
 def _strata(patients: Sequence[Hashable], labels: Mapping[Hashable, Hashable] | None) -> dict:
@@ -72,7 +100,14 @@ def table_splits(table, split: Sequence[float] | str, seed: int = 0, dataset: st
     """Train/val/test patients of an index table: a seeded :func:`patient_split` with ``split``
     fractions, or ``split="official"`` for the table's own ``split`` column (e.g. PTB-XL's folds).
     The result is checked for leakage.
+
+    Rows whose ``patient_id_source`` is ``"record"`` are counted and reported with a
+    :class:`RecordLevelIdsWarning` naming the dataset and the count (see :func:`record_level_ids`,
+    which returns the same note for run outputs).
     """
+    note = record_level_ids(table, dataset)
+    if note is not None:
+        warnings.warn(note["message"], RecordLevelIdsWarning, stacklevel=2)
     patients = table["patient_id"].astype(str)
     if split == "official":
         if "split" not in table.columns:

@@ -65,3 +65,24 @@ def test_multi_label_fractions_nested_keep_classes_and_warn():
     assert len(subsets[0.25]) >= 25 and set(subsets[1.0]) == set(PATIENTS)
     with pytest.warns(UserWarning, match=r"\['GHOST'\] have no positive"):
         label_fraction_subsets(PATIENTS[:50], [0.1], labels={**labels, "p60": {"GHOST"}}, seed=0)
+
+
+def test_table_splits_warn_about_record_level_patient_ids():
+    import warnings
+
+    import pandas as pd
+
+    from ssl_ecg.data.splits import RecordLevelIdsWarning, record_level_ids, table_splits
+
+    table = pd.DataFrame({"record_id": [f"r{i}" for i in range(12)],
+                          "patient_id": [f"p{i // 2}" for i in range(8)] + ["r8", "r9", "r10", "r11"],
+                          "patient_id_source": ["dataset"] * 8 + ["record"] * 4})
+    with pytest.warns(RecordLevelIdsWarning, match=r"incart: 4 of 12 records have record-level patient ids"):
+        splits = table_splits(table, (0.5, 0.25, 0.25), seed=1, dataset="incart")
+    check_no_leakage(splits)
+    assert record_level_ids(table, "incart")["record_level"] == 4
+    table["patient_id_source"] = "dataset"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert table_splits(table, (0.5, 0.25, 0.25), seed=1, dataset="incart") == splits
+    assert record_level_ids(table, "incart") is None
