@@ -73,7 +73,7 @@ def _integers(db_path: Path, db: pd.DataFrame, column: str, ids: pd.Series, low:
         k = int(np.flatnonzero(bad.to_numpy())[0])
         where = f"ecg_id {ids.iloc[k]}" if column != "ecg_id" else f"row {k + 1}"
         expected = f"a whole number in {low}-{high}" if low is not None else "a whole number"
-        raise DatasetError(f"{db_path}: {where}: {column} {db[column].iloc[k]!r}; expected {expected} "
+        raise DatasetError(f"{db_path}: {where}: {column} {str(db[column].iloc[k])!r}; expected {expected} "
                            f"({int(bad.sum())} bad rows)")
     return values.astype(np.int64)
 
