@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -20,11 +21,14 @@ from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.arrays import load_signals
 from ssl_ecg.data.download import download_ludb, locate_dataset, user_data_dir
+from ssl_ecg.data.preprocess import Normalization
 from ssl_ecg.data.splits import check_no_leakage, patient_split
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate import CurveSpec, run_curve, write_outputs
 from ssl_ecg.models import build_encoder
+from ssl_ecg.paths import run_folder
 from ssl_ecg.pretrain import pretrain
+from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, SplitFractions
 from ssl_ecg.utils import seeded
 
 __all__ = ["DemoConfig", "run_demo", "format_table"]
@@ -36,27 +40,27 @@ TASKS = {"lvh": "left ventricular hypertrophy", "lad": "left axis deviation vs n
 class DemoConfig:
     """The demo recipe (``experiments/demo.yaml``)."""
 
-    name: str = "demo"
-    fs: float = 100.0
-    segment_len: float = 5.0
-    n_segments: int = 2
+    name: RunName = "demo"
+    fs: PositiveFloat = 100.0
+    segment_len: PositiveFloat = 5.0
+    n_segments: PositiveInt = 2
     per_lead: bool = True
-    positives: str = "patient_lead"
-    normalization: str = "record"
-    embed_dim: int = 128
-    temperature: float = 0.1
-    lr: float = 1e-3
-    batch_size: int = 16
-    epochs: int = 40
-    split: list = field(default_factory=lambda: [0.6, 0.2, 0.2])
-    split_seed: int = 0
-    pretrain_seed: int = 0
-    tasks: list = field(default_factory=lambda: list(TASKS))
-    fractions: list = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
-    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    positives: Literal["patient", "patient_lead"] = "patient_lead"
+    normalization: Normalization = "record"
+    embed_dim: PositiveInt = 128
+    temperature: PositiveFloat = 0.1
+    lr: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 16
+    epochs: PositiveInt = 40
+    split: SplitFractions = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    split_seed: NonNegativeInt = 0
+    pretrain_seed: NonNegativeInt = 0
+    tasks: Names = field(default_factory=lambda: list(TASKS))
+    fractions: Fractions = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
+    seeds: Seeds = field(default_factory=lambda: [0, 1, 2, 3, 4])
     supervised: bool = True
-    supervised_epochs: int = 60
-    supervised_lr: float = 1e-3
+    supervised_epochs: PositiveInt = 60
+    supervised_lr: PositiveFloat = 1e-3
 
     def __post_init__(self):
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -69,7 +73,7 @@ class DemoConfig:
 def run_demo(cfg: DemoConfig, data: str | None = None, runs: str | Path = "runs", progress: bool = True) -> dict:
     """Run the slice end to end; returns the curve summary and writes ``runs/<name>/``."""
     t0 = time.perf_counter()
-    out = Path(runs) / cfg.name
+    out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     root = locate_dataset("ludb", data)
     if root is None:

@@ -6,22 +6,27 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from annotated_types import Ge, MinLen
 from torch import nn
 
 from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.arrays import load_signals
 from ssl_ecg.data.download import dataset_root
+from ssl_ecg.data.preprocess import BadLeadPolicy
 from ssl_ecg.data.splits import patient_split, table_splits
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.fewshot import run_fewshot
 from ssl_ecg.models import build_encoder
+from ssl_ecg.paths import run_folder
+from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split
 from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms"]
@@ -31,27 +36,27 @@ __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe"
 class EvalConfig:
     """An evaluation recipe: encoders x tasks x label fractions x seeds x probes."""
 
-    name: str = "eval"
+    name: RunName = "eval"
     dataset: str = "ludb"
     root: str | None = None  # default: found under $SSL_ECG_DATA
     dataset_options: dict = field(default_factory=dict)
-    fs: float = 100.0
-    leads: list | None = None
-    bad_leads: str = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
-    window: float = 5.0  # seconds per evaluation window: the encoders' input length
+    fs: PositiveFloat = 100.0
+    leads: Names | None = None
+    bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
+    window: PositiveFloat = 5.0  # seconds per evaluation window: the encoders' input length
     per_lead: bool | None = None  # default: from each checkpoint (in_channels == 1: one lead at a time)
-    encoders: dict = field(default_factory=dict)  # arm name -> encoder checkpoint (.pt or run folder)
+    encoders: dict[str, str] = field(default_factory=dict)  # arm name -> encoder checkpoint (.pt or run folder)
     random_init: bool = True  # add a random-init arm with the first checkpoint's architecture
     supervised: bool = True  # add the supervised-from-scratch arm
-    tasks: list = field(default_factory=lambda: ["lad"])
-    fractions: list = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
-    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    probes: list = field(default_factory=lambda: ["logistic"])
-    split: list | str = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official"
-    split_seed: int = 0
-    epochs: int = 60  # supervised arm and fine-tuning
-    lr: float = 1e-3
-    encoder_lr_factor: float = 0.1
+    tasks: Names = field(default_factory=lambda: ["lad"])
+    fractions: Fractions = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
+    seeds: Seeds = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    probes: Names = field(default_factory=lambda: ["logistic"])
+    split: Split = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official"
+    split_seed: NonNegativeInt = 0
+    epochs: PositiveInt = 60  # supervised arm and fine-tuning
+    lr: PositiveFloat = 1e-3
+    encoder_lr_factor: Annotated[float, Ge(0)] = 0.1
     wandb: bool = False  # log the table and plots to wandb (offline unless WANDB_MODE=online)
 
 
@@ -109,7 +114,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png`` and
     ``labels_needed.png`` under ``runs/<name>/``."""
     t0 = time.perf_counter()
-    out = Path(runs) / cfg.name
+    out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     signals, table, root = _dataset(cfg)
     window = int(round(cfg.window * cfg.fs))
@@ -144,27 +149,27 @@ def _wandb_run(cfg, out: Path):
 class FewShotConfig:
     """A few-shot recipe: N-way K-shot episodes on frozen embeddings with a Siamese head."""
 
-    name: str = "fewshot"
+    name: RunName = "fewshot"
     dataset: str = "mitdb"  # mitdb: AAMI beat classes; other datasets: records labelled by `label`
     root: str | None = None
     dataset_options: dict = field(default_factory=dict)
     label: str | None = None  # label column (not for mitdb)
-    fs: float = 360.0
-    leads: list | None = None  # mitdb: lead positions are kept; default lead 0 only (MLII in 45 of 48 records)
-    bad_leads: str = "zero_lead"  # NaN or flat leads (not mitdb): "zero_lead", "drop_record" or "error"
-    window: float = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
+    fs: PositiveFloat = 360.0
+    leads: Names | None = None  # mitdb: lead positions are kept; default lead 0 only (MLII in 45 of 48 records)
+    bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads (not mitdb): "zero_lead", "drop_record" or "error"
+    window: PositiveFloat = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
     encoder: str | None = None  # checkpoint; None: a random-init CLOCS encoder
-    ways: int = 3
-    shots: list = field(default_factory=lambda: [1, 5, 10])
-    queries: int = 5
-    episodes: int = 200
+    ways: Annotated[int, Ge(2)] = 3
+    shots: Annotated[list[PositiveInt], MinLen(1)] = field(default_factory=lambda: [1, 5, 10])
+    queries: PositiveInt = 5
+    episodes: PositiveInt = 200
     train_classes: list | None = None  # head classes (default all); the others are held out
     episode_classes: list | None = None  # default: every class with K+1 patients
-    head: str = "bce"  # or "contrastive" (margin loss from losses)
-    head_steps: int = 1000
-    max_items_per_patient_class: int = 20
-    split_seed: int = 0
-    seed: int = 0
+    head: Literal["bce", "contrastive"] = "bce"  # or "contrastive" (margin loss from losses)
+    head_steps: PositiveInt = 1000
+    max_items_per_patient_class: PositiveInt = 20
+    split_seed: NonNegativeInt = 0
+    seed: NonNegativeInt = 0
 
 
 def _fewshot_items(cfg: FewShotConfig):
@@ -214,7 +219,7 @@ def _cap(labels, patients, cap, rng) -> np.ndarray:
 
 def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs") -> dict:
     """Embed the items with the (frozen) encoder, then run every K in ``cfg.shots``; writes ``fewshot.json``."""
-    out = Path(runs) / cfg.name
+    out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     x, labels, patients, head_p, episode_p = _fewshot_items(cfg)
     n_leads, window = x.shape[1], x.shape[2]
