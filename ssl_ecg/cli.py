@@ -120,11 +120,12 @@ def _cache(args: argparse.Namespace) -> int:
     params = CacheParams(fs=args.fs, leads=tuple(args.leads.split(",")) if args.leads else None,
                          normalization=args.normalization, bad_lead_policy=args.bad_leads, band=band)
     t0 = time.perf_counter()
-    cache = open_cache(index, args.out, params, rebuild=args.rebuild)
+    cache = open_cache(index, args.out, params, rebuild=args.rebuild, verify=args.verify,
+                       skip_bad_records=args.skip_bad_records)
     m = cache.manifest
     print(f"{cache.folder}: {m['n_records']} records, {cache.n_leads} leads at {cache.fs:g} Hz "
           f"({m['dropped_bad_leads']} dropped for bad leads, {m['zeroed_leads']} leads zeroed, "
-          f"{m['dropped_short']} too short) "
+          f"{m['dropped_short']} too short, {m.get('n_skipped', 0)} skipped as unreadable) "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -194,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--lowpass", type=float, default=None, help="low-pass cut-off in Hz")
     build.add_argument("--source-fs", default=None, help="adapter option: source rate (PTB-XL: 100 or 500)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
+    build.add_argument("--verify", action="store_true",
+                       help="re-hash every source file instead of trusting unchanged (size, mtime, ctime, inode)")
+    build.add_argument("--skip-bad-records", action="store_true",
+                       help="skip unreadable records (listed with reasons in manifest.json) instead of stopping")
     build.set_defaults(func=_cache)
 
     dl = sub.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 checked)")
