@@ -3,9 +3,11 @@
 All view makers take a batch ``x`` of shape (B, L, T) and return views of shape
 (N, V, C, S):
 
-- per-lead views (``per_lead=True``, the CLOCS default): N = B * L, C = 1, and
-  instance n is lead ``n % L`` of sample ``n // L`` (sample-major). Expand the
-  sample ids with :func:`per_lead_ids`.
+- per-lead views (``per_lead=True``): N = B * L, C = 1, and instance n is lead
+  ``n % L`` of sample ``n // L`` (sample-major). CLOCS' CMSC feeds single-lead
+  batches (L = 1: each (record, lead) pair is its own, independently shuffled
+  item), so N = B and the ids need no expansion. A multi-lead batch keeps every
+  lead of a record in the batch; expand its sample ids with :func:`per_lead_ids`.
 - multi-lead views (``per_lead=False``): N = B, C = L.
 
 Order of V for :class:`SegmentViews`: segment 0 is the earliest in time, then
@@ -26,17 +28,29 @@ __all__ = ["SegmentViews", "LeadViews", "SegmentLeadViews", "MultiView", "per_le
 
 
 def per_lead_ids(ids: Tensor, n_leads: int, same_lead: bool = False) -> Tensor:
-    """Instance ids for per-lead views (instance n is lead n % L of sample n // L).
+    """Instance ids for per-lead views of a multi-lead batch (instance n is lead n % L of sample n // L).
+
+    This batching puts all L leads of every record in the same batch with one
+    shared crop. With patient-level ids each anchor then has 2L - 1 positives,
+    2(L - 1) of them from other leads of its own record (22 with 12 leads and two
+    segments): the positive set of CMSMLC, not of CLOCS' CMSC. In CLOCS each
+    (record, lead) pair is a separate instance, shuffled independently, so an
+    anchor meets another lead of its patient only by chance (at batch 256, about
+    79% of anchors on LUDB's 1,920 train+val lead instances, with ~1.5 such
+    partners on average, and 27% on the 10,308 of the bundled PTB-XL sample; see
+    ``ssl_ecg.data.sampler.cross_lead_positive_rate``). The strong lead
+    invariance, which removes lead polarity and with it the electrical axis,
+    comes from this batching, not from CLOCS.
 
     Args:
         ids: (B,) integer patient ids of the samples.
         n_leads: L.
-        same_lead: if False (CLOCS), every lead keeps its sample's id, so all
-            leads of a patient are positives of each other. If True, the id is
-            ``id * L + lead``: positives must also share the lead. Lead
-            invariance removes lead polarity, which carries the electrical axis;
-            on LUDB this lifted left-axis-deviation AUROC at 25% labels from 0.80
-            to 0.98 (see the README's "positives" note).
+        same_lead: if False, every lead keeps its sample's id, so all leads of a
+            patient are positives of each other. If True, the id is
+            ``id * L + lead``: positives must also share the lead. With this
+            all-leads batching, same_lead lifted LUDB left-axis-deviation AUROC at
+            25% labels from 0.80 to 0.98 (the README's "positives" note, measured
+            before CMSC used CLOCS' per-lead batching).
     """
     ids = torch.as_tensor(ids).long()
     out = ids.repeat_interleave(n_leads)

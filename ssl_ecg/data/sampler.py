@@ -1,21 +1,80 @@
-"""Patient-aware batch sampling: k items per patient in each batch where the patient has them."""
+"""Batch sampling: a seeded epoch shuffle, patient-aware batches (k items per patient), and the
+expected and measured rate of cross-lead positives when each (record, lead) is its own instance."""
 
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
 import numpy as np
+from scipy.stats import hypergeom
 from torch.utils.data import Sampler
 
 from ssl_ecg.errors import DatasetError
 
-__all__ = ["PatientBatchSampler", "EpochShuffleSampler", "positive_share"]
+__all__ = ["PatientBatchSampler", "EpochShuffleSampler", "positive_share", "cross_lead_positive_rate",
+           "cross_lead_share"]
 
 
 def positive_share(patients: Sequence) -> float:
     """Share of batch items that have at least one other item of the same patient."""
     _, inverse, counts = np.unique(np.asarray(patients, dtype=str), return_inverse=True, return_counts=True)
     return float((counts[inverse] > 1).mean()) if len(inverse) else 0.0
+
+
+def _other_lead_counts(patients: Sequence, leads: Sequence) -> np.ndarray:
+    """Per instance: how many other instances have the same patient and a different lead."""
+    patients = np.asarray(patients, dtype=str)
+    leads = np.asarray(leads)
+    if patients.shape != leads.shape or patients.ndim != 1:
+        raise DatasetError(f"patients, leads: expected two 1-D sequences of one length, got shapes "
+                           f"{patients.shape} and {leads.shape}")
+    _, p_inv, p_counts = np.unique(patients, return_inverse=True, return_counts=True)
+    pairs = np.stack([p_inv, np.unique(leads, return_inverse=True)[1]], axis=1)
+    _, pl_inv, pl_counts = np.unique(pairs, axis=0, return_inverse=True, return_counts=True)
+    return p_counts[p_inv] - pl_counts[pl_inv.reshape(-1)]
+
+
+def cross_lead_positive_rate(patients: Sequence, leads: Sequence, batch_size: int) -> float:
+    """Expected share of anchors whose batch holds another lead of the same patient.
+
+    For per-lead instances (CLOCS batching: every (record, lead) pair is an item
+    and an epoch is a uniform shuffle of the pool, cut into batches), a batch is
+    a uniformly random subset of ``B = batch_size`` of the ``P`` pool items. An
+    anchor whose patient has ``m`` other items on other leads (other leads of
+    its record, and any lead but its own of the patient's other records) then
+    shares its batch with at least one of them with probability
+
+        1 - C(P - 1 - m, B - 1) / C(P - 1, B - 1)
+
+    (the hypergeometric chance of no hit among the B - 1 other batch slots);
+    this returns the mean over the pool's anchors. ``B >= P`` (one batch holds
+    everything) gives 1 for every anchor with ``m > 0``.
+
+    Args:
+        patients: patient of each pool item.
+        leads: lead index (or name) of each pool item.
+        batch_size: items per batch (the batch the loss sees; under DDP with
+            gathered losses, ``batch_size * world_size``).
+    """
+    if batch_size < 1:
+        raise DatasetError(f"batch_size: expected >= 1, got {batch_size}")
+    m = _other_lead_counts(patients, leads)
+    if len(m) == 0:
+        raise DatasetError("patients: the pool is empty")
+    pool = len(m)
+    draws = min(int(batch_size), pool) - 1
+    miss = hypergeom.pmf(0, pool - 1, m, draws) if pool > 1 else np.ones(1)
+    return float(np.mean(1.0 - miss))
+
+
+def cross_lead_share(patients: Sequence, leads: Sequence, batch: Sequence[int]) -> float:
+    """Measured share of the items of ``batch`` (indices into patients/leads) that have another
+    item of the same patient on another lead in the same batch."""
+    batch = np.asarray(batch, dtype=np.int64)
+    if len(batch) == 0:
+        return float("nan")
+    m = _other_lead_counts(np.asarray(patients, dtype=str)[batch], np.asarray(leads)[batch])
+    return float((m > 0).mean())
 
 
 class PatientBatchSampler(Sampler[list[int]]):
@@ -84,6 +143,11 @@ class PatientBatchSampler(Sampler[list[int]]):
 
 class EpochShuffleSampler(Sampler[int]):
     """A random permutation per epoch, drawn from (seed, epoch): resumable, worker-independent.
+
+    Over a :class:`~ssl_ecg.data.dataset.CacheLeadWindows` pool this is CLOCS'
+    CMSC batching: every (record, lead) pair is shuffled independently, so the
+    leads of one record land in different batches except by chance (see
+    :func:`cross_lead_positive_rate`).
 
     Unlike ``shuffle=True`` with one generator, a run resumed at epoch e draws
     the same order as an uninterrupted run. Call :meth:`set_epoch` each epoch.

@@ -36,6 +36,7 @@ from augmentations import (
     per_lead_ids,
 )
 from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
+from ssl_ecg.data.sampler import cross_lead_positive_rate
 from ssl_ecg.errors import ConfigError
 
 __all__ = ["MethodSpec", "METHODS", "build_method", "Method"]
@@ -104,12 +105,39 @@ class Method(nn.Module):
 
 
 class _Patient(Method):
-    """CLOCS family: views from segments and/or leads, patient-aware NT-Xent (or the original CLOCS loss)."""
+    """CLOCS family: views from segments and/or leads, patient-aware NT-Xent (or the original CLOCS loss).
+
+    Batching follows the CLOCS code (``danikiyasseh/CLOCS``, ``prepare_dataset.py``,
+    ``run_experiments.py``):
+
+    - **CMSC** (``lead_instances = True``): every (record, lead) pair is its own
+      instance, shuffled independently over the pool
+      (:class:`~ssl_ecg.data.dataset.CacheLeadWindows`); a batch is (B, 1, T) and
+      the V views are adjacent segments of that one lead. Ids are patient-level
+      (``positives: patient``: same patient, any view), so another lead (or
+      record) of the patient is a positive only when the shuffle puts it in the
+      same batch; :meth:`cross_lead_positive_rate` gives how often that happens.
+      ``positives: patient_lead`` makes the ids lead-specific (the dataset's
+      ``same_lead``). A multi-lead batch (B, L, T) is still accepted and split
+      into B * L per-lead instances with :func:`~augmentations.per_lead_ids`:
+      that keeps all leads of a record in the batch with one shared crop, and
+      with patient-level ids gives every anchor 2L - 1 positives, 2(L - 1) of
+      them from other leads. That is CMSMLC's positive set (the same loss value),
+      not CMSC; ``run_pretrain`` never feeds it, ``pretrain()`` on arrays still does.
+    - **CMLC / CMSMLC** (and ``clocs``): the views ARE the leads, so all leads of
+      a record stay together in one instance (B, L, T), as in CLOCS.
+
+    Where we differ from the CLOCS code: per-lead crops are drawn at random per
+    epoch rather than fixed precomputed frames; the default loss is
+    :class:`~losses.PatientNTXentLoss` over all N * V embeddings (``clocs`` uses
+    :class:`~losses.ClocsLoss`, CLOCS' view-pair loss with its bugs fixed).
+    """
 
     def __init__(self, name: str, spec: MethodSpec, views: nn.Module, samples: int, loss: nn.Module):
         super().__init__()
         self.name, self.spec, self._views, self._samples, self._loss = name, spec, views, samples, loss
         self.per_lead = True
+        self.lead_instances = name == "cmsc"
 
     def segment_samples(self) -> int:
         return self._samples
@@ -118,12 +146,34 @@ class _Patient(Method):
         return self._views(x, generator=generator)
 
     def instances_per_record(self, n_leads):
-        return n_leads if self.name == "cmsc" else 1
+        """Instances per dataset item: 1 (a per-lead item is one instance; CMLC/CMSMLC keep a record whole)."""
+        return 1
 
     def instance_ids(self, ids, x):
-        if self.name == "cmsc":
+        if self.lead_instances and x.shape[1] > 1:  # a multi-lead batch split into per-lead instances
             return per_lead_ids(ids, x.shape[1], same_lead=self.spec.positives == "patient_lead")
-        return ids
+        return ids  # per-lead items carry their own (patient or patient-lead) ids
+
+    def cross_lead_positive_rate(self, n_leads: int, batch_size: int, patients=None, leads=None) -> float:
+        """Expected share of anchors with at least one positive from another lead in their batch.
+
+        CMSC on per-lead instances: the closed form of
+        :func:`~ssl_ecg.data.sampler.cross_lead_positive_rate` over the pool
+        (0 with ``positives: patient_lead``, whose positives share the lead).
+        CMLC/CMSMLC: 1 with two or more leads (the other leads are views).
+
+        Args:
+            n_leads: leads per record.
+            batch_size: instances per batch.
+            patients, leads: patient and lead index of each pool instance (CMSC).
+        """
+        if not self.lead_instances:
+            return 1.0 if n_leads > 1 else 0.0
+        if self.spec.positives == "patient_lead":
+            return 0.0
+        if patients is None or leads is None:
+            raise ConfigError(f"{self.name}: the cross-lead rate needs the pool's per-instance patients and leads")
+        return cross_lead_positive_rate(patients, leads, batch_size)
 
     def loss(self, z, ids):
         return self._loss(z, ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +16,15 @@ from torch.utils.data import DataLoader
 from ssl_ecg.checkpoint import save_encoder
 from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, open_cache
-from ssl_ecg.data.dataset import CacheWindows
+from ssl_ecg.data.dataset import CacheLeadWindows, CacheWindows, contrast_targets
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
 from ssl_ecg.data.splits import table_splits
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
-from ssl_ecg.paths import run_folder
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.pretrain.train import fit
-from ssl_ecg.recipe import MaxSteps, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Split
 from ssl_ecg.utils import seeded
 
 __all__ = ["PretrainConfig", "run_pretrain"]
@@ -35,33 +34,33 @@ __all__ = ["PretrainConfig", "run_pretrain"]
 class PretrainConfig:
     """A pretraining recipe (``experiments/*.yaml``)."""
 
-    name: RunName = "pretrain"
+    name: str = "pretrain"
     dataset: str = "ludb"
     root: str | None = None  # the dataset folder; default: found under $SSL_ECG_DATA
     dataset_options: dict = field(default_factory=dict)  # adapter options, e.g. {fs: 100} for PTB-XL's 100 Hz files
     method: str = "cmsc"
-    fs: PositiveFloat = 100.0
-    segment_len: PositiveFloat = 5.0
-    n_segments: PositiveInt = 2
+    fs: float = 100.0
+    segment_len: float = 5.0
+    n_segments: int = 2
     positives: str = "patient"
-    temperature: PositiveFloat = 0.1
-    embed_dim: PositiveInt = 128
+    temperature: float = 0.1
+    embed_dim: int = 128
     encoder: dict | None = None  # e.g. {name: resnet1d, widths: [64, 128], depth: [1, 1]}; default: the CLOCS CNN
-    lr: PositiveFloat = 1e-4
-    batch_size: PositiveInt = 32
-    epochs: PositiveInt = 10
-    max_steps: MaxSteps = -1
-    seed: NonNegativeInt = 0
+    lr: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int = -1
+    seed: int = 0
     pool: str = "train+val"  # patients pretraining sees: "train+val" of the split, "all", or a split value ("DS1")
-    split: Split = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
-    split_seed: NonNegativeInt = 0
+    split: list | str = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
+    split_seed: int = 0
     label: str | None = None  # label column for supervised methods (sclst)
-    leads: Names | None = None  # lead names to keep, in order (e.g. [II, V2, aVL, aVR]); default: all
-    early_stopping_patience: PositiveInt | None = None  # train on train patients, stop on val patients' loss (CLOCS)
+    leads: list | None = None  # lead names to keep, in order (e.g. [II, V2, aVL, aVR]); default: all
+    early_stopping_patience: int | None = None  # train on train patients, stop on the val patients' loss (CLOCS)
     monitor_label: str | None = None  # label column for the online linear monitor (None: no monitor)
-    records_per_patient: PositiveInt = 2  # pclr: records of each patient per batch
+    records_per_patient: int = 2  # pclr: records of each patient per batch
     cache_dir: str = "cache"
-    num_workers: NonNegativeInt = 0
+    num_workers: int = 0
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"  # "ddp" for several GPUs (or CPU processes, over gloo)
@@ -81,7 +80,6 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
     """
-    out = run_folder(runs, cfg.name)  # a bad name fails before anything is written
     # Gathering is a no-op in one process; under DDP the patient-aware losses see every rank's ids.
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
                                                  n_segments=cfg.n_segments, temperature=cfg.temperature,
@@ -114,17 +112,19 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         else:  # CLOCS: train on the train patients, stop on the val patients' loss
             records = np.flatnonzero(patients.isin(set(splits["train"])).to_numpy())
             val_records = np.flatnonzero(patients.isin(set(splits["val"])).to_numpy())
-    targets = None
+    targets, label_info = None, None
     if method.needs_labels:
         if cfg.label not in cache.table.columns:
             raise ConfigError(f"label: column {cfg.label!r} is not in the {cfg.dataset} index "
                               f"(columns: {sorted(cache.table.columns)})")
-        labels = cache.table[cfg.label]
-        targets = pd.factorize(labels.astype(str))[0]
+        # list-valued columns: multi-hot (R, C) targets; empty label sets are dropped (see contrast_targets)
+        targets, label_classes, labelled = contrast_targets(cache.table[cfg.label], cfg.label)
+        label_info = {"column": cfg.label, "kind": "multi-label" if targets.ndim == 2 else "single-label",
+                      "classes": len(label_classes), "unlabelled_dropped": int((~labelled[records]).sum())}
 
     def usable(rec: np.ndarray, what: str) -> np.ndarray:
         if method.needs_labels:
-            rec = rec[cache.table[cfg.label].iloc[rec].notna().to_numpy()]
+            rec = rec[labelled[rec]]
         if method.sampler == "patient":
             counts = patients.iloc[rec].value_counts()
             rec = rec[patients.iloc[rec].map(counts).to_numpy() >= 2]
@@ -145,11 +145,19 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
             raise ConfigError(f"monitor_label: column {cfg.monitor_label!r} has {n_classes} class(es), need 2+")
     window = cfg.n_segments * method.segment_samples() if cfg.method in ("cmsc", "cmsmlc", "clocs") \
         else method.segment_samples()
-    data = CacheWindows(cache, window, seed=cfg.seed, records=records, targets=targets, labels=monitor)
+    # CMSC: every (record, lead) is its own instance, shuffled independently (CLOCS batching)
+    windows = (partial(CacheLeadWindows, same_lead=cfg.positives == "patient_lead")
+               if getattr(method, "lead_instances", False) else CacheWindows)
+    data = windows(cache, window, seed=cfg.seed, records=records, targets=targets, labels=monitor)
     val_data = None
     if val_records is not None:
-        val_data = CacheWindows(cache, window, seed=cfg.seed + 1, records=usable(val_records, "validation"),
-                                targets=targets)
+        val_data = windows(cache, window, seed=cfg.seed + 1, records=usable(val_records, "validation"),
+                           targets=targets)
+    # expected share of anchors with a positive from another lead in their batch (CMSC: by chance only)
+    cross_lead = (method.cross_lead_positive_rate(n_leads, cfg.batch_size, getattr(data, "instance_patients", None),
+                                                  getattr(data, "instance_leads", None))
+                  if hasattr(method, "cross_lead_positive_rate") else None)
+    out = Path(runs) / cfg.name
     encoder_cfg = {"name": "clocs", "input_len": method.segment_samples()} if cfg.encoder is None else dict(cfg.encoder)
     encoder_cfg.update(in_channels=method.in_channels(n_leads), embed_dim=cfg.embed_dim)
     with seeded(cfg.seed):
@@ -186,8 +194,10 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
         module.load_state_dict(best["state_dict"])
     encoder.cpu().eval()
-    summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data)), "split_sizes": pool,
-               "val_records": int(len(val_data)) if validate else 0,
+    summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data.records)),
+               "instances": int(len(data)), "split_sizes": pool, "cross_lead_positive_rate": cross_lead,
+               "labels": label_info,
+               "val_records": int(len(val_data.records)) if validate else 0,
                "losses": losses, "seconds": round(seconds, 1)}
     path = save_encoder(encoder, out / "encoder.pt", extra={"method": cfg.method, "pretraining": summary})
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
