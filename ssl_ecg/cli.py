@@ -1,10 +1,18 @@
-"""The ``ssl-ecg`` command line."""
+"""The ``ssl-ecg`` command line.
+
+Exit codes: 0 success; 2 a user error (a bad recipe, argument, file or folder: one line naming it and what was
+expected); 1 an unexpected internal error (one line with its type and message); 130 interrupted (Ctrl-C).
+``--debug``, accepted anywhere on the line, also prints the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
+import traceback
+from pathlib import Path
 
 from ssl_ecg.errors import SslEcgError
 
@@ -115,17 +123,28 @@ def _cache(args: argparse.Namespace) -> int:
     params = CacheParams(fs=args.fs, leads=tuple(args.leads.split(",")) if args.leads else None,
                          normalization=args.normalization, bad_lead_policy=args.bad_leads, band=band)
     t0 = time.perf_counter()
-    cache = open_cache(index, args.out, params, rebuild=args.rebuild)
+    cache = open_cache(index, args.out, params, rebuild=args.rebuild, verify=args.verify,
+                       skip_bad_records=args.skip_bad_records)
     m = cache.manifest
     print(f"{cache.folder}: {m['n_records']} records, {cache.n_leads} leads at {cache.fs:g} Hz "
           f"({m['dropped_bad_leads']} dropped for bad leads, {m['zeroed_leads']} leads zeroed, "
-          f"{m['dropped_short']} too short) "
+          f"{m['dropped_short']} too short, {m.get('n_skipped', 0)} skipped as unreadable) "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``ssl-ecg pretrain: error: ...``), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-ecg", description="Self-supervised pretraining on label-scarce ECG")
+    """The ``ssl-ecg`` parser. Overrides may also follow flags; :func:`main` collects them."""
+    parser = _Parser(prog="ssl-ecg", description="Self-supervised pretraining on label-scarce ECG")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (accepted anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="CMSC pretraining on LUDB -> label-efficiency curve")
@@ -179,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--lowpass", type=float, default=None, help="low-pass cut-off in Hz")
     build.add_argument("--source-fs", default=None, help="adapter option: source rate (PTB-XL: 100 or 500)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
+    build.add_argument("--verify", action="store_true",
+                       help="re-hash every source file instead of trusting unchanged (size, mtime, ctime, inode)")
+    build.add_argument("--skip-bad-records", action="store_true",
+                       help="skip unreadable records (listed with reasons in manifest.json) instead of stopping")
     build.set_defaults(func=_cache)
 
     dl = sub.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 checked)")
@@ -189,17 +212,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if getattr(args, "recipe", None) and "=" in args.recipe:
-        args.overrides.insert(0, args.recipe)
+def _place_extras(args: argparse.Namespace, extras: list[str]) -> str | None:
+    """Put the tokens argparse left over (those after a flag) where they belong; a message if one fits nowhere.
+
+    ``key=value`` tokens are overrides; a lone token is the recipe if the command takes one and has none yet.
+    """
+    takes_overrides = hasattr(args, "overrides")
+    if getattr(args, "recipe", None) and "=" in args.recipe and not Path(args.recipe).is_file():
+        args.overrides.insert(0, args.recipe)  # `ssl-ecg probe seeds=[0,1]`: no recipe, only overrides
         args.recipe = None
+    for token in extras:
+        if token.startswith("-"):
+            return f"unrecognized flag {token!r}"
+        if takes_overrides and "=" in token:
+            args.overrides.append(token)
+        elif takes_overrides and hasattr(args, "recipe") and args.recipe is None and not args.overrides:
+            args.recipe = token
+        elif takes_overrides:
+            return f"{token!r}: expected a key=value override or a flag"
+        else:
+            return f"unexpected argument {token!r}"
+    return None
+
+
+_OS_EXPECTED = {
+    errno.EACCES: "a file or folder this user may read and write (check --runs, cache_dir, root)",
+    errno.EPERM: "a file or folder this user may read and write (check --runs, cache_dir, root)",
+    errno.EROFS: "a writable file system (choose another --runs or cache_dir)",
+    errno.ENOSPC: "free disk space (free some, or choose another --runs or cache_dir)",
+    errno.ENOTDIR: "a folder, but a file is in the way",
+    errno.EEXIST: "a folder, but a file is in the way",
+    errno.EISDIR: "a file, but found a folder",
+    errno.ENOENT: "an existing file or folder",
+}
+
+
+def _os_message(exc: OSError) -> str:
+    """``<file>: <reason>; expected <what>`` for an OSError."""
+    names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc)
+    expected = _OS_EXPECTED.get(exc.errno)
+    return (f"{names}: " if names else "") + reason + (f"; expected {expected}" if expected else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ssl-ecg`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see the module doc)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for i, a in enumerate(argv) if not (a == "--debug" and i < end)]
+    args, extras = build_parser().parse_known_args(argv)
+    prog = f"ssl-ecg {args.command}" + (f" {args.cache_command}" if getattr(args, "cache_command", None) else "")
+    problem = _place_extras(args, extras)
+    if problem:
+        print(f"{prog}: error: {problem} (see {prog} --help)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except SslEcgError as exc:
-        print(f"ssl-ecg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line; --debug adds the traceback
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, SslEcgError):
+            code, text = 2, str(exc)
+        elif isinstance(exc, OSError):
+            code, text = 2, _os_message(exc)
+        else:
+            code = 1
+            text = f"internal error {type(exc).__name__}: {exc}" + ("" if debug else
+                                                                     " (run with --debug for the traceback)")
+        print(f"{prog}: error: {' '.join(text.split())}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
