@@ -9,6 +9,7 @@ L for multi-lead ones.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +19,7 @@ from lightly.models.modules.heads import (
     BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
+    SimCLRProjectionHead,
     VICRegProjectionHead,
 )
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -27,14 +29,13 @@ from torch import Tensor, nn
 from augmentations import (
     Compose,
     LeadViews,
-    MultiView,
     PeakNoiseSmoothing,
     SegmentLeadViews,
     SegmentViews,
     SplitJoin,
-    default_ecg_augmentation,
     per_lead_ids,
 )
+from augmentations.presets import simclr_ecg_augmentation
 from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
 from ssl_ecg.data.sampler import cross_lead_positive_rate
 from ssl_ecg.errors import ConfigError
@@ -52,6 +53,7 @@ class MethodSpec:
     temperature: float = 0.1
     positives: str = "patient"
     gather_distributed: bool = False
+    projector_dim: int | None = None  # vicreg/barlowtwins projector width (default 4 x the embedding)
 
 
 class Method(nn.Module):
@@ -180,7 +182,11 @@ class _Patient(Method):
 
 
 class _CropThen(nn.Module):
-    """A random segment (shared by all leads), then another view maker."""
+    """A random segment (one start shared by all leads), then another view maker.
+
+    For CMLC, whose views are different leads at the same time. SimCLR-family
+    views do not use it: each of their views draws its own crop (:class:`_SimCLR`).
+    """
 
     def __init__(self, spec: MethodSpec, then: nn.Module):
         super().__init__()
@@ -192,14 +198,30 @@ class _CropThen(nn.Module):
 
 
 class _SimCLR(Method):
-    """SimCLR (Chen et al., ICML 2020): two augmented copies of a segment, NT-Xent from lightly."""
+    """SimCLR (Chen et al., ICML 2020) on 12-lead segments: lightly's NT-Xent on a projection head.
+
+    Views: each of the two views takes its own random ``segment_len`` crop of the
+    record window (all leads, one start per record and view), then its own draw of
+    the augmentation; default :func:`augmentations.presets.simclr_ecg_augmentation`
+    (Mehari & Strodthoff 2022: random resized crop 50-100 %, then a 20-40 % time
+    out). The window the data loader cuts is ``n_segments * segment_len`` (see
+    :meth:`window_samples`), so the two crops overlap only partly, as in CMSC.
+
+    Head: lightly's :class:`SimCLRProjectionHead` (SimCLR v1: Linear-BN-ReLU-Linear-BN,
+    hidden width = embedding, 128 outputs), trained with the encoder and dropped
+    after pretraining. ``supervised=True`` is SupCon (Khosla et al., NeurIPS 2020),
+    used by sCL-ST, with the same head.
+    """
+
+    head_dim: int = 128  # SimCLR's and SupCon's projection output
 
     def __init__(self, spec: MethodSpec, augment: Callable | None = None, supervised: bool = False):
         super().__init__()
         self.spec = spec
         self.per_lead = False
         self.crop = SegmentViews(1, spec.segment_len, spec.fs, per_lead=False)
-        self.multi = MultiView(augment or default_ecg_augmentation(spec.fs), n_views=2)
+        self.augment = augment or simclr_ecg_augmentation(spec.fs, spec.segment_len)
+        self.n_views = 2
         self.needs_labels = supervised
         self._loss = (SupConLoss(spec.temperature, gather_distributed=spec.gather_distributed) if supervised
                       else NTXentLoss(temperature=spec.temperature, gather_distributed=spec.gather_distributed))
@@ -208,8 +230,19 @@ class _SimCLR(Method):
     def segment_samples(self):
         return self.crop.segment_samples
 
+    def window_samples(self) -> int:
+        """Samples per record the loader should cut: ``n_segments`` segments, each view crops within it."""
+        return self.spec.n_segments * self.crop.segment_samples
+
     def views(self, x, generator=None):
-        return self.multi(self.crop(x, generator)[:, 0], generator=generator)  # (B, 2, L, S)
+        """(B, L, T) -> (B, 2, L, S): view v is ``augment(crop_v(x))`` with crops drawn independently."""
+        b = x.shape[0]
+        crops = torch.cat([self.crop(x, generator)[:, 0] for _ in range(self.n_views)])  # (V * B, L, S), view-major
+        out = self.augment(crops, generator=generator)
+        return out.reshape(self.n_views, b, *out.shape[1:]).transpose(0, 1)
+
+    def make_head(self, embed_dim: int) -> nn.Module:
+        return SimCLRProjectionHead(embed_dim, embed_dim, self.head_dim)
 
     def loss(self, z, ids):
         if self.needs_labels:
@@ -219,17 +252,41 @@ class _SimCLR(Method):
 
 class _TwoViewRedundancy(_SimCLR):
     """VICReg (Bardes et al., ICLR 2022) or Barlow Twins (Zbontar et al., ICML 2021) from lightly,
-    on the SimCLR views, with lightly's projection head (hidden and output 4 x the embedding)."""
+    on the SimCLR views, with lightly's projection head (hidden and output ``spec.projector_dim``,
+    default 4 x the embedding).
+
+    Their covariance / cross-correlation terms are estimated from the batch: a
+    D x D matrix from N samples has rank at most N - 1, so with N < D most
+    off-diagonal terms cannot be driven to zero. The first loss whose (gathered)
+    batch is smaller than the projector dimension warns, naming both; recipes set
+    ``projector_dim`` at or below ``batch_size`` (the papers ran 8192-d projectors at
+    batch 2048, so this is our stricter choice for small datasets).
+    """
 
     def __init__(self, spec: MethodSpec, name: str):
         super().__init__(spec)
         self.name = name
         self._loss = (VICRegLoss(gather_distributed=spec.gather_distributed) if name == "vicreg"
                       else BarlowTwinsLoss(gather_distributed=spec.gather_distributed))
+        self._warned = False
 
     def make_head(self, embed_dim: int) -> nn.Module:
+        dim = 4 * embed_dim if self.spec.projector_dim is None else int(self.spec.projector_dim)
+        if dim < 1:
+            raise ConfigError(f"projector_dim: expected a positive integer, got {self.spec.projector_dim}")
         head = VICRegProjectionHead if self.name == "vicreg" else BarlowTwinsProjectionHead
-        return head(embed_dim, 4 * embed_dim, 4 * embed_dim)
+        return head(embed_dim, dim, dim)
+
+    def loss(self, z, ids):
+        batch, dim = z.shape[0], z.shape[-1]
+        if self.spec.gather_distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+            batch *= torch.distributed.get_world_size()
+        if batch < dim and not self._warned:
+            self._warned = True
+            warnings.warn(f"{self.name}: batch size {batch} is smaller than the projector dimension {dim}, so the "
+                          f"{dim} x {dim} covariance terms are estimated from {batch} samples (rank <= {batch - 1}); "
+                          f"raise batch_size or lower projector_dim to {batch} or less", UserWarning, stacklevel=2)
+        return self._loss(z[:, 0], z[:, 1])
 
 
 class _BYOL(_SimCLR):

@@ -29,7 +29,7 @@ def test_method_shapes_and_finite_gradients(name, views, channels):
     head = method.make_head(16)
     method.attach(encoder, head)
     loss, z = method.forward_loss(encoder, head, v, ids, step=0, max_steps=10)
-    assert (head is not None) == (name in ("vicreg", "barlowtwins", "byol"))
+    assert (head is not None) == (name in ("simclr", "sclst", "vicreg", "barlowtwins", "byol"))
     assert z.shape == (v.shape[0], v.shape[1], 16)
     loss.backward()
     grad = encoder[1].weight.grad
