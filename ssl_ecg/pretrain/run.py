@@ -22,10 +22,12 @@ from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
 from ssl_ecg.data.splits import table_splits
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
+from ssl_ecg.paths import run_folder
 from ssl_ecg.pretrain.budget import EncoderPassCounter
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.pretrain.train import fit
+from ssl_ecg.recipe import MaxSteps, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Split
 from ssl_ecg.utils import seeded
 
 __all__ = ["PretrainConfig", "run_pretrain"]
@@ -35,34 +37,34 @@ __all__ = ["PretrainConfig", "run_pretrain"]
 class PretrainConfig:
     """A pretraining recipe (``experiments/*.yaml``)."""
 
-    name: str = "pretrain"
+    name: RunName = "pretrain"
     dataset: str = "ludb"
     root: str | None = None  # the dataset folder; default: found under $SSL_ECG_DATA
     dataset_options: dict = field(default_factory=dict)  # adapter options, e.g. {fs: 100} for PTB-XL's 100 Hz files
     method: str = "cmsc"
-    fs: float = 100.0
-    segment_len: float = 5.0
-    n_segments: int = 2
+    fs: PositiveFloat = 100.0
+    segment_len: PositiveFloat = 5.0
+    n_segments: PositiveInt = 2
     positives: str = "patient"
-    temperature: float = 0.1
-    embed_dim: int = 128
-    projector_dim: int | None = None  # vicreg/barlowtwins projector width (default 4 x embed_dim)
+    temperature: PositiveFloat = 0.1
+    embed_dim: PositiveInt = 128
+    projector_dim: PositiveInt | None = None  # vicreg/barlowtwins projector width (default 4 x embed_dim)
     encoder: dict | None = None  # e.g. {name: resnet1d, widths: [64, 128], depth: [1, 1]}; default: the CLOCS CNN
-    lr: float = 1e-4
-    batch_size: int = 32
-    epochs: int = 10
-    max_steps: int = -1
-    seed: int = 0
+    lr: PositiveFloat = 1e-4
+    batch_size: PositiveInt = 32
+    epochs: PositiveInt = 10
+    max_steps: MaxSteps = -1
+    seed: NonNegativeInt = 0
     pool: str = "train+val"  # patients pretraining sees: "train+val" of the split, "all", or a split value ("DS1")
-    split: list | str = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
-    split_seed: int = 0
+    split: Split = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official" (PTB-XL folds 1-8/9/10)
+    split_seed: NonNegativeInt = 0
     label: str | None = None  # label column for supervised methods (sclst)
-    leads: list | None = None  # lead names to keep, in order (e.g. [II, V2, aVL, aVR]); default: all
-    early_stopping_patience: int | None = None  # train on train patients, stop on the val patients' loss (CLOCS)
+    leads: Names | None = None  # lead names to keep, in order (e.g. [II, V2, aVL, aVR]); default: all
+    early_stopping_patience: PositiveInt | None = None  # train on train patients, stop on val patients' loss (CLOCS)
     monitor_label: str | None = None  # label column for the online linear monitor (None: no monitor)
-    records_per_patient: int = 2  # pclr: records of each patient per batch
+    records_per_patient: PositiveInt = 2  # pclr: records of each patient per batch
     cache_dir: str = "cache"
-    num_workers: int = 0
+    num_workers: NonNegativeInt = 0
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"  # "ddp" for several GPUs (or CPU processes, over gloo)
@@ -82,6 +84,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
     """
+    out = run_folder(runs, cfg.name)  # a bad name fails before anything is written
     # Gathering is a no-op in one process; under DDP the patient-aware losses see every rank's ids.
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
                                                  n_segments=cfg.n_segments, temperature=cfg.temperature,
@@ -160,7 +163,6 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     cross_lead = (method.cross_lead_positive_rate(n_leads, cfg.batch_size, getattr(data, "instance_patients", None),
                                                   getattr(data, "instance_leads", None))
                   if hasattr(method, "cross_lead_positive_rate") else None)
-    out = Path(runs) / cfg.name
     encoder_cfg = {"name": "clocs", "input_len": method.segment_samples()} if cfg.encoder is None else dict(cfg.encoder)
     encoder_cfg.update(in_channels=method.in_channels(n_leads), embed_dim=cfg.embed_dim)
     with seeded(cfg.seed):
