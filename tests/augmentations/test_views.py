@@ -75,3 +75,16 @@ def test_multiview_draws_independent_views():
     assert a.shape == (3, 3, 2, 500)
     assert not torch.equal(a[:, 0], a[:, 1])
     assert torch.equal(a, mv(x, generator=torch.Generator().manual_seed(0)))
+
+
+def test_single_lead_batches_give_one_instance_per_item():
+    """CLOCS' CMSC batches: each item is one lead of one record, (B, 1, T) -> (B, V, 1, S), own start each."""
+    x = torch.arange(4 * 900, dtype=torch.float32).reshape(4, 1, 900)
+    out = SegmentViews(2, 1.6, 250.0)(x, generator=torch.Generator().manual_seed(3))
+    assert out.shape == (4, 2, 1, 400)
+    starts = (out[:, 0, 0, 0] - x[:, 0, 0]).long()
+    for b in range(4):
+        s = int(starts[b])
+        assert torch.equal(out[b, 0, 0], x[b, 0, s:s + 400]) and torch.equal(out[b, 1, 0], x[b, 0, s + 400:s + 800])
+    assert len(set(starts.tolist())) > 1  # items are cropped independently
+    assert torch.equal(per_lead_ids(torch.tensor([5, 6]), 1), torch.tensor([5, 6]))  # L = 1: ids unchanged

@@ -53,3 +53,42 @@ def test_epoch_shuffle_sampler_splits_disjoint_equal_shares_across_ranks():
     assert shares[0] == single[0:9:3]  # the same permutation, dealt out
     with pytest.raises(DatasetError, match="rank"):
         EpochShuffleSampler(11, num_replicas=2, rank=2)
+
+
+def test_cross_lead_rate_closed_form_and_edge_cases():
+    from ssl_ecg.data.sampler import cross_lead_positive_rate, cross_lead_share
+
+    # one patient with 3 leads and 1 with 1 lead in a pool of 4: the 3-lead anchors have m = 2
+    patients, leads = ["a", "a", "a", "b"], [0, 1, 2, 0]
+    # batch 2: an anchor's one partner slot holds one of its 2 other leads with probability 2/3
+    assert cross_lead_positive_rate(patients, leads, 2) == pytest.approx(3 / 4 * 2 / 3)
+    assert cross_lead_positive_rate(patients, leads, 4) == pytest.approx(3 / 4)  # one batch holds all
+    assert cross_lead_positive_rate(patients, leads, 100) == pytest.approx(3 / 4)
+    assert cross_lead_positive_rate(patients, leads, 1) == 0.0  # nobody to meet
+    # same patient, same lead (two records of one lead) is not cross-lead
+    assert cross_lead_positive_rate(["a", "a"], [0, 0], 2) == 0.0
+    assert cross_lead_share(patients, leads, [0, 1, 3]) == pytest.approx(2 / 3)
+    assert cross_lead_share(patients, leads, [0, 3]) == 0.0
+    with pytest.raises(DatasetError, match="batch_size"):
+        cross_lead_positive_rate(patients, leads, 0)
+    with pytest.raises(DatasetError, match="one length"):
+        cross_lead_positive_rate(patients, leads[:3], 2)
+
+
+def test_epoch_shuffle_over_a_record_lead_pool_mixes_the_leads_of_a_record():
+    from ssl_ecg.data.sampler import EpochShuffleSampler, cross_lead_positive_rate, cross_lead_share
+
+    n_rec, n_leads, batch = 50, 12, 60
+    patients, leads = np.repeat(np.arange(n_rec), n_leads), np.tile(np.arange(n_leads), n_rec)
+    s = EpochShuffleSampler(n_rec * n_leads, seed=7)
+    order = list(s)
+    assert sorted(order) == list(range(n_rec * n_leads)) and order == list(EpochShuffleSampler(600, seed=7))
+    shares = []
+    for e in range(60):
+        s.set_epoch(e)
+        o = np.array(list(s))
+        shares += [cross_lead_share(patients, leads, o[k:k + batch]) for k in range(0, 600, batch)]
+    # 1 - C(588, 59) / C(599, 59) = 0.69: far from the 1.0 of keeping a record's leads together
+    expected = cross_lead_positive_rate(patients, leads, batch)
+    assert expected == pytest.approx(0.69, abs=0.01)
+    assert np.mean(shares) == pytest.approx(expected, abs=0.02)
