@@ -49,6 +49,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.resume:
         overrides["resume"] = True
+    if args.overwrite:
+        overrides["overwrite"] = True
     if args.wandb:
         overrides["wandb"] = True
     if args.devices is not None:
@@ -63,6 +65,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     if result.get("cross_lead_positive_rate") is not None:
         print(f"anchors with a positive from another lead in their batch (expected): "
               f"{result['cross_lead_positive_rate']:.1%} at batch {cfg.batch_size}")
+    if result.get("reused"):
+        print("reused the finished run of this recipe, data and code (no training); --overwrite to retrain")
     print(f"encoder: {result['encoder']}  (load with ssl_ecg.load_encoder)")
     return 0
 
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--runs", default="runs", help="output folder (default: runs)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    pre.add_argument("--overwrite", action="store_true",
+                     help="replace an existing run of this name (its checkpoints are removed first)")
     pre.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE=online)")
     pre.add_argument("--devices", type=int, default=None, help="number of devices (GPUs, or CPU processes)")
     pre.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ssl_ecg.checkpoint import save_encoder
@@ -26,11 +28,18 @@ from ssl_ecg.paths import run_folder
 from ssl_ecg.pretrain.budget import EncoderPassCounter
 from ssl_ecg.pretrain.methods import MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
-from ssl_ecg.pretrain.train import fit
+from ssl_ecg.pretrain.train import check_budget, fit, remove_checkpoints
 from ssl_ecg.recipe import MaxSteps, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Split
 from ssl_ecg.utils import seeded
 
-__all__ = ["PretrainConfig", "run_pretrain"]
+__all__ = ["PretrainConfig", "run_pretrain", "run_fingerprint", "RUN_SCHEMA", "MIN_LEADS"]
+
+RUN_SCHEMA = 1  # bump when what a run folder holds, or how its result is computed, changes
+RUN_FILE = "run.json"  # the run's fingerprint and status, beside encoder.pt
+# Fewest leads a method's views can form positives from (its views ARE other leads).
+MIN_LEADS = {"cmlc": 2, "cmsmlc": 2, "clocs": 2}
+# Settings that do not change the trained weights (where things are, logging, how to start).
+_NOT_RESULT_AFFECTING = ("name", "root", "cache_dir", "num_workers", "wandb", "resume", "overwrite")
 
 
 @dataclass
@@ -71,6 +80,7 @@ class PretrainConfig:
     precision: str | None = None  # default: bf16-mixed on CUDA, else 32-true
     wandb: bool = False  # also log to wandb (offline unless WANDB_MODE=online)
     resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
+    overwrite: bool = False  # replace an existing run folder of this name (its checkpoints are removed first)
 
 
 def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool = True,
@@ -83,7 +93,33 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     With ``cfg.resume`` the run continues from ``runs/<name>/checkpoints/last.ckpt``
     (the end of the last finished epoch); the result equals an uninterrupted run's
     (tested to 1e-6 on CPU).
+
+    Run folder: ``run.json`` records the run's fingerprint (:func:`run_fingerprint`:
+    the result-affecting settings, the data cache key and the code/schema version)
+    and, once finished, the SHA-256 of ``encoder.pt``. Running a name whose folder
+    already holds a run:
+
+    - same fingerprint, finished, ``encoder.pt`` unchanged: returns the stored
+      result (``"reused": True``) without training;
+    - ``cfg.resume``: continues only a run of the same fingerprint;
+    - ``cfg.overwrite``: removes the old checkpoints, logs and encoder, then trains;
+    - otherwise: :class:`ConfigError`.
+
+    Trust: checkpoints are read with ``weights_only=True`` (the resume and the
+    best weights too, see :func:`ssl_ecg.pretrain.train.load_checkpoint`), and
+    the best weights come from the path this run's own callback wrote; a resume
+    also needs the matching fingerprint, so a foreign ``last.ckpt`` cannot
+    continue under another recipe.
+
+    Raises:
+        ConfigError: a bad recipe (e.g. ``epochs`` 0, a multi-lead method on one
+            lead), or a run folder that is taken (see above).
+        TrainingError: the run diverged (non-finite loss or weights) or its loss
+            stayed exactly 0 for an epoch; no encoder is written.
     """
+    check_budget(cfg.epochs, cfg.max_steps)
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume, overwrite: expected at most one (resume continues the run, overwrite replaces it)")
     out = run_folder(runs, cfg.name)  # a bad name fails before anything is written
     # Gathering is a no-op in one process; under DDP the patient-aware losses see every rank's ids.
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
@@ -99,6 +135,11 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     leads = tuple(cfg.leads) if cfg.leads else None
     cache = open_cache(index, cfg.cache_dir, CacheParams(fs=cfg.fs, leads=leads))
     n_leads = cache.n_leads
+    need = getattr(method, "min_leads", MIN_LEADS.get(cfg.method, 1))
+    if n_leads < need:
+        raise ConfigError(f"method {cfg.method!r}: its positives are other leads of the record, so it needs >= {need} "
+                          f"leads, but the {cfg.dataset} data has {n_leads} (leads: {list(cache.manifest['leads'])}); "
+                          "choose more leads or a method such as cmsc")
     patients = cache.table["patient_id"].astype(str)
     val_records = None
     if cfg.pool == "all":
@@ -186,8 +227,13 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                           drop_last=per_rank > cfg.batch_size, num_workers=cfg.num_workers)
 
     ckpt = out / "checkpoints" / "last.ckpt"
-    if cfg.resume and not ckpt.is_file():
-        raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
+    fingerprint = run_fingerprint(cfg, str(cache.manifest.get("key", "")))
+    rank0 = (rank_zero_only.rank or 0) == 0  # under DDP the other ranks re-run this; rank 0 owns the folder
+    if rank0:
+        existing = _claim_run_folder(out, cfg, fingerprint)
+        if existing is not None:
+            return existing
+        _write_state(out, {"fingerprint": fingerprint, "status": "running"})
     validate = val_data is not None
     passes = EncoderPassCounter()  # the budget in samples through the encoder (N x V per step)
     losses, seconds = fit(module, loader, out, epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -197,9 +243,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                           ckpt_path=str(ckpt) if cfg.resume else None,
                           keep_best=True, patience=cfg.early_stopping_patience,
                           val_loader=(lambda w, r: loader(w, r, val_data)) if validate else None)
-    if validate:  # CLOCS keeps the weights of the lowest validation loss
-        best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
-        module.load_state_dict(best["state_dict"])
+    # with validation, fit() left the module with this run's best.ckpt weights (CLOCS: lowest val_loss)
     encoder.cpu().eval()
     summary = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(data.records)),
                "instances": int(len(data)), "split_sizes": pool, "cross_lead_positive_rate": cross_lead,
@@ -209,4 +253,91 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                "encoder_forward_passes_per_epoch": passes.per_epoch}
     path = save_encoder(encoder, out / "encoder.pt", extra={"method": cfg.method, "pretraining": summary})
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
-    return {"encoder": path, **summary}
+    if rank0:
+        _write_state(out, {"fingerprint": fingerprint, "status": "complete", "encoder_sha256": _sha256(path)})
+    return {"encoder": path, **summary, "reused": False}
+
+
+def run_fingerprint(cfg: PretrainConfig, cache_key: str) -> str:
+    """SHA-256 of what decides a run's result: the recipe's result-affecting settings, the data and the code.
+
+    Leaves out where things live and how the run is started or logged
+    (``name root cache_dir num_workers wandb resume overwrite``).
+
+    Args:
+        cfg: the recipe.
+        cache_key: the record cache's key (source files, preprocessing parameters).
+    """
+    from ssl_ecg import __version__
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESULT_AFFECTING}
+    payload = {"settings": settings, "cache_key": cache_key, "schema": RUN_SCHEMA, "version": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_state(out: Path) -> dict | None:
+    try:
+        state = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _write_state(out: Path, state: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps({"schema": RUN_SCHEMA, **state}, indent=2))
+    tmp.replace(out / RUN_FILE)
+
+
+_RUN_FILES = ("checkpoints", "logs", "encoder.pt", "encoder.json", "pretrain.json", RUN_FILE)
+
+
+def _claim_run_folder(out: Path, cfg: PretrainConfig, fingerprint: str) -> dict | None:
+    """Apply the re-run policy of :func:`run_pretrain` to ``out``; the stored result when it is reused."""
+    state = _read_state(out)
+    found = state.get("fingerprint") if state else None
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if cfg.resume:
+        if not ckpt.is_file():
+            raise ConfigError(f"resume: no checkpoint at {ckpt} to resume from")
+        if found != fingerprint:
+            raise ConfigError(f"resume: {out} was not started by this recipe on this data and code (fingerprint "
+                              f"{(found or 'none')[:12]} in {RUN_FILE}, expected {fingerprint[:12]}); "
+                              "set overwrite=true (--overwrite) to start it again")
+        return None
+    present = [name for name in _RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    if not present:
+        return None
+    if cfg.overwrite:
+        for name in present:
+            target = out / name
+            if name == "checkpoints":
+                remove_checkpoints(target)
+            elif target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        return None
+    encoder = out / "encoder.pt"
+    if found == fingerprint and state.get("status") == "complete" and (out / "pretrain.json").is_file():
+        if encoder.is_file() and _sha256(encoder) == state.get("encoder_sha256"):
+            return {"encoder": encoder, **json.loads((out / "pretrain.json").read_text()), "reused": True}
+        why = "a finished run of this recipe whose encoder.pt no longer matches the hash in run.json"
+    elif found == fingerprint:
+        why = "an unfinished run of this recipe"
+    elif found is None:
+        why = f"files of a run without a readable {RUN_FILE} ({', '.join(present)})"
+    else:
+        why = (f"a run of a different recipe, data or code version (fingerprint {found[:12]} in {RUN_FILE}, "
+               f"this recipe {fingerprint[:12]})")
+    raise ConfigError(f"name: run folder {out} already holds {why}; set resume=true (--resume) to continue it "
+                      "or overwrite=true (--overwrite) to replace it")
