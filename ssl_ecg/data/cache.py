@@ -205,10 +205,15 @@ class CacheParams:
 
 
 def _rel(path: str, root: str) -> str:
-    return os.path.relpath(path, root).replace(os.sep, "/")
+    prefix = root.rstrip(os.sep) + os.sep
+    if path.startswith(prefix):  # the common case, ten times cheaper than relpath
+        rel = path[len(prefix):]
+    else:
+        rel = os.path.relpath(path, root)
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
 
-def source_files(index: DatasetIndex, exclude: str | os.PathLike | None = None) -> dict[str, Path]:
+def source_files(index: DatasetIndex, exclude: str | os.PathLike | None = None) -> dict[str, str]:
     """The files a cache build of ``index`` reads, by path relative to ``index.root``.
 
     Record files: ``<path>.hea/.dat/.mat/.atr`` for each row's ``path``. Label
@@ -221,13 +226,16 @@ def source_files(index: DatasetIndex, exclude: str | os.PathLike | None = None) 
         index: the dataset index.
         exclude: a folder to leave out of the walk (the cache root, when it lies
             inside the dataset root).
+
+    Returns:
+        Relative path (``/``-separated) -> absolute path, as strings.
     """
     root = os.path.abspath(index.root)
     skip = os.path.realpath(exclude) if exclude is not None else None
     # A cache root that is the dataset root itself: skip its cache folders instead.
     cache_dir = re.compile(rf"{re.escape(index.name)}-[0-9a-f]{{16}}") if skip == os.path.realpath(root) else None
     listing: dict[str, set[str]] = {}
-    found: dict[str, Path] = {}
+    found: dict[str, str] = {}
     visited = {os.path.realpath(root)}
     stack = [root]
     while stack:
@@ -252,11 +260,14 @@ def source_files(index: DatasetIndex, exclude: str | os.PathLike | None = None) 
                         continue
                     visited.add(real)
                 stack.append(entry.path)
-            elif entry.name in _LABEL_NAMES or os.path.splitext(entry.name)[1].lower() in _LABEL_SUFFIXES:
-                found[_rel(entry.path, root)] = Path(entry.path)
+            elif entry.name in _LABEL_NAMES or entry.name.lower().endswith(_LABEL_SUFFIXES):
+                found[_rel(entry.path, root)] = entry.path
         listing[folder] = names
-    for path in index.table["path"]:
-        path = os.path.abspath(str(path))
+    prefixes: dict[str, str] = {}  # folder -> its relative path + "/"
+    for path in index.table["path"].tolist():
+        path = str(path)
+        if not os.path.isabs(path):
+            path = os.path.abspath(path)
         if path.endswith((".hea", ".dat", ".mat")):
             path = path[:-4]
         folder, stem = os.path.split(path)
@@ -265,15 +276,17 @@ def source_files(index: DatasetIndex, exclude: str | os.PathLike | None = None) 
                 listing[folder] = set(os.listdir(folder))
             except OSError:
                 listing[folder] = set()
-        names = listing[folder]
+        if folder not in prefixes:
+            prefixes[folder] = "" if folder == root else _rel(folder, root) + "/"
+        names, prefix = listing[folder], prefixes[folder]
         for ext in _RECORD_EXTS:
-            if stem + ext in names:
-                full = os.path.join(folder, stem + ext)
-                found[_rel(full, root)] = Path(full)
+            name = stem + ext
+            if name in names:
+                found[prefix + name] = folder + os.sep + name
     return found
 
 
-def _stat_all(files: dict[str, Path]) -> list[_Stat]:
+def _stat_all(files: dict[str, str]) -> list[_Stat]:
     out = []
     for rel in sorted(files):
         try:
@@ -301,12 +314,12 @@ def _content_key(params_key: str, hashes: dict[str, str]) -> str:
 
 
 def _params_key(index: DatasetIndex, params: CacheParams) -> str:
-    ids = _digest("\n".join(map(str, index.table["record_id"])))
+    ids = _digest("\n".join(map(str, index.table["record_id"].tolist())))
     head = {"format": CACHE_FORMAT, "dataset": index.name, "params": params.key_dict(), "records": ids}
     return _digest(json.dumps(head, sort_keys=True, separators=(",", ":")))
 
 
-def _hash_file(path: Path) -> str:
+def _hash_file(path: str) -> str:
     h = hashlib.blake2b(digest_size=32)
     buf = bytearray(_HASH_CHUNK)
     view = memoryview(buf)
@@ -319,10 +332,11 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _header_signal_files(header: Path) -> list[str]:
+def _header_signal_files(header: str) -> list[str]:
     """Signal file names in a single-segment WFDB header (other than ``~``)."""
     try:
-        lines = [ln.strip() for ln in header.read_text(errors="replace").splitlines()]
+        with open(header, errors="replace") as f:
+            lines = [ln.strip() for ln in f.read().splitlines()]
     except OSError:
         return []
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -343,14 +357,14 @@ def _header_signal_files(header: Path) -> list[str]:
 class _Sources:
     """The source files of one open: stats, content hashes and header-named signal files."""
 
-    paths: dict[str, Path]
+    paths: dict[str, str]
     stats: list[_Stat]
     hashes: dict[str, str]
     refs: dict[str, list[str]]  # header rel path -> rel paths of its signal files not found by extension
     rehashed: int = 0
 
 
-def _hash_sources(index: DatasetIndex, files: dict[str, Path], known: dict[_Stat, str],
+def _hash_sources(index: DatasetIndex, files: dict[str, str], known: dict[_Stat, str],
                   known_refs: dict[_Stat, list[str]], workers: int = 4) -> _Sources:
     """Hash every file whose (path, stat) is not in ``known``; follow header-named signal files."""
     root = os.path.abspath(index.root)
@@ -367,7 +381,7 @@ def _hash_sources(index: DatasetIndex, files: dict[str, Path], known: dict[_Stat
             for s, h in zip(fresh, pool.map(lambda s: _hash_file(files[s[0]]), fresh)):
                 hashes[s[0]] = h
             rehashed += len(fresh)
-            new: dict[str, Path] = {}
+            new: dict[str, str] = {}
             for s in stats:
                 stats_by_rel[s[0]] = s
                 if s in known:
@@ -385,7 +399,7 @@ def _hash_sources(index: DatasetIndex, files: dict[str, Path], known: dict[_Stat
                     refs[s[0]] = named
                     for r in named:
                         if r not in files:
-                            new[r] = Path(os.path.join(root, r))
+                            new[r] = os.path.join(root, r)
             files.update(new)
             todo = new
     return _Sources(files, [stats_by_rel[r] for r in sorted(stats_by_rel)], hashes, refs, rehashed)
@@ -671,8 +685,8 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
     if not rebuild and not verify and found:
         base_key = _stat_key(pkey, _stat_all(base))
         for folder, manifest in found:
-            extra = {r: index.root / r for r in manifest.get("header_files") or [] if r not in base}
-            extra = {r: p for r, p in extra.items() if p.is_file()}
+            extra = {r: os.path.join(index.root, r) for r in manifest.get("header_files") or [] if r not in base}
+            extra = {r: p for r, p in extra.items() if os.path.isfile(p)}
             skey = base_key if not extra else _stat_key(pkey, _stat_all({**base, **extra}))
             if manifest.get("stat_key") == skey:
                 try:

@@ -151,7 +151,7 @@ def test_touched_but_unchanged_files_reuse_the_cache_and_refresh_the_stat_record
     dat.write_bytes(dat.read_bytes())  # same content, new ctime and mtime
     hashed = []
     real = cache_mod._hash_file
-    monkeypatch.setattr(cache_mod, "_hash_file", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setattr(cache_mod, "_hash_file", lambda p: hashed.append(os.path.basename(p)) or real(p))
     again = open_cache(idx, tmp_path / "c", P)
     assert again.folder == old.folder and hashed == ["1.dat"]  # only the changed file is re-hashed
     assert os.stat(again.folder / "signals.f32").st_ino == signals.st_ino  # not rebuilt
