@@ -107,8 +107,11 @@ class CacheParams:
         band: ``(low, high)`` cut-offs in Hz, either ``None``, applied after
             resampling, so each must lie in (0, fs / 2) and low < high.
         skip_bad_records: skip records that cannot be read or preprocessed
-            (each listed with its reason in the manifest) instead of stopping
-            the build at the first.
+            (each listed with its file and reason in the manifest's
+            ``skipped``) instead of stopping the build at the first. This
+            includes bad leads under ``bad_lead_policy="error"`` and records
+            whose leads differ from the first record's. Part of the key, since
+            it changes which records are stored.
 
     Raises:
         ConfigError: a field is invalid; the message names it.
@@ -541,6 +544,8 @@ def _temp_folder(root: Path, final_name: str) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: never judge, keep the folder
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -682,6 +687,7 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
     base = source_files(index, exclude=root)
     found = _candidates(root, index.name, pkey)
 
+    corrupt = None
     if not rebuild and not verify and found:
         base_key = _stat_key(pkey, _stat_all(base))
         for folder, manifest in found:
@@ -693,6 +699,7 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
                     return RecordCache.load(folder)
                 except DatasetError as exc:
                     warnings.warn(f"record cache {folder} is corrupt, rebuilding it: {exc}", stacklevel=2)
+                    corrupt = folder
                     break
 
     known, known_refs = ({}, {}) if verify else _known_hashes(f for f, _ in found)
@@ -706,7 +713,8 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
         try:
             cache = RecordCache.load(folder)
         except DatasetError as exc:
-            warnings.warn(f"record cache {folder} is corrupt, rebuilding it: {exc}", stacklevel=2)
+            if folder != corrupt:  # not warned about yet
+                warnings.warn(f"record cache {folder} is corrupt, rebuilding it: {exc}", stacklevel=2)
         else:
             if cache.manifest.get("key") == key:
                 _refresh(folder, cache.manifest, src, skey, found)
