@@ -113,7 +113,11 @@ def _fewshot(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from ssl_ecg.data.download import download
 
-    print(download(args.name, args.to, base_url=args.base_url))
+    limits = {k: v for k, v in (("timeout", args.timeout), ("file_deadline", args.file_deadline),
+                                ("deadline", args.deadline)) if v is not None}
+    if args.max_file_mb is not None:
+        limits["max_file_bytes"] = int(args.max_file_mb * 2**20)
+    print(download(args.name, args.to, base_url=args.base_url, **limits))
     return 0
 
 
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="dataset name: ludb, mitdb, ptbxl or incart")
     dl.add_argument("--to", required=True, help="destination folder (the dataset lands in TO/NAME)")
     dl.add_argument("--base-url", default=None, help="PhysioNet file index or a mirror")
+    dl.add_argument("--timeout", type=float, default=None, help="seconds without data before giving up (60)")
+    dl.add_argument("--file-deadline", type=float, default=None, help="seconds one file may take (3600)")
+    dl.add_argument("--deadline", type=float, default=None, help="seconds the whole download may take (86400)")
+    dl.add_argument("--max-file-mb", type=float, default=None, help="largest data file accepted, MiB (2048)")
     dl.set_defaults(func=_download)
     return parser
 

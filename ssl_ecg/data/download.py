@@ -326,7 +326,7 @@ def _stream(url: str, response: http.client.HTTPResponse, write: Callable[[bytes
     if length is None or got != length:
         watch.check()  # the watchdog's shut-down socket reads as the end of the body
     if length is not None and got != length:
-        raise _ShortBody(f"{url}: received {got} bytes; expected Content-Length {length}. Run again to resume")
+        raise _ShortBody(f"{url}: received {got} bytes; expected Content-Length {length}; run again to resume")
     return got
 
 

@@ -514,3 +514,18 @@ def test_happy_path_downloads_resumes_and_skips(site, tmp_path):
     site.requests.clear()
     download("ludb", tmp_path / "to", base_url=site.url, timeout=5)
     assert [p for p, _ in site.requests] == [PREFIX + "SHA256SUMS.txt"]  # verified files are skipped
+
+
+def test_cli_limits_reach_the_downloader(site, tmp_path, capsys):
+    site.publish(ludb_files())
+    site.routes[PREFIX + "data/1.dat"] = drip(False)
+    t0 = time.monotonic()
+    assert main(["download", "ludb", "--to", str(tmp_path), "--base-url", site.url, "--timeout", "5",
+                 "--file-deadline", "1"]) == 2
+    assert time.monotonic() - t0 < 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "per-file deadline of 1 s (file_deadline)" in err
+    site.routes[PREFIX + "data/1.dat"] = body(ludb_files()["data/1.dat"])
+    (tmp_path / "ludb" / "data" / "1.dat.part").unlink()
+    assert main(["download", "ludb", "--to", str(tmp_path), "--base-url", site.url, "--max-file-mb", "0.1"]) == 2
+    assert "exceeds max_file_bytes=104857;" in capsys.readouterr().err

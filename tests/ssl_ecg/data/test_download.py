@@ -92,3 +92,18 @@ def test_offline_and_unknown(tmp_path):
         download("ludb", tmp_path, base_url="http://127.0.0.1:9/", timeout=5)
     with pytest.raises(DatasetError, match="not downloadable"):
         download("nosuch", tmp_path)
+
+
+def test_safe_relative_path(tmp_path):
+    from ssl_ecg.data.download import safe_relative_path
+
+    base = tmp_path.resolve()
+    assert safe_relative_path(base, "data/1.dat", "SUMS") == base / "data" / "1.dat"
+    for bad, why in [("", "is empty"), ("/etc/passwd", "is absolute"), ("a/../../b", r"'\.\.' segment"),
+                     ("a\\b", "backslash"), ("c:x", "drive letter"), ("a//b", "empty segment"),
+                     ("a/./b", r"'\.' segment"), ("a\nb", "control character"), ("a\x00b", "NUL")]:
+        with pytest.raises(DatasetError, match=rf"^SUMS: entry .* {why}; expected a relative path inside"):
+            safe_relative_path(base, bad, "SUMS")
+    (base / "out").symlink_to(tmp_path.parent, target_is_directory=True)
+    with pytest.raises(DatasetError, match=r"entry 'out/x' resolves to .* \(through a symbolic link\)"):
+        safe_relative_path(base, "out/x", "SUMS")
