@@ -372,7 +372,7 @@ def test_slow_drip_is_stopped_by_the_file_deadline(site, tmp_path, in_headers):
                                            r"\(file_deadline\)") as err:
         download("ludb", tmp_path, base_url=site.url, timeout=5, file_deadline=1.0)
     elapsed = time.monotonic() - t0
-    assert 1.0 <= elapsed < 2.5, elapsed  # the drip never lets the 5 s per-read timeout fire
+    assert 1.0 <= elapsed < 4, elapsed  # well before the 20 s drip ends; the 5 s per-read timeout never fires
     assert "\n" not in str(err.value)
     part = tmp_path / "ludb" / "data" / "1.dat.part"
     if not in_headers:  # what arrived stays as a regular .part to resume; it is hash-checked before use
@@ -386,7 +386,7 @@ def test_slow_drip_is_stopped_by_the_download_deadline(site, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(DatasetError, match=r"not finished within the download's deadline of 1\.5 s \(deadline\)"):
         download("ludb", tmp_path, base_url=site.url, timeout=5, deadline=1.5)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 4
 
 
 def test_silent_server_hits_the_read_timeout(site, tmp_path):
@@ -395,7 +395,7 @@ def test_silent_server_hits_the_read_timeout(site, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(DatasetError, match=r"ludb\.csv: no data for 0\.5 s \(timeout\); .* run again to resume"):
         download("ludb", tmp_path, base_url=site.url, timeout=0.5)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 4
 
 
 @pytest.mark.parametrize("url, scheme", [("ftp://127.0.0.1/", "ftp"), ("file:///etc/", "file"),
@@ -522,7 +522,7 @@ def test_cli_limits_reach_the_downloader(site, tmp_path, capsys):
     t0 = time.monotonic()
     assert main(["download", "ludb", "--to", str(tmp_path), "--base-url", site.url, "--timeout", "5",
                  "--file-deadline", "1"]) == 2
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "per-file deadline of 1 s (file_deadline)" in err
     site.routes[PREFIX + "data/1.dat"] = body(ludb_files()["data/1.dat"])
