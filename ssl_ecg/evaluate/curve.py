@@ -19,7 +19,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssl_ecg.data.cinc import SCORED_CLASSES
+from ssl_ecg.data.cinc import scored_classes
 from ssl_ecg.data.splits import check_no_leakage, label_fraction_subsets
 from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights
@@ -60,6 +60,14 @@ class CurveSpec:
             validation), ``torch`` (linear head, early stopping), ``knn`` (k on
             validation) and/or ``finetune`` (all weights, encoder lr x
             ``encoder_lr_factor``).
+        supervised_lrs, supervised_batch_sizes: the supervised arm's grid, chosen on
+            validation AUROC (default: ``supervised_lr`` and batch 64); the choice per
+            cell goes to ``supervised_grid.csv``.
+        supervised_min_steps: least optimiser steps per supervised epoch.
+        challenge_year: 2020 or 2021 scores multi-label tasks over that year's CinC
+            scored classes with its weights, keeping records with no scored class as
+            all-zero rows (as the official scoring does); None: the 2020 classes,
+            records without a label left out.
     """
 
     tasks: Sequence[str]
@@ -73,6 +81,10 @@ class CurveSpec:
     probes: Sequence[str] = ("logistic",)
     encoder_lr_factor: float = 0.1
     extra: dict = field(default_factory=dict)
+    supervised_lrs: Sequence[float] | None = None
+    supervised_batch_sizes: Sequence[int] = (64,)
+    supervised_min_steps: int = 10
+    challenge_year: int | None = None
 
     def __post_init__(self):
         bad = [f for f in self.fractions if not 0 < float(f) <= 1]
@@ -157,7 +169,7 @@ def run_curve(
         if task not in table.columns:
             raise ConfigError(f"tasks: column {task!r} is not in the table (columns: {sorted(table.columns)})")
         if task not in tasks:
-            tasks[task] = _task_y(table[task], record_split, task, dropped)
+            tasks[task] = _task_y(table[task], record_split, task, dropped, challenge_year=spec.challenge_year)
         y_all, names = tasks[task]
         labelled = ~np.isnan(y_all if y_all.ndim == 1 else y_all[:, 0])
         idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
@@ -176,8 +188,14 @@ def run_curve(
         va, te = idx["val"], idx["test"]
         if probe == "supervised":
             res = train_supervised(spec.supervised, signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
-                                   window=spec.window, per_lead=spec.lead_mode("supervised"), lr=spec.supervised_lr,
+                                   window=spec.window, per_lead=spec.lead_mode("supervised"),
+                                   lr=spec.supervised_lrs or (spec.supervised_lr,),
+                                   batch_size=spec.supervised_batch_sizes, min_steps=spec.supervised_min_steps,
                                    epochs=spec.supervised_epochs, seed=seed, task=task)
+            grid_path = out_dir / "supervised_grid.csv"
+            pd.DataFrame([{"task": task, "fraction": float(frac), "seed": int(seed), **g,
+                           "chosen": g["lr"] == res.lr and g["batch_size"] == res.batch_size} for g in res.grid]
+                         ).to_csv(grid_path, mode="a", header=not grid_path.is_file(), index=False)
         elif probe == "finetune":
             res = finetune(encoders[arm], signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
                            window=spec.window, per_lead=spec.lead_mode(arm), lr=spec.supervised_lr,
@@ -190,9 +208,10 @@ def run_curve(
         base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
                 "n_train_patients": len(chosen), "n_train_records": len(tr)}
         new_rows = [{**base, "metric": "auroc", "value": res.test_auroc, "val_value": res.val_auroc}]
-        if _is_challenge_task(names, y_all):
+        if _is_challenge_task(names, y_all, spec.challenge_year):
             new_rows.append({**base, "metric": "challenge",
-                             **_challenge_row(names, y[va], res.val_scores, y[te], res.test_scores)})
+                             **_challenge_row(names, y[va], res.val_scores, y[te], res.test_scores,
+                                              year=spec.challenge_year)})
         rows.extend(new_rows)
         pd.DataFrame(new_rows, columns=CURVE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
                                                              index=False)
@@ -204,17 +223,19 @@ def run_curve(
 
 
 def _task_y(column: pd.Series, record_split: np.ndarray, task: str,
-            dropped: dict) -> tuple[np.ndarray, list | None]:
+            dropped: dict, challenge_year: int | None = None) -> tuple[np.ndarray, list | None]:
     """Labels of one task and its class names; classes missing from a split are dropped with a warning.
 
     Binary tasks give (n,) 0/1 with NaN for unlabelled records and no names; they
     stay strict (a split without positives is an error downstream). Categorical
     tasks give (n,) codes; list-valued (multi-label) tasks give (n, C) multi-hot
     rows, NaN where a record has no label. A class is dropped when a split has
-    no positive of it.
+    no positive of it. With ``challenge_year``, a multi-label task over that
+    year's CinC scored classes keeps list-valued records with no (remaining)
+    class as all-zero rows, as the challenge scores them.
     """
     if _is_multilabel(column):
-        return _multilabel_y(column, record_split, task, dropped)
+        return _multilabel_y(column, record_split, task, dropped, challenge_year)
     y, names = _labels_and_names(column)
     if names is None:
         return y, None
@@ -235,8 +256,9 @@ def _is_multilabel(column: pd.Series) -> bool:
     return any(isinstance(v, (list, tuple, set, frozenset)) for v in column.head(100))
 
 
-def _multilabel_y(column, record_split, task, dropped):
-    rows = [tuple(v) if isinstance(v, (list, tuple, set, frozenset)) else () for v in column]
+def _multilabel_y(column, record_split, task, dropped, challenge_year=None):
+    listed = np.array([isinstance(v, (list, tuple, set, frozenset)) for v in column])
+    rows = [tuple(v) if is_list else () for v, is_list in zip(column, listed)]
     names = sorted({c for r in rows for c in r}, key=str)
     pos = {c: k for k, c in enumerate(names)}
     y = np.zeros((len(rows), len(names)))
@@ -247,8 +269,10 @@ def _multilabel_y(column, record_split, task, dropped):
         keep &= y[record_split == s].sum(0) > 0
     if not keep.all():
         _warn_dropped(task, [str(n) for n, k in zip(names, keep) if not k], dropped)
+    scored = challenge_year is not None and set(map(str, names)) <= set(scored_classes(challenge_year))
     y, names = y[:, keep], [n for n, k in zip(names, keep) if k]
-    y[y.sum(1) == 0] = np.nan  # no (remaining) label: left out of the task
+    unlabelled = ~listed if scored else y.sum(1) == 0  # challenge: no scored class is an all-zero row
+    y[unlabelled] = np.nan  # no (remaining) label: left out of the task
     return y, names
 
 
@@ -268,15 +292,16 @@ def _patient_labels(patients: np.ndarray, y: np.ndarray, rows: np.ndarray) -> di
     return {p: tuple(sorted(c)) for p, c in out.items()}
 
 
-def _is_challenge_task(names: list | None, y: np.ndarray) -> bool:
-    """A multi-label task over PhysioNet/CinC scored classes (SNOMED codes)."""
-    return y.ndim == 2 and names is not None and len(names) > 1 and set(map(str, names)) <= set(SCORED_CLASSES)
+def _is_challenge_task(names: list | None, y: np.ndarray, year: int | None = None) -> bool:
+    """A multi-label task over the PhysioNet/CinC scored classes (SNOMED codes) of ``year`` (None: 2020)."""
+    return (y.ndim == 2 and names is not None and len(names) > 1
+            and set(map(str, names)) <= set(scored_classes(year or 2020)))
 
 
-def _challenge_row(names, y_val, val_scores, y_test, test_scores) -> dict:
-    """Challenge score on test, with per-class thresholds tuned for F1 on validation."""
+def _challenge_row(names, y_val, val_scores, y_test, test_scores, year: int | None = None) -> dict:
+    """Challenge score of ``year`` (None: 2020) on test, with per-class thresholds tuned for F1 on validation."""
     thr = tune_thresholds(y_val, val_scores)
-    classes, weights = load_challenge_weights()
+    classes, weights = load_challenge_weights(year or 2020)
     col = [classes.index(str(n)) for n in names]
 
     def full(y):
@@ -284,8 +309,8 @@ def _challenge_row(names, y_val, val_scores, y_test, test_scores) -> dict:
         out[:, col] = y
         return out
 
-    return {"value": challenge_score(full(y_test), full(test_scores >= thr)),
-            "val_value": challenge_score(full(y_val), full(val_scores >= thr))}
+    return {"value": challenge_score(full(y_test), full(test_scores >= thr), weights, classes),
+            "val_value": challenge_score(full(y_val), full(val_scores >= thr), weights, classes)}
 
 
 def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:

@@ -19,8 +19,9 @@ from ssl_ecg.data import load_index
 from ssl_ecg.data.arrays import load_signals
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.preprocess import BadLeadPolicy
-from ssl_ecg.data.splits import patient_split, table_splits
+from ssl_ecg.data.splits import patient_split, record_level_ids, table_splits
 from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.fewshot import run_fewshot
@@ -58,6 +59,10 @@ class EvalConfig:
     lr: PositiveFloat = 1e-3
     encoder_lr_factor: Annotated[float, Ge(0)] = 0.1
     wandb: bool = False  # log the table and plots to wandb (offline unless WANDB_MODE=online)
+    # supervised arm: lr x batch size chosen on validation AUROC; each epoch takes at least min_steps steps
+    supervised_lrs: Annotated[list[PositiveFloat], MinLen(1)] = field(default_factory=lambda: [1e-3, 3e-4])
+    supervised_batch_sizes: Annotated[list[PositiveInt], MinLen(1)] = field(default_factory=lambda: [16, 64])
+    supervised_min_steps: PositiveInt = 10
 
 
 def check_encoder(encoder: nn.Module, per_lead: bool, n_leads: int, window: int, source: str = "encoder") -> None:
@@ -125,10 +130,13 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     splits = table_splits(table, cfg.split, seed=cfg.split_seed, dataset=cfg.dataset)
     spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=per_lead,
                      supervised=config if cfg.supervised else None, supervised_epochs=cfg.epochs,
-                     supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor)
+                     supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
+                     supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
+                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(cfg.dataset))
     curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
     meta = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(table)),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": per_lead,
+            "record_level_patient_ids": record_level_ids(table, cfg.dataset),
             "wall_seconds": round(time.perf_counter() - t0, 1)}
     run = _wandb_run(cfg, out) if cfg.wandb else None
     try:
@@ -136,7 +144,8 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     finally:
         if run is not None:
             run.finish()
-    return {"summary": summary, "out": out, "curve": curve}
+    return {"summary": summary, "out": out, "curve": curve,
+            "record_level_patient_ids": meta["record_level_patient_ids"]}
 
 
 def _wandb_run(cfg, out: Path):
