@@ -40,7 +40,7 @@ def test_fake_ludb_amplitudes_and_labels(tmp_path):
     truth = make_fake_ludb(tmp_path)
     idx = load_index("ludb", tmp_path)
     assert len(idx) == 4
-    assert list(idx.table["patient_id_source"].unique()) == ["record"]
+    assert list(idx.table["patient_id_source"].unique()) == ["dataset"]  # one subject per record, documented
     assert idx.table["lvh"].tolist() == [1, 0, 1, 0]
     assert idx.table["afib"].tolist() == [0, 0, 1, 0]
     assert np.isnan(idx.table["lad"][2]) and idx.table["lad"][0] == 1.0 and idx.table["lad"][1] == 0.0
