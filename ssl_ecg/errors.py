@@ -3,7 +3,7 @@
 Every message names the file or argument, what was found and what was expected.
 """
 
-__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "TrainingError"]
+__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "LeakageError", "TrainingError"]
 
 
 class SslEcgError(Exception):
@@ -24,6 +24,10 @@ class ConfigError(SslEcgError, ValueError):
 
 class SplitError(DatasetError):
     """A split or label fraction is empty, leaks patients, or loses a class."""
+
+
+class LeakageError(SplitError):
+    """An encoder was pretrained on (or used the labels of) patients that an evaluation scores it on."""
 
 
 class TrainingError(SslEcgError, RuntimeError):
