@@ -3,7 +3,8 @@
 Every message names the file or argument, what was found and what was expected.
 """
 
-__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "LeakageError", "TrainingError"]
+__all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "LeakageError", "TrainingError",
+           "EncoderChangedError"]
 
 
 class SslEcgError(Exception):
@@ -32,3 +33,7 @@ class LeakageError(SplitError):
 
 class TrainingError(SslEcgError, RuntimeError):
     """A training run diverged or learnt nothing (non-finite loss or weights, a loss stuck at 0)."""
+
+
+class EncoderChangedError(SslEcgError, RuntimeError):
+    """An encoder's state dict changed during an evaluation that must keep it frozen."""
