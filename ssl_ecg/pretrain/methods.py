@@ -40,7 +40,12 @@ from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
 from ssl_ecg.data.sampler import cross_lead_positive_rate
 from ssl_ecg.errors import ConfigError
 
-__all__ = ["MethodSpec", "METHODS", "build_method", "Method"]
+__all__ = ["MethodSpec", "METHODS", "build_method", "Method", "DataNeeds", "INSTANCE_TYPES", "SAMPLERS"]
+
+#: What one loader item is: a record's (L, window) window, or one lead of a record as its own (1, window) item.
+INSTANCE_TYPES = ("record", "record_lead")
+#: Batch samplers: any records in a seeded shuffle, or several records of each patient per batch (PCLR).
+SAMPLERS = ("shuffle", "patient")
 
 
 @dataclass
@@ -56,23 +61,113 @@ class MethodSpec:
     projector_dim: int | None = None  # vicreg/barlowtwins projector width (default 4 x the embedding)
 
 
-class Method(nn.Module):
-    """A pretraining method: ``views``, ``instance_ids`` and ``loss``.
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a method needs from the data, declared once (:meth:`Method.data_needs`) and read by ``run_pretrain``.
 
-    ``sampler`` names the batch sampler the method needs: ``"shuffle"`` (any
-    records) or ``"patient"`` (several records of each patient per batch, PCLR).
+    Attributes:
+        window_samples: samples per item the loader cuts from a record (at the
+            recipe's ``fs``); the method draws its views inside this window.
+        input_samples: samples per view, the encoder's input length.
+        instances: ``"record"`` (an item is a record's (L, window) window) or
+            ``"record_lead"`` (every (record, lead) pair is its own (1, window)
+            item, shuffled independently: CLOCS' CMSC batching).
+        sampler: ``"shuffle"`` (any records) or ``"patient"`` (several records
+            of each patient per batch; only patients with 2+ records are used).
+        needs_labels: the method trains on a label column (supervised
+            contrastive, sCL-ST): the recipe must name it, unlabelled records
+            are left out, and the patients whose labels it used are recorded.
+        min_leads: fewest leads the views can be formed from (2 where the views
+            ARE other leads).
+        in_channels: channels per view the encoder sees.
+        instances_per_record: instances (rows of the views) each item becomes.
+        lead_specific_ids: with ``"record_lead"`` items, positives must share the
+            lead (targets ``patient * L + lead``; CMSC's ``positives: patient_lead``).
+
+    Raises:
+        ConfigError: a field is out of range; the message names it.
+    """
+
+    window_samples: int
+    input_samples: int
+    instances: str = "record"
+    sampler: str = "shuffle"
+    needs_labels: bool = False
+    min_leads: int = 1
+    in_channels: int = 1
+    instances_per_record: int = 1
+    lead_specific_ids: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("window_samples", "input_samples", "min_leads", "in_channels", "instances_per_record"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"DataNeeds.{key}: expected an integer >= 1, got {value!r}")
+        if self.input_samples > self.window_samples:
+            raise ConfigError(f"DataNeeds.input_samples: {self.input_samples} views do not fit in the "
+                              f"{self.window_samples}-sample window; expected input_samples <= window_samples")
+        if self.instances not in INSTANCE_TYPES:
+            raise ConfigError(f"DataNeeds.instances: expected one of {', '.join(INSTANCE_TYPES)}, "
+                              f"got {self.instances!r}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"DataNeeds.sampler: expected one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.lead_specific_ids and self.instances != "record_lead":
+            raise ConfigError("DataNeeds.lead_specific_ids: lead-specific targets need instances='record_lead', "
+                              f"got {self.instances!r}")
+
+
+class Method(nn.Module):
+    """A pretraining method: ``views``, ``instance_ids`` and ``loss``, and what it needs from the data.
+
+    A method declares its data needs once, through :meth:`data_needs`; by default
+    that is assembled from these attributes and methods, so a subclass sets the
+    attributes (or overrides :meth:`data_needs` itself):
+
+    - ``sampler``: ``"shuffle"`` (any records) or ``"patient"`` (several
+      records of each patient per batch, PCLR);
+    - ``instances``: ``"record"`` or ``"record_lead"`` (see :class:`DataNeeds`);
+    - ``needs_labels``, ``min_leads``, ``per_lead`` (1 input channel, else L);
+    - :meth:`segment_samples` (the encoder input), :meth:`window_samples` (the
+      loader's window; default one segment), :meth:`instances_per_record`.
     """
 
     name: str = ""
     per_lead: bool = True
     needs_labels: bool = False
     sampler: str = "shuffle"
+    instances: str = "record"
+    min_leads: int = 1
+
+    @property
+    def lead_instances(self) -> bool:
+        """Every (record, lead) pair is its own instance (``instances == "record_lead"``)."""
+        return self.instances == "record_lead"
+
+    def data_needs(self, n_leads: int) -> DataNeeds:
+        """What this method needs from data with ``n_leads`` leads (window, instances, sampler, labels, channels).
+
+        Raises:
+            ConfigError: ``n_leads`` is not a positive integer, or a declared need is out of range.
+        """
+        if isinstance(n_leads, bool) or not isinstance(n_leads, int) or n_leads < 1:
+            raise ConfigError(f"n_leads: expected an integer >= 1, got {n_leads!r}")
+        spec = getattr(self, "spec", None)
+        return DataNeeds(window_samples=int(self.window_samples()), input_samples=int(self.segment_samples()),
+                         instances=self.instances, sampler=self.sampler, needs_labels=bool(self.needs_labels),
+                         min_leads=int(self.min_leads), in_channels=int(self.in_channels(n_leads)),
+                         instances_per_record=int(self.instances_per_record(n_leads)),
+                         lead_specific_ids=self.instances == "record_lead"
+                         and getattr(spec, "positives", "patient") == "patient_lead")
 
     def in_channels(self, n_leads: int) -> int:
         return 1 if self.per_lead else n_leads
 
     def segment_samples(self) -> int:
         raise NotImplementedError
+
+    def window_samples(self) -> int:
+        """Samples per record the loader cuts; the views are drawn inside it (default: one segment)."""
+        return self.segment_samples()
 
     def views(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError
@@ -135,14 +230,21 @@ class _Patient(Method):
     :class:`~losses.ClocsLoss`, CLOCS' view-pair loss with its bugs fixed).
     """
 
-    def __init__(self, name: str, spec: MethodSpec, views: nn.Module, samples: int, loss: nn.Module):
+    def __init__(self, name: str, spec: MethodSpec, views: nn.Module, samples: int, loss: nn.Module,
+                 window: int | None = None, min_leads: int = 1):
         super().__init__()
         self.name, self.spec, self._views, self._samples, self._loss = name, spec, views, samples, loss
         self.per_lead = True
-        self.lead_instances = name == "cmsc"
+        self.instances = "record_lead" if name == "cmsc" else "record"
+        self._window = samples if window is None else int(window)
+        self.min_leads = int(min_leads)  # CMLC/CMSMLC: the views are other leads
 
     def segment_samples(self) -> int:
         return self._samples
+
+    def window_samples(self) -> int:
+        """CMSC/CMSMLC: ``n_segments`` adjacent segments; CMLC: one segment (its views are leads)."""
+        return self._window
 
     def views(self, x, generator=None):
         return self._views(x, generator=generator)
@@ -365,17 +467,19 @@ def _patient_loss(spec: MethodSpec, clocs: bool) -> nn.Module:
 
 def _cmsc(spec, clocs=False):
     v = SegmentViews(spec.n_segments, spec.segment_len, spec.fs, per_lead=True)
-    return _Patient("cmsc", spec, v, v.segment_samples, _patient_loss(spec, clocs))
+    return _Patient("cmsc", spec, v, v.segment_samples, _patient_loss(spec, clocs),
+                    window=spec.n_segments * v.segment_samples)
 
 
 def _cmlc(spec, clocs=False):
     crop = _CropThen(spec, LeadViews())
-    return _Patient("cmlc", spec, crop, crop.crop.segment_samples, _patient_loss(spec, clocs))
+    return _Patient("cmlc", spec, crop, crop.crop.segment_samples, _patient_loss(spec, clocs), min_leads=2)
 
 
 def _cmsmlc(spec, clocs=False):
     v = SegmentLeadViews(spec.n_segments, spec.segment_len, spec.fs)
-    return _Patient("cmsmlc", spec, v, v.segments.segment_samples, _patient_loss(spec, clocs))
+    n = v.segments.segment_samples
+    return _Patient("cmsmlc", spec, v, n, _patient_loss(spec, clocs), window=spec.n_segments * n, min_leads=2)
 
 
 def _clocs(spec):
