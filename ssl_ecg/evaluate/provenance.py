@@ -1,0 +1,323 @@
+"""Provenance checks for every evaluation stage: no test (or episode) patient in an encoder's pretraining pool.
+
+An encoder's ``encoder.json`` carries a ``provenance`` block (written by pretraining, read with
+:func:`ssl_ecg.checkpoint.load_provenance`)::
+
+    {"version": 1, "datasets": [...], "cache_keys": [...], "pool_patients": ["ludb:1", ...],
+     "pool_fingerprints": ["ab12...", ...], "label_patients": [...], "split": {Split.to_dict()}}
+
+Evaluation (``probe``, ``finetune``, ``curve``) and ``fewshot`` use these checks:
+
+- :func:`resolve_split`: which patient split to evaluate on. By default (``split: null``) the encoders' own
+  split, which all encoders with provenance must share; a recipe's own split is allowed but checked.
+- :func:`check_overlap`: refuses (:class:`~ssl_ecg.errors.LeakageError`) when an evaluated patient was in an
+  encoder's pool, by patient key (``dataset:patient_id``) or by record fingerprint (the same signal under another
+  id), unless ``allow_overlap``.
+- :func:`check_labels`: refuses cells whose labelled training patients do not hold every patient whose labels
+  the encoder used in pretraining (``sclst``, label monitors): any fraction < 1, and any cell at all when the
+  encoder used labels of patients outside the training split, unless ``allow_overlap``.
+- :func:`check_known`: refuses encoders without provenance unless ``allow_unknown_provenance``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ssl_ecg.errors import ConfigError, LeakageError
+
+__all__ = ["PROVENANCE_KEYS", "OverlapReport", "read_provenance", "check_provenance", "check_known",
+           "resolve_split", "check_overlap", "check_labels", "provenance_summary", "allow_flags_line"]
+
+#: Keys a provenance block must have, with their JSON types.
+PROVENANCE_KEYS = {"pool_patients": list, "pool_fingerprints": list, "label_patients": list, "split": dict}
+#: How many patient ids an error message or a report shows.
+SHOWN_IDS = 5
+
+
+def _shown(ids: Iterable[str]) -> str:
+    ids = sorted(ids)
+    more = f", ... ({len(ids) - SHOWN_IDS} more)" if len(ids) > SHOWN_IDS else ""
+    return ", ".join(ids[:SHOWN_IDS]) + more
+
+
+def check_provenance(provenance: Any, source: str) -> dict | None:
+    """``provenance`` checked for the keys and types the checks need; None stays None (unknown provenance).
+
+    Args:
+        provenance: the ``provenance`` block of an ``encoder.json``, or None.
+        source: the encoder (arm name and path) for the message.
+
+    Raises:
+        ConfigError: not a mapping, a key is missing or has the wrong type, or the split has no hash.
+    """
+    if provenance is None:
+        return None
+    if not isinstance(provenance, Mapping):
+        raise ConfigError(f"{source}: provenance must be a mapping with keys {sorted(PROVENANCE_KEYS)}, "
+                          f"got {type(provenance).__name__}")
+    for key, kind in PROVENANCE_KEYS.items():
+        if not isinstance(provenance.get(key), kind):
+            raise ConfigError(f"{source}: provenance key {key!r} must be a {kind.__name__}, got "
+                              f"{type(provenance.get(key)).__name__}; re-pretrain it or set "
+                              "allow_unknown_provenance: true")
+    split = provenance["split"]
+    if not isinstance(split.get("hash"), str) or not isinstance(split.get("patients"), Mapping):
+        raise ConfigError(f"{source}: provenance split must hold 'patients' and 'hash' (a Split.to_dict()), got "
+                          f"keys {sorted(split)}")
+    return dict(provenance)
+
+
+def read_provenance(path: str | os.PathLike, source: str | None = None) -> dict | None:
+    """The checked provenance of the encoder at ``path`` (``.pt`` or run folder); None when it has none."""
+    from ssl_ecg.checkpoint import load_provenance
+
+    return check_provenance(load_provenance(path), source or str(path))
+
+
+def check_known(arm: str, provenance: dict | None, allow_unknown: bool, source: str | None = None) -> bool:
+    """Refuse an encoder without provenance unless ``allow_unknown``.
+
+    Returns:
+        Whether the provenance is known.
+
+    Raises:
+        LeakageError: no provenance and not ``allow_unknown``; names the encoder.
+    """
+    if provenance is not None:
+        return True
+    if not allow_unknown:
+        raise LeakageError(f"{source or arm}: encoder has no provenance (no pretraining pool in its encoder.json: "
+                           "third-party weights or a checkpoint from before provenance), so its test patients "
+                           "cannot be checked for overlap; re-pretrain it or set allow_unknown_provenance: true")
+    return False
+
+
+def resolve_split(provenances: Mapping[str, dict | None], split: Any = None, sources: Mapping[str, str] | None = None):
+    """The patient split an evaluation uses.
+
+    Args:
+        provenances: arm name -> its (checked) provenance, None for unknown ones.
+        split: the recipe's ``split``: None (the encoders' own split), a :class:`~ssl_ecg.data.prepare.Split`,
+            a path to a ``split.json``, or train/val/test shares / ``"official"`` (drawn on the data by
+            :func:`~ssl_ecg.data.prepare.prepare`).
+        sources: arm name -> how to name it in messages (e.g. ``"encoders.cmsc (runs/ludb_cmsc)"``).
+
+    Returns:
+        A ``Split`` to evaluate on, or None when the split is to be drawn from the recipe's shares (or
+        ``"official"``) and seed: an explicit shares/official split, or ``split: null`` with no encoder that
+        has provenance.
+
+    Raises:
+        ConfigError: ``split`` is null and encoders with provenance were pretrained on different splits
+            (the message names each encoder and its split hash).
+    """
+    from ssl_ecg.data.prepare import Split
+
+    sources = sources or {}
+    if isinstance(split, Split):
+        return split
+    if isinstance(split, (str, os.PathLike)) and str(split) != "official":
+        return Split.load(split)
+    if split is not None:
+        return None  # shares or "official": drawn by prepare(), then checked against every pool
+    known = {arm: p for arm, p in provenances.items() if p is not None}
+    if not known:
+        return None
+    hashes = {arm: p["split"]["hash"] for arm, p in known.items()}
+    if len(set(hashes.values())) > 1:
+        named = "; ".join(f"{sources.get(arm, arm)} split {h[:12]}" for arm, h in hashes.items())
+        raise ConfigError(f"encoders: pretrained on different patient splits ({named}); with split: null they "
+                          "must share one; pretrain them on one split or name the split to evaluate on "
+                          "(split: [shares], 'official' or a split.json path), which is checked against each pool")
+    arm = next(iter(known))
+    return Split.from_dict(known[arm]["split"], source=f"{sources.get(arm, arm)} provenance split")
+
+
+@dataclass
+class OverlapReport:
+    """One encoder's overlap with the evaluated patients.
+
+    Attributes:
+        arm: the arm name.
+        evaluated: the evaluated split names (e.g. ``("test",)``; few-shot: ``("episodes",)``).
+        evaluated_patients: how many patients were evaluated.
+        pool_patients, pool_fingerprints: sizes of the encoder's pretraining pool.
+        by_patient: evaluated patient keys in the pool.
+        by_fingerprint: evaluated patient keys (not in the pool by key) with a record whose signal
+            fingerprint is in the pool.
+        allowed: the overlap was allowed (``allow_overlap``).
+    """
+
+    arm: str
+    evaluated: tuple[str, ...]
+    evaluated_patients: int
+    pool_patients: int
+    pool_fingerprints: int
+    by_patient: list[str] = field(default_factory=list)
+    by_fingerprint: list[str] = field(default_factory=list)
+    allowed: bool = False
+
+    @property
+    def overlap(self) -> list[str]:
+        """Every overlapping patient key (by key or by fingerprint), sorted."""
+        return sorted(set(self.by_patient) | set(self.by_fingerprint))
+
+    def to_dict(self) -> dict:
+        """JSON-ready: counts plus up to :data:`SHOWN_IDS` ids of each kind."""
+        d = asdict(self)
+        d["evaluated"] = list(self.evaluated)
+        d["overlap"] = len(self.overlap)
+        d["by_patient"], d["by_fingerprint"] = len(self.by_patient), len(self.by_fingerprint)
+        d["examples"] = self.overlap[:SHOWN_IDS]
+        return d
+
+
+def _evaluated_rows(table: pd.DataFrame, evaluated: Sequence[str]) -> pd.DataFrame:
+    for col in ("patient_key", "split"):
+        if col not in table.columns:
+            raise ConfigError(f"check_overlap: the data table has no {col!r} column (expected prepare()'s table)")
+    return table[table["split"].astype(str).isin(list(evaluated))]
+
+
+def check_overlap(arm: str, provenance: dict | None, split, table: pd.DataFrame,
+                  evaluated: Sequence[str] = ("test",), allow_overlap: bool = False,
+                  source: str | None = None) -> OverlapReport | None:
+    """Refuse when an evaluated patient was in the encoder's pretraining pool, by patient key or by fingerprint.
+
+    Args:
+        arm: the arm name.
+        provenance: its checked provenance (None: unknown, nothing to check, returns None).
+        split: the evaluation's ``Split`` (its ``patients`` of the ``evaluated`` names count), or None to use
+            only the table's ``split`` column.
+        table: the prepared data table: ``patient_key``, ``split`` and (for the fingerprint check)
+            ``fingerprint`` per record.
+        evaluated: the split names whose patients are scored (``("test",)``; few-shot: every episode split).
+        allow_overlap: record the overlap instead of refusing (a transductive setting).
+        source: how to name the encoder (default ``arm``).
+
+    Returns:
+        The :class:`OverlapReport` (empty overlap lists when clean); None for unknown provenance.
+
+    Raises:
+        LeakageError: overlap and not ``allow_overlap``; names the encoder, the count and up to
+            :data:`SHOWN_IDS` patient ids.
+    """
+    if provenance is None:
+        return None
+    rows = _evaluated_rows(table, evaluated)
+    patients = set(rows["patient_key"].astype(str))
+    if split is not None:
+        for name in evaluated:
+            patients |= set(map(str, split.patients.get(name, ())))
+    pool = set(map(str, provenance["pool_patients"]))
+    pool_fp = set(map(str, provenance["pool_fingerprints"]))
+    by_patient = sorted(patients & pool)
+    by_fp: set[str] = set()
+    if pool_fp and "fingerprint" in rows.columns:
+        hit = rows["fingerprint"].astype(str).isin(pool_fp).to_numpy()
+        by_fp = set(rows["patient_key"].astype(str).to_numpy()[hit]) - set(by_patient)
+    report = OverlapReport(arm=arm, evaluated=tuple(evaluated), evaluated_patients=len(patients),
+                           pool_patients=len(pool), pool_fingerprints=len(pool_fp), by_patient=by_patient,
+                           by_fingerprint=sorted(by_fp), allowed=bool(allow_overlap))
+    if report.overlap and not allow_overlap:
+        what = "/".join(evaluated)
+        raise LeakageError(
+            f"{source or arm}: {len(report.overlap)} of {len(patients)} {what} patients were in its pretraining "
+            f"pool ({len(by_patient)} by patient key, {len(by_fp)} by signal fingerprint), e.g. "
+            f"{_shown(report.overlap)}; evaluate on the encoder's own split (split: null) or set "
+            "allow_overlap: true for a transductive setting")
+    return report
+
+
+def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[float],
+                 allow_overlap: bool = False, train: str = "train", source: str | None = None) -> dict | None:
+    """Refuse cells where the encoder used labels of patients that the cell treats as unlabelled.
+
+    A cell at fraction 1 labels every training patient, so it is clean when the encoder's label patients all
+    lie in the ``train`` split. A cell at fraction < 1 labels only a subset, so a label-using encoder is refused
+    there. An encoder that used no labels passes every cell.
+
+    Args:
+        arm: the arm name.
+        provenance: its checked provenance (None: unknown, returns None).
+        split: the evaluation's ``Split``.
+        fractions: the labelled fractions of the curve.
+        allow_overlap: record the refused fractions instead of raising.
+        train: the split name of the labelled training patients.
+        source: how to name the encoder (default ``arm``).
+
+    Returns:
+        ``{"label_patients": n, "outside_train": n, "refused_fractions": [...], "allowed": bool}``; None for
+        unknown provenance.
+
+    Raises:
+        LeakageError: a refused fraction and not ``allow_overlap``; names the encoder, the count, a few patient
+            ids and the fractions.
+    """
+    if provenance is None:
+        return None
+    used = set(map(str, provenance.get("label_patients") or ()))
+    outside = sorted(used - set(map(str, split.patients.get(train, ()))))
+    if not used:
+        refused: list[float] = []
+    elif outside:
+        refused = sorted(float(f) for f in fractions)
+    else:
+        refused = sorted(float(f) for f in fractions if float(f) < 1)
+    report = {"label_patients": len(used), "outside_train": len(outside), "refused_fractions": refused,
+              "allowed": bool(allow_overlap)}
+    if refused and not allow_overlap:
+        if outside:
+            why = (f"{len(outside)} of its {len(used)} label patients are outside the {train!r} split "
+                   f"(e.g. {_shown(outside)})")
+            fix = f"pretrain it on the labels of {train} patients only"
+        else:
+            why = (f"it used the labels of {len(used)} {train} patients (e.g. {_shown(used)}), which a label "
+                   f"fraction below 1 treats as unlabelled")
+            fix = "use fractions: [1.0] or an encoder pretrained without labels"
+        raise LeakageError(f"{source or arm}: pretraining used labels the curve hides: {why}; refused fractions "
+                           f"{[f'{f:g}' for f in refused]}; {fix}, or set allow_overlap: true")
+    return report
+
+
+def provenance_summary(provenance: dict | None) -> dict:
+    """What ``curve.json`` / ``fewshot.json`` record about one encoder's provenance."""
+    if provenance is None:
+        return {"known": False}
+    return {"known": True, "datasets": list(provenance.get("datasets", [])),
+            "pool_patients": len(provenance["pool_patients"]),
+            "pool_fingerprints": len(provenance["pool_fingerprints"]),
+            "label_patients": len(provenance["label_patients"]), "split_hash": provenance["split"]["hash"]}
+
+
+def allow_flags_line(meta: Mapping[str, Any]) -> str | None:
+    """The table-header line for set allow flags (with overlap counts), or None when none is set.
+
+    Args:
+        meta: a result or ``curve.json``/``fewshot.json`` payload with ``allow_overlap``,
+            ``allow_unknown_provenance`` and ``provenance`` (arm -> summary with ``overlap``).
+    """
+    parts = []
+    arms = meta.get("provenance") or {}
+    if meta.get("allow_overlap"):
+        counts = ", ".join(f"{arm} {info['overlap']['overlap']} {'/'.join(info['overlap']['evaluated'])}"
+                           for arm, info in arms.items() if info.get("overlap"))
+        refused = ", ".join(f"{arm} fractions {info['labels']['refused_fractions']}" for arm, info in arms.items()
+                            if info.get("labels") and info["labels"]["refused_fractions"])
+        parts.append("allow_overlap: true (overlapping patients: " + (counts or "none")
+                     + (f"; label-leaking cells kept: {refused}" if refused else "") + ")")
+    if meta.get("allow_unknown_provenance"):
+        unknown = [arm for arm, info in arms.items() if info.get("known") is False]
+        parts.append("allow_unknown_provenance: true (unchecked encoders: " + (", ".join(unknown) or "none") + ")")
+    return "; ".join(parts) if parts else None
+
+
+def path_source(arm: str, path: str | os.PathLike) -> str:
+    """How messages name an encoder arm: ``encoders.<arm> (<path>)``."""
+    return f"encoders.{arm} ({Path(path)})"
