@@ -6,9 +6,11 @@ from ssl_ecg.data import mitdb as _mitdb  # noqa: F401
 from ssl_ecg.data import other as _other  # noqa: F401
 from ssl_ecg.data import ptbxl as _ptbxl  # noqa: F401
 from ssl_ecg.data.index import DATASETS, DatasetIndex, load_index
+from ssl_ecg.data.prepare import DataSpec, Prepared, Split, patient_key, prepare
 from ssl_ecg.data.preprocess import preprocess, resample
 from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record
 
 __all__ = [
     "read_record", "load_index", "Record", "DatasetIndex", "DATASETS", "STANDARD_LEADS", "preprocess", "resample",
+    "prepare", "DataSpec", "Split", "Prepared", "patient_key",
 ]

@@ -4,13 +4,14 @@ Layout of one cache folder ``<root>/<dataset>-<key16>/``:
 
 - ``signals.f32``: all records' float32 samples, record after record, each
   record stored lead-major as (L, T_r);
-- ``records.json``: the index table plus ``offset`` (in samples) and ``length``
-  (T_r) per record;
+- ``records.json``: the index table plus ``offset`` (in samples), ``length``
+  (T_r) and ``fingerprint`` (see :func:`record_fingerprint`) per record;
 - ``files.json``: every source file the build read, as ``[relative path, size,
   mtime_ns, ctime_ns, inode, blake2b]``, and the signal files named by headers;
 - ``manifest.json``: the content key, the stat key, the preprocessing
-  parameters, lead names, fs, the counts of records dropped by the bad-lead
-  policy, and the records skipped as unreadable (with their reasons).
+  parameters, lead names, fs, the bad-lead policy's counts (leads zeroed,
+  records dropped, non-finite samples), and the records skipped as unreadable
+  (with their reasons).
 
 Source files. The build reads, and the key covers:
 
@@ -66,13 +67,14 @@ import pandas as pd
 
 from ssl_ecg.data.index import DatasetIndex
 from ssl_ecg.data.preprocess import preprocess
-from ssl_ecg.data.record import canonical_lead
+from ssl_ecg.data.record import Record, canonical_lead
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError
 
-__all__ = ["CacheParams", "RecordCache", "open_cache", "cache_key", "source_files", "remove_orphaned_builds",
-           "CACHE_FORMAT"]
+__all__ = ["CacheParams", "RecordCache", "CachePool", "open_cache", "cache_key", "source_files", "remove_orphaned_builds",
+           "record_fingerprint", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 2
+# 3: records.json carries each record's signal fingerprint; the manifest counts non-finite samples.
+CACHE_FORMAT = 3
 _SIGNALS, _RECORDS, _MANIFEST, _FILES = "signals.f32", "records.json", "manifest.json", "files.json"
 _RECORD_EXTS = (".hea", ".dat", ".mat", ".atr")
 _LABEL_SUFFIXES = (".csv", ".tsv", ".json")
@@ -201,6 +203,44 @@ class CacheParams:
         if self.leads:
             d["leads"] = [name if name.startswith("#") else canonical_lead(name) for name in self.leads]
         return d
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Record fingerprints
+
+_I32 = np.iinfo(np.int32)
+
+
+def record_fingerprint(record: Record) -> str:
+    """A hash of a record's signal as read, to find one recording stored under two ids or in two datasets.
+
+    blake2b (16-byte digest, hex) over the record's shape, sampling rate and
+    lead names (standard spelling, in the record's own order), then its samples
+    quantised to integer microvolts: ``np.round(mV * 1000)`` as little-endian
+    int32 (non-finite samples become the int32 minimum, values beyond the
+    int32 range are clipped). Record id, patient id, path and labels are not
+    part of it, so PTB-XL 145 and 463 (one signal under two patient ids) share a
+    fingerprint, and so does a CinC copy of a PTB-XL record read at the same
+    rate. The preprocessing (resampling, lead selection, normalisation) does not
+    enter: the fingerprint is taken before it, so caches of one dataset at
+    different parameters agree.
+
+    Args:
+        record: the record as its dataset's reader returns it (mV, (leads, time)).
+
+    Returns:
+        32 hex characters.
+    """
+    sig = np.asarray(record.signal, dtype=np.float64)
+    finite = np.isfinite(sig)
+    uv = np.where(finite, np.round(np.where(finite, sig, 0.0) * 1000.0), float(_I32.min))
+    quantised = np.clip(uv, _I32.min, _I32.max).astype("<i4")
+    head = {"shape": list(sig.shape), "fs": float(record.fs), "leads": [canonical_lead(str(n)) for n in record.leads]}
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(head, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    h.update(b"\0")
+    h.update(np.ascontiguousarray(quantised).tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -531,6 +571,91 @@ class RecordCache:
         return self.record(i)[:, start:start + length]
 
 
+class CachePool:
+    """Several record caches read as one: the :class:`RecordCache` read interface over their concatenation.
+
+    Rows follow the members in order, each member's rows in its own order. The
+    members must hold the same leads (names and order) at the same rate: build
+    them with one :class:`CacheParams` whose ``leads`` names a common set.
+    Safe to pickle into DataLoader workers (each member reopens its own map).
+
+    Attributes:
+        members: the member caches.
+        names: their dataset names (unique).
+        table: the members' tables concatenated, with a ``dataset`` column, the
+            member's own patient id in ``source_patient_id``, and ``patient_id``
+            set to the patient key ``"<dataset>:<patient id>"``, so that code
+            grouping records by ``patient_id`` (samplers, patient-aware losses)
+            never merges LUDB "100" with MIT-BIH "100".
+        manifest: ``key`` (a hash of the member keys, in order), ``dataset``
+            (the names joined by ``+``), ``leads``, ``params``, ``n_records`` and
+            ``members`` (each member's dataset, folder and key).
+
+    Raises:
+        ConfigError: no member, a dataset name given twice, or members whose
+            leads or rates differ (the message names them).
+    """
+
+    def __init__(self, members: Sequence[RecordCache], names: Sequence[str] | None = None):
+        members = list(members)
+        if not members:
+            raise ConfigError("CachePool: expected at least one member cache, got none")
+        names = [str(m.manifest.get("dataset", f"member{k}")) for k, m in enumerate(members)] if names is None \
+            else [str(n) for n in names]
+        if len(names) != len(members):
+            raise ConfigError(f"CachePool: {len(names)} names {names} for {len(members)} member caches")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"CachePool: dataset {dup[0]!r} is given twice; expected each dataset once in a pool")
+        leads = [list(m.manifest["leads"]) for m in members]
+        if any(lead != leads[0] for lead in leads):
+            shown = "; ".join(f"{n}: {lead}" for n, lead in zip(names, leads))
+            raise ConfigError(f"CachePool: the member caches hold different leads ({shown}); expected one lead set: "
+                              "set leads= to a set every dataset has")
+        rates = [m.fs for m in members]
+        if any(r != rates[0] for r in rates):
+            shown = ", ".join(f"{n}: {r:g} Hz" for n, r in zip(names, rates))
+            raise ConfigError(f"CachePool: the member caches have different rates ({shown}); expected one fs")
+        self.members, self.names = members, names
+        tables = []
+        for k, (name, m) in enumerate(zip(names, members)):
+            t = m.table.copy()
+            source = t["patient_id"].astype(str)
+            t.insert(0, "dataset", name)
+            t["source_patient_id"] = source
+            prefix = f"{name}:"
+            t["patient_id"] = [p if p.startswith(prefix) else prefix + p for p in source]
+            tables.append(t)
+        self.table = pd.concat(tables, ignore_index=True, sort=False)
+        self._member = np.concatenate([np.full(len(m), k, dtype=np.int64) for k, m in enumerate(members)])
+        self._row = np.concatenate([np.arange(len(m), dtype=np.int64) for m in members])
+        keys = [str(m.manifest.get("key", "")) for m in members]
+        self.manifest = {"key": _digest("\n".join(f"{n}\0{k}" for n, k in zip(names, keys))),
+                         "dataset": "+".join(names), "leads": leads[0], "params": dict(members[0].manifest["params"]),
+                         "n_records": len(self.table),
+                         "members": [{"dataset": n, "folder": str(m.folder), "key": k}
+                                     for n, m, k in zip(names, members, keys)]}
+
+    @property
+    def n_leads(self) -> int:
+        return self.members[0].n_leads
+
+    @property
+    def fs(self) -> float:
+        return self.members[0].fs
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def record(self, i: int) -> np.ndarray:
+        """Record ``i`` (row of :attr:`table`) as a read-only (L, T) view."""
+        return self.members[self._member[i]].record(int(self._row[i]))
+
+    def segment(self, i: int, start: int, length: int) -> np.ndarray:
+        """Samples ``start:start + length`` of record ``i`` as an (L, length) view."""
+        return self.members[self._member[i]].segment(int(self._row[i]), start, length)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Temporary folders
 
@@ -763,7 +888,9 @@ def _build(index: DatasetIndex, params: CacheParams, out: Path, keys: dict, src:
         for i in range(len(index)):
             where = str(paths.iloc[i])
             try:
-                rec = preprocess(index.read(i), fs=params.fs, leads=params.leads, normalization=params.normalization,
+                raw = index.read(i)
+                fingerprint = record_fingerprint(raw)
+                rec = preprocess(raw, fs=params.fs, leads=params.leads, normalization=params.normalization,
                                  bad_lead_policy=params.bad_lead_policy, band=params.band, stats=stats)
                 if rec is not None and leads is not None and rec.leads != leads:
                     raise RecordError(f"{rec.path or where}: leads {rec.leads} differ from the first record's "
@@ -788,7 +915,7 @@ def _build(index: DatasetIndex, params: CacheParams, out: Path, keys: dict, src:
                 leads = rec.leads
             f.write(np.ascontiguousarray(rec.signal, dtype=np.float32).tobytes())
             row = index.table.iloc[i].to_dict()
-            row.update(offset=offset, length=rec.n_samples)
+            row.update(offset=offset, length=rec.n_samples, fingerprint=fingerprint)
             rows.append(row)
             offset += rec.signal.size
     dropped = stats.get("dropped_records", 0)
@@ -801,7 +928,8 @@ def _build(index: DatasetIndex, params: CacheParams, out: Path, keys: dict, src:
     (out / _FILES).write_text(json.dumps(_files_record(src)))
     manifest = {**keys, "dataset": index.name, "root": str(index.root), "params": params.as_dict(),
                 "leads": leads, "n_records": len(rows), "dropped_bad_leads": dropped,
-                "zeroed_leads": stats.get("zeroed_leads", 0), "dropped_short": short,
+                "zeroed_leads": stats.get("zeroed_leads", 0), "nonfinite_samples": stats.get("nonfinite_samples", 0),
+                "dropped_short": short,
                 "n_skipped": len(skipped), "skipped": skipped, "n_source_files": len(src.stats),
                 "header_files": sorted({r for v in src.refs.values() for r in v})}
     (out / _MANIFEST).write_text(json.dumps(manifest, indent=1))

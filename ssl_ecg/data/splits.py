@@ -14,8 +14,8 @@ import numpy as np
 
 from ssl_ecg.errors import ConfigError, SplitError
 
-__all__ = ["patient_split", "table_splits", "label_fraction_subsets", "check_no_leakage", "check_classes_present",
-           "record_level_ids", "RecordLevelIdsWarning"]
+__all__ = ["patient_split", "official_patient_split", "table_splits", "label_fraction_subsets", "check_no_leakage",
+           "check_classes_present", "record_level_ids", "RecordLevelIdsWarning"]
 
 
 class RecordLevelIdsWarning(UserWarning):
@@ -94,6 +94,50 @@ def patient_split(
         out[name] = sorted(out[name], key=str)
     check_no_leakage(out)
     return out
+
+
+def official_patient_split(patients: Sequence[Hashable], subsets: Sequence, dataset: str = "dataset",
+                           column: str = "split") -> dict[str, list]:
+    """Patients per official subset, from one subset name per record.
+
+    Records whose subset is empty (``""``, ``None`` or NaN) put their patient in
+    no subset, unless another of the patient's records names one.
+
+    Args:
+        patients: patient id (or key) of each record.
+        subsets: the record's official subset name (e.g. PTB-XL's "train"/"val"/"test",
+            MIT-BIH's "DS1"/"DS2"), aligned with ``patients``.
+        dataset: dataset name(s) for messages.
+        column: the index column the names come from, for messages.
+
+    Returns:
+        ``{subset name: sorted patient list}``, names sorted.
+
+    Raises:
+        SplitError: a patient's records lie in two subsets (the official split is
+            record-wise there; the message names the patient and the subsets), or
+            no record names a subset.
+    """
+    patients, subsets = list(patients), list(subsets)
+    if len(patients) != len(subsets):
+        raise SplitError(f"{dataset}: {len(patients)} patient ids but {len(subsets)} {column!r} values")
+    where: dict = {}
+    for p, name in zip(patients, subsets):
+        if name is None or (isinstance(name, float) and math.isnan(name)) or str(name).strip() == "":
+            continue
+        where.setdefault(p, set()).add(str(name))
+    mixed = {p: sorted(names) for p, names in where.items() if len(names) > 1}
+    if mixed:
+        first = sorted(mixed, key=str)[0]
+        raise SplitError(f"{dataset}: official split column {column!r} puts the records of patient {first!r} in "
+                         f"subsets {mixed[first]} ({len(mixed)} such patients); expected each patient in one subset "
+                         "(draw a patient split with shares instead)")
+    if not where:
+        raise SplitError(f"{dataset}: official split column {column!r} names no subset for any record")
+    out: dict[str, list] = {}
+    for p, names in where.items():
+        out.setdefault(next(iter(names)), []).append(p)
+    return {name: sorted(out[name], key=str) for name in sorted(out)}
 
 
 def table_splits(table, split: Sequence[float] | str, seed: int = 0, dataset: str = "dataset") -> dict[str, list]:
