@@ -1,14 +1,26 @@
-"""Load a whole (small) dataset into one preprocessed (R, L, T) array."""
+"""Deprecated: a whole (small) dataset as one (R, L, T) array, read through the record cache.
+
+Use :func:`ssl_ecg.data.prepare` and :meth:`~ssl_ecg.data.prepare.Prepared.arrays`
+instead: they read the same memmap cache as pretraining and attach the patient
+split. :func:`load_signals` is kept as a thin view over that cache, so it
+preprocesses exactly as the cache does (one data path) and defaults to the one
+bad-lead policy, ``"zero_lead"``.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
+from contextlib import ExitStack
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ssl_ecg.data.cache import CacheParams, open_cache
 from ssl_ecg.data.index import DatasetIndex
-from ssl_ecg.data.preprocess import BadLeadPolicy, Normalization, preprocess
+from ssl_ecg.data.preprocess import BadLeadPolicy, Normalization
 from ssl_ecg.errors import DatasetError, RecordError
 
 __all__ = ["load_signals"]
@@ -20,50 +32,62 @@ def load_signals(
     n_samples: int | None = None,
     leads: Sequence[str] | None = None,
     normalization: Normalization = "record",
-    bad_lead_policy: BadLeadPolicy = "error",
+    bad_lead_policy: BadLeadPolicy = "zero_lead",
     min_samples: int = 1,
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Read, preprocess and stack every record of ``index``.
+    """Deprecated view of the record cache: every record of ``index``, preprocessed and stacked.
 
-    Records are cut to ``n_samples`` (default: the shortest record) from the start.
-    With ``fs=None`` nothing is resampled, and mixed sampling rates are an error.
+    The records are cached with :func:`ssl_ecg.data.cache.open_cache` (under
+    ``cache_dir``, or a temporary folder removed afterwards) and cut to
+    ``n_samples`` (default: the shortest record) from the start. With
+    ``fs=None`` the records' common rate is kept, and mixed rates are an error.
 
     Args:
         min_samples: records shorter than this after resampling raise
             :class:`RecordError` naming the record (e.g. shorter than two segments).
+        cache_dir: the cache root to build in or reuse; default a temporary folder.
 
     Returns:
-        ``(signals, table)``: float32 (R, L, T) and the index rows kept, in order
-        (records dropped by ``bad_lead_policy='drop_record'`` are left out and
-        counted in ``table.attrs['dropped']``).
+        ``(signals, table)``: float32 (R, L, T) and the cached rows in order, with
+        their ``fingerprint`` (records dropped by ``bad_lead_policy='drop_record'``
+        are left out and counted in ``table.attrs['dropped']``).
+
+    Raises:
+        DatasetError: mixed rates with ``fs=None``, or no record left.
+        RecordError: a record cannot be read, or is shorter than ``min_samples`` / ``n_samples``.
     """
-    arrays, keep, dropped, rates = [], [], 0, set()
-    for i in range(len(index)):
-        rec = preprocess(index.read(i), fs=fs, leads=leads, normalization=normalization,
-                         bad_lead_policy=bad_lead_policy)
-        if rec is None:
-            dropped += 1
-            continue
-        if rec.n_samples < min_samples:
-            raise RecordError(f"{rec.path or rec.record_id}: {rec.n_samples} samples at {fs} Hz, "
-                              f"shorter than the {min_samples} samples required")
-        arrays.append(rec.signal)
-        keep.append(i)
-        rates.add(rec.fs)
+    warnings.warn("load_signals is deprecated: use ssl_ecg.data.prepare(DataSpec(...)).arrays(n_samples), which reads "
+                  "the same memmap cache as pretraining", DeprecationWarning, stacklevel=2)
+    if fs is None:
+        rates: dict[float, str] = {}
+        for i in range(len(index)):
+            rec = index.read(i)
+            rates.setdefault(float(rec.fs), rec.path or rec.record_id)
         if len(rates) > 1:
-            where = rec.path or rec.record_id
+            where = list(rates.values())[-1]
             raise DatasetError(f"{index.name}: mixed sampling rates {sorted(rates)} Hz (at {where}) "
                                "and no resampling; pass fs= to resample")
-    if not arrays:
-        raise DatasetError(f"{index.name} at {index.root}: no records left after preprocessing")
-    n_leads = {a.shape[0] for a in arrays}
-    if len(n_leads) != 1:
-        raise DatasetError(f"{index.name}: records have different lead counts {sorted(n_leads)}; pass leads=")
-    length = n_samples or min(a.shape[1] for a in arrays)
-    short = [index.table.iloc[k]["record_id"] for k, a in zip(keep, arrays) if a.shape[1] < length]
-    if short:
-        raise RecordError(f"{index.name}: records {short[:5]} are shorter than {length} samples")
-    signals = np.stack([a[:, :length] for a in arrays]).astype(np.float32)
-    table = index.table.iloc[keep].reset_index(drop=True)
-    table.attrs["dropped"] = dropped
+        fs = next(iter(rates))
+    params = CacheParams(fs=fs, leads=tuple(leads) if leads else None, normalization=normalization,
+                         bad_lead_policy=bad_lead_policy)
+    with ExitStack() as stack:
+        root = cache_dir if cache_dir is not None else stack.enter_context(tempfile.TemporaryDirectory())
+        cache = open_cache(index, root, params)
+        lengths = cache.table["length"].to_numpy()
+        ids = cache.table["record_id"].astype(str).to_numpy()
+        if (lengths < min_samples).any():
+            k = int(np.flatnonzero(lengths < min_samples)[0])
+            raise RecordError(f"{index.name} record {ids[k]}: {int(lengths[k])} samples at {fs} Hz, "
+                              f"shorter than the {min_samples} samples required")
+        length = int(n_samples or lengths.min())
+        short = ids[lengths < length].tolist()
+        if short:
+            raise RecordError(f"{index.name}: records {short[:5]} are shorter than {length} samples")
+        signals = np.empty((len(cache), cache.n_leads, length), dtype=np.float32)
+        for i in range(len(cache)):
+            signals[i] = cache.record(i)[:, :length]
+        table = cache.table.drop(columns=["offset", "length"]).reset_index(drop=True)
+        table.attrs["dropped"] = int(cache.manifest.get("dropped_bad_leads", 0))
+        cache._memmap = None  # close the map before a temporary folder is removed
     return signals, table
