@@ -10,10 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_ecg.errors import ConfigError
+from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models.registry import build_encoder
 
-__all__ = ["save_encoder", "load_encoder"]
+__all__ = ["save_encoder", "load_encoder", "load_provenance", "PROVENANCE_VERSION"]
+
+#: Version of the ``provenance`` block in ``encoder.json`` (bumped when its meaning changes).
+PROVENANCE_VERSION = 1
+#: Keys of the provenance block that hold lists of strings.
+_PROVENANCE_LISTS = ("datasets", "cache_keys", "pool_patients", "pool_fingerprints", "label_patients")
 
 
 def save_encoder(encoder: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -63,3 +68,74 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     except RuntimeError as exc:
         raise ConfigError(f"{path}: weights do not match the config in {config_path.name}: {exc}") from exc
     return encoder.eval()
+
+
+def _config_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        return path / "encoder.json"
+    return path if path.suffix == ".json" else path.with_suffix(".json")
+
+
+def load_provenance(path: str | os.PathLike) -> dict | None:
+    """The pretraining provenance stored in an encoder's ``encoder.json``, or None when it has none.
+
+    The block (written by :func:`ssl_ecg.pretrain.run_pretrain`) is::
+
+        {"version": 1, "datasets": [...], "cache_keys": [...],
+         "pool_patients": ["ludb:1", ...],      # patient keys whose records it trained or validated on
+         "pool_fingerprints": ["ab12...", ...],  # signal fingerprints of those records
+         "label_patients": [...],                # patients whose labels pretraining used ([] for none)
+         "split": {...}}                         # the full split (Split.to_dict(): patients, rule, cache_key, hash)
+
+    Encoders without it (third-party weights, checkpoints written before
+    provenance existed) give None; the caller decides whether to accept them.
+
+    Args:
+        path: the ``encoder.pt`` file, its ``encoder.json``, or the run folder holding them.
+
+    Returns:
+        The block as stored (plain JSON values; the split is checked against its hash), or None.
+
+    Raises:
+        ConfigError: the JSON file is missing or not a JSON object, or the block was
+            written by a newer provenance version.
+        DatasetError: the block is malformed (a key missing or of the wrong type, a
+            split whose hash does not match); the message names the file and the key.
+    """
+    config_path = _config_path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: encoder config not found (expected encoder.json beside encoder.pt)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{config_path}: expected a JSON encoder config ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{config_path}: expected a JSON object, got {type(meta).__name__}")
+    if "provenance" not in meta or meta["provenance"] is None:
+        return None
+    prov = meta["provenance"]
+    where = f"{config_path}: provenance"
+    if not isinstance(prov, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(prov).__name__}")
+    version = prov.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DatasetError(f"{where}.version: expected a positive integer, got {version!r}")
+    if version > PROVENANCE_VERSION:
+        raise ConfigError(f"{where}.version: {version} was written by a newer ssl-ecg (this one reads up to "
+                          f"{PROVENANCE_VERSION}); upgrade ssl-ecg")
+    for key in _PROVENANCE_LISTS:
+        value = prov.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            found = "missing" if key not in prov else f"{type(value).__name__} {str(value)[:60]}"
+            raise DatasetError(f"{where}.{key}: expected a list of strings, got {found}")
+    if not prov["pool_patients"]:
+        raise DatasetError(f"{where}.pool_patients: expected the patients pretraining saw, got an empty list")
+    split = prov.get("split")
+    if not isinstance(split, dict):
+        raise DatasetError(f"{where}.split: expected the split object (patients, rule, cache_key, hash), "
+                           f"got {type(split).__name__ if 'split' in prov else 'missing'}")
+    from ssl_ecg.data.prepare import Split  # lazy: the data layer is not needed to load weights
+
+    Split.from_dict(split, source=f"{where}.split")  # checks the patients against the stored hash
+    return prov
