@@ -1,123 +1,182 @@
-"""The demo: CMSC pretraining on LUDB -> per-patient label-efficiency curve.
+"""The demo: two recipes run in sequence, through the same entry points users run.
 
-Protocol (no transductive shortcut): LUDB patients are split 60/20/20 into
-train/val/test (seeded, stratified on LVH and axis); the encoder is pretrained
-only on the train+val patients (plus, when present, other databases); probes
-use nested per-patient fractions of the train patients, choose their
-hyper-parameters on val, and report test AUROC once.
+1. A pretraining recipe (``experiments/demo_pretrain.yaml``, a :class:`~ssl_ecg.pretrain.PretrainConfig`):
+   CMSC on LUDB via :func:`~ssl_ecg.pretrain.run_pretrain`. Pretraining sees only the train+val patients of
+   its seeded patient split and writes that split (``split.json``) and its pool (``encoder.json`` provenance).
+2. A curve recipe (``experiments/demo_curve.yaml``, an :class:`~ssl_ecg.evaluate.runner.EvalConfig`): the
+   label-efficiency curve of that encoder, a random-init arm and a supervised arm via
+   :func:`~ssl_ecg.evaluate.runner.run_evaluation`, on the encoder's own split (``split: null``), so no test
+   patient was pretrained on (checked from the provenance).
+
+``ssl-ecg demo`` therefore gives the same ``curve.csv`` as ``ssl-ecg pretrain experiments/demo_pretrain.yaml``
+followed by ``ssl-ecg curve experiments/demo_curve.yaml``. ``experiments/demo.yaml`` names the two recipe files;
+without a recipe the built-in copies below (:data:`DEMO_PRETRAIN`, :data:`DEMO_CURVE`, the same settings as the
+bundled files, which a test keeps in sync) are used, so ``ssl-ecg demo`` also works outside a checkout.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-import pandas as pd
-
-from ssl_ecg.checkpoint import load_encoder
-from ssl_ecg.data import load_index
-from ssl_ecg.data.arrays import load_signals
-from ssl_ecg.data.download import download_ludb, locate_dataset, user_data_dir
-from ssl_ecg.data.preprocess import Normalization
-from ssl_ecg.data.splits import check_no_leakage, patient_split
-from ssl_ecg.errors import ConfigError
-from ssl_ecg.evaluate import CurveSpec, run_curve, write_outputs
-from ssl_ecg.models import build_encoder
+from ssl_ecg.data.download import PHYSIONET, download, locate_dataset, user_data_dir
+from ssl_ecg.errors import ConfigError, DatasetError
+from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
 from ssl_ecg.paths import run_folder
-from ssl_ecg.pretrain import pretrain
-from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, SplitFractions
-from ssl_ecg.utils import seeded
+from ssl_ecg.pretrain import PretrainConfig, run_pretrain
+from ssl_ecg.recipe import load_recipe, load_yaml
 
-__all__ = ["DemoConfig", "run_demo", "format_table"]
+__all__ = ["DEMO_PRETRAIN", "DEMO_CURVE", "DemoRecipes", "load_demo", "run_demo", "format_table"]
 
-TASKS = {"lvh": "left ventricular hypertrophy", "lad": "left axis deviation vs normal axis"}
-
-
-@dataclass
-class DemoConfig:
-    """The demo recipe (``experiments/demo.yaml``)."""
-
-    name: RunName = "demo"
-    fs: PositiveFloat = 100.0
-    segment_len: PositiveFloat = 5.0
-    n_segments: PositiveInt = 2
-    per_lead: bool = True
-    positives: Literal["patient", "patient_lead"] = "patient_lead"
-    normalization: Normalization = "record"
-    embed_dim: PositiveInt = 128
-    temperature: PositiveFloat = 0.1
-    lr: PositiveFloat = 1e-3
-    batch_size: PositiveInt = 16
-    epochs: PositiveInt = 40
-    split: SplitFractions = field(default_factory=lambda: [0.6, 0.2, 0.2])
-    split_seed: NonNegativeInt = 0
-    pretrain_seed: NonNegativeInt = 0
-    tasks: Names = field(default_factory=lambda: list(TASKS))
-    fractions: Fractions = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
-    seeds: Seeds = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    supervised: bool = True
-    supervised_epochs: PositiveInt = 60
-    supervised_lr: PositiveFloat = 1e-3
-
-    def __post_init__(self):
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if unknown:
-            raise ConfigError(f"tasks: {unknown} unknown; expected some of {list(TASKS)}")
-        if len(self.seeds) < 2:
-            raise ConfigError(f"seeds: need at least 2 seeds for a confidence interval, got {self.seeds}")
+#: The built-in pretraining recipe (the values of ``experiments/demo_pretrain.yaml``).
+DEMO_PRETRAIN: dict[str, Any] = {
+    "name": "demo_pretrain", "dataset": "ludb", "method": "cmsc", "fs": 100.0, "segment_len": 5.0, "n_segments": 2,
+    "positives": "patient_lead", "temperature": 0.1, "embed_dim": 128, "lr": 0.001,
+    "batch_size": 192,  # (record, lead) instances per step: 16 records x 12 leads
+    "epochs": 40, "seed": 0, "pool": "train+val", "split": [0.6, 0.2, 0.2], "split_seed": 0, "cache_dir": "cache",
+}
+#: The built-in curve recipe (the values of ``experiments/demo_curve.yaml``).
+DEMO_CURVE: dict[str, Any] = {
+    "name": "demo_curve", "dataset": "ludb", "fs": 100.0, "window": 5.0, "encoders": {"cmsc": "runs/demo_pretrain"},
+    "random_init": True, "supervised": True, "tasks": ["lvh", "lad"], "fractions": [0.05, 0.1, 0.25, 0.5, 1.0],
+    "seeds": [0, 1, 2, 3, 4], "probes": ["logistic"], "split": None, "epochs": 60, "lr": 0.001,
+}
+_STEPS = ("pretrain", "curve")
 
 
-def run_demo(cfg: DemoConfig, data: str | None = None, runs: str | Path = "runs", progress: bool = True) -> dict:
-    """Run the slice end to end; returns the curve summary and writes ``runs/<name>/``."""
-    t0 = time.perf_counter()
-    out = run_folder(runs, cfg.name)
-    out.mkdir(parents=True, exist_ok=True)
-    root = locate_dataset("ludb", data)
-    if root is None:
-        print(f"LUDB not found under --data, $SSL_ECG_DATA or {user_data_dir()}; downloading from PhysioNet")
-        root = download_ludb(user_data_dir())
-    index = load_index("ludb", root)
-    window = int(round(cfg.segment_len * cfg.fs))
-    signals, table = load_signals(index, fs=cfg.fs, normalization=cfg.normalization,
-                                  min_samples=cfg.n_segments * window)
-    strata = dict(zip(table["patient_id"], table["lvh"].astype(str) + "/" + table["axis"]))
-    splits = patient_split(table["patient_id"], cfg.split, labels=strata, seed=cfg.split_seed)
-    check_no_leakage(splits)
-    pool_patients = set(splits["train"]) | set(splits["val"])
-    in_pool = table["patient_id"].isin(pool_patients).to_numpy()
-    codes = pd.factorize(table["patient_id"])[0]
-    pool = {"ludb": {"root": str(root), "records": int(in_pool.sum()), "splits": ["train", "val"]}}
-    assert not (set(table.loc[in_pool, "patient_id"]) & set(splits["test"])), "test patients in the pretraining pool"
+@dataclass(frozen=True)
+class DemoRecipes:
+    """The demo's two recipes."""
 
-    result = pretrain(signals[in_pool], codes[in_pool], out / "pretrain", fs=cfg.fs, segment_len=cfg.segment_len,
-                      n_segments=cfg.n_segments, per_lead=cfg.per_lead, positives=cfg.positives,
-                      embed_dim=cfg.embed_dim,
-                      temperature=cfg.temperature, lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                      seed=cfg.pretrain_seed, progress_bar=progress)
-    encoder_cfg = {"name": "clocs", "in_channels": 1 if cfg.per_lead else signals.shape[1], "input_len": window,
-                   "embed_dim": cfg.embed_dim}
-    with seeded(cfg.pretrain_seed):
-        random_init = build_encoder(encoder_cfg).eval()
-    encoders = {"cmsc": load_encoder(result.encoder_path), "random_init": random_init}
-    spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=cfg.per_lead,
-                     supervised=encoder_cfg if cfg.supervised else None, supervised_epochs=cfg.supervised_epochs,
-                     supervised_lr=cfg.supervised_lr)
-    curve = run_curve(signals, table, splits, encoders, spec, out, progress=progress)
-    meta = {
-        "config": asdict(cfg),
-        "pretraining_pool": pool,
-        "split_sizes": {k: len(v) for k, v in splits.items()},
-        "pretrain_loss_first_last": [result.losses[0], result.losses[-1]] if result.losses else [],
-        "pretrain_seconds": round(result.seconds, 1),
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "tasks": {t: TASKS[t] for t in cfg.tasks},
-    }
-    summary = write_outputs(curve, out, meta)
-    (out / "demo_meta.json").write_text(json.dumps(meta, indent=2))
-    return {"summary": summary, "out": out, "meta": meta}
+    pretrain: PretrainConfig
+    curve: EvalConfig
+
+
+def _split_overrides(overrides: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{"pretrain.epochs": 2, "curve.seeds": [0, 1]}`` -> ``{"pretrain": {"epochs": 2}, "curve": {...}}``."""
+    out: dict[str, dict[str, Any]] = {step: {} for step in _STEPS}
+    for key, value in (overrides or {}).items():
+        step, dot, field = str(key).partition(".")
+        if not dot or step not in out or not field:
+            raise ConfigError(f"overrides: {key}={value!r}: expected pretrain.KEY=VALUE or curve.KEY=VALUE "
+                              "(the demo runs two recipes; e.g. pretrain.epochs=10 curve.seeds=[0,1])")
+        out[step][field] = value
+    return out
+
+
+def _recipe_files(path: str | os.PathLike) -> dict[str, Path]:
+    """The two recipe files a demo file names (relative paths are taken from the demo file's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: demo recipe not found")
+    try:
+        names = load_yaml(path.read_text())
+    except Exception as exc:  # yaml.YAMLError, UnicodeDecodeError: one line naming the file
+        raise ConfigError(f"{path}: expected a YAML mapping {{pretrain: FILE, curve: FILE}} "
+                          f"({' '.join(str(exc).split())})") from None
+    if not isinstance(names, dict) or set(names) != set(_STEPS) or \
+            not all(isinstance(v, str) and v for v in names.values()):
+        raise ConfigError(f"{path}: expected exactly the keys pretrain and curve, each a recipe file name "
+                          f"(e.g. pretrain: demo_pretrain.yaml), got {names!r}")
+    return {step: path.parent / names[step] for step in _STEPS}
+
+
+def load_demo(recipe: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DemoRecipes:
+    """The demo's two recipes, from a demo file (or the built-in copies) plus prefixed overrides.
+
+    Args:
+        recipe: a YAML file ``{pretrain: FILE, curve: FILE}`` naming a pretraining recipe (PretrainConfig)
+            and a curve recipe (EvalConfig), relative to its own folder (``experiments/demo.yaml``);
+            ``None``: :data:`DEMO_PRETRAIN` and :data:`DEMO_CURVE`.
+        overrides: ``{"pretrain.KEY": value, "curve.KEY": value}`` (from
+            :func:`ssl_ecg.recipe.parse_overrides`), applied to that recipe.
+
+    Returns:
+        The checked recipes.
+
+    Raises:
+        ConfigError: the demo file is missing or malformed, an override lacks the ``pretrain.``/``curve.``
+            prefix, or a recipe value is invalid (the message names the file or ``overrides`` and the key).
+    """
+    per_step = _split_overrides(overrides)
+    if recipe is None:
+        pre = load_recipe(PretrainConfig, None, per_step["pretrain"], defaults=DEMO_PRETRAIN)
+        curve = load_recipe(EvalConfig, None, per_step["curve"], defaults=DEMO_CURVE)
+    else:
+        files = _recipe_files(recipe)
+        pre = load_recipe(PretrainConfig, files["pretrain"], per_step["pretrain"])
+        curve = load_recipe(EvalConfig, files["curve"], per_step["curve"])
+    return DemoRecipes(pre, curve)
+
+
+def _root(dataset: str, data: str | os.PathLike | None, progress: bool) -> Path:
+    """``dataset``'s folder under ``data``, ``$SSL_ECG_DATA`` or the user cache, else downloaded into the cache."""
+    found = locate_dataset(dataset, data)
+    if found is not None:
+        return found
+    if dataset not in PHYSIONET:
+        raise DatasetError(f"dataset {dataset!r} not found under --data ({data}), $SSL_ECG_DATA or {user_data_dir()}, "
+                           f"and only {sorted(PHYSIONET)} can be downloaded; set root= or --data")
+    if progress:
+        print(f"{dataset} not found under --data, $SSL_ECG_DATA or {user_data_dir()}; downloading from PhysioNet")
+    dest = download(dataset, user_data_dir())
+    found = locate_dataset(dataset, dest)
+    if found is None:
+        raise DatasetError(f"{dest}: the {dataset} download finished but the folder does not hold {dataset}")
+    return found
+
+
+def _point_at_pretraining(curve: EvalConfig, pre: PretrainConfig, runs: str | os.PathLike) -> EvalConfig:
+    """The curve recipe with its arm(s) naming the pretraining run (``runs/<pretrain name>``) set to this run."""
+    folder = run_folder(runs, pre.name)
+    ours = {Path("runs") / pre.name, Path(runs) / pre.name}
+    encoders = {arm: str(folder) if Path(path) in ours else path for arm, path in curve.encoders.items()}
+    if not any(Path(path) in ours for path in curve.encoders.values()):
+        raise ConfigError(f"curve.encoders: {curve.encoders} names no arm for the pretraining run; expected one "
+                          f"such as curve.encoders={{cmsc: runs/{pre.name}}} (the pretraining recipe's name)")
+    return replace(curve, encoders=encoders)
+
+
+def run_demo(recipes: DemoRecipes, data: str | os.PathLike | None = None, runs: str | os.PathLike = "runs",
+             progress: bool = True) -> dict:
+    """Run the pretraining recipe, then the curve recipe on its encoder.
+
+    Data: a recipe without ``root`` reads its dataset from ``data``, then ``$SSL_ECG_DATA``, then the user cache
+    (``~/.cache/ssl-ecg/data``), and otherwise downloads it there (a clear :class:`DatasetError` when offline).
+    Re-running is safe: :func:`run_pretrain` reuses a finished run of the same fingerprint (and refuses a
+    different one unless ``pretrain.overwrite=true``), and the curve recomputes every row whose fingerprint
+    (encoder weights, settings, split) differs.
+
+    Args:
+        recipes: from :func:`load_demo`.
+        data: a folder holding the dataset (or its parent).
+        runs: the runs folder; the pretraining run goes to ``runs/<pretrain name>``, the curve to
+            ``runs/<curve name>``, and the curve's arm naming ``runs/<pretrain name>`` is pointed there.
+        progress: progress bars and the download note.
+
+    Returns:
+        :func:`run_evaluation`'s result (``summary``, ``out``, ``curve`` ...) plus ``pretrain``:
+        :func:`run_pretrain`'s result.
+
+    Raises:
+        ConfigError: a bad run name (before anything is written) or a curve recipe without an arm for the
+            pretraining run.
+        DatasetError: the data is neither found nor downloadable.
+    """
+    pre, curve = recipes.pretrain, recipes.curve
+    run_folder(runs, curve.name)  # bad names fail before any data is looked up or written
+    curve = _point_at_pretraining(curve, pre, runs)
+    roots: dict[str, str] = {pre.dataset: pre.root} if pre.root else {}  # the curve reads what pretraining read
+    for cfg in (pre, curve):
+        if cfg.root is None and cfg.dataset not in roots:
+            roots[cfg.dataset] = str(_root(cfg.dataset, data, progress))
+    pre = replace(pre, root=pre.root or roots.get(pre.dataset))
+    curve = replace(curve, root=curve.root or roots.get(curve.dataset))
+    pretrained = run_pretrain(pre, runs=runs, progress=progress)
+    result = run_evaluation(curve, runs=runs, progress=progress)
+    return {**result, "pretrain": pretrained}
 
 
 def format_table(summary: dict) -> str:

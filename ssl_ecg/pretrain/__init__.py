@@ -3,7 +3,6 @@
 from ssl_ecg.pretrain.methods import METHODS, MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.pretrain.run import PretrainConfig, run_pretrain
-from ssl_ecg.pretrain.train import PretrainResult, pretrain
 
-__all__ = ["ContrastivePretrainer", "pretrain", "PretrainResult", "run_pretrain", "PretrainConfig", "METHODS",
+__all__ = ["ContrastivePretrainer", "run_pretrain", "PretrainConfig", "METHODS",
            "MethodSpec", "build_method"]

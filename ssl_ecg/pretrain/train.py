@@ -1,104 +1,24 @@
-"""Pretraining entry point: in-memory signals -> trained encoder on disk."""
+"""The training loop shared by pretraining runs: ``fit``, its guards and checkpoint helpers."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from ssl_ecg.checkpoint import save_encoder
 from ssl_ecg.errors import ConfigError, TrainingError
-from ssl_ecg.models import build_encoder
-from ssl_ecg.pretrain.methods import MethodSpec, build_method
-from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.utils import seeded, wandb_settings
 
-__all__ = ["pretrain", "PretrainResult", "fit", "default_precision", "SetEpoch", "TrainingGuard", "check_budget",
+__all__ = ["fit", "default_precision", "SetEpoch", "TrainingGuard", "check_budget",
            "load_checkpoint"]
-
-
-@dataclass
-class PretrainResult:
-    encoder_path: Path
-    losses: list[float]
-    seconds: float
-
-
-def pretrain(
-    signals: np.ndarray,
-    patient_codes: np.ndarray,
-    out_dir: str | Path,
-    fs: float,
-    segment_len: float = 4.0,
-    n_segments: int = 2,
-    per_lead: bool = True,
-    positives: str = "patient",
-    embed_dim: int = 128,
-    temperature: float = 0.1,
-    lr: float = 1e-4,
-    batch_size: int = 32,
-    epochs: int = 10,
-    seed: int = 0,
-    accelerator: str = "auto",
-    progress_bar: bool = True,
-    max_steps: int = -1,
-) -> PretrainResult:
-    """CMSC-pretrain a CLOCS encoder on ``signals`` (R, L, T) with patient codes (R,).
-
-    Writes ``encoder.pt``/``encoder.json`` (see :func:`ssl_ecg.load_encoder`),
-    Lightning checkpoints under ``checkpoints/`` and a CSV log under ``logs/``.
-    Every call trains from scratch: checkpoints a previous call left in
-    ``out_dir/checkpoints`` are removed first, so they cannot be mistaken for this run's.
-
-    Args:
-        batch_size: records per batch; with per-lead views a batch holds
-            ``batch_size * L`` instances.
-
-    Raises:
-        ConfigError: bad shapes or options, ``epochs < 1`` or ``max_steps`` 0.
-        TrainingError: a non-finite loss or weights, or a loss exactly 0 for a whole epoch.
-    """
-    check_budget(epochs, max_steps)
-    if signals.ndim != 3 or len(signals) != len(patient_codes):
-        raise ConfigError(f"signals: expected (R, L, T) with R = len(patient_codes), got {signals.shape}")
-    if len(signals) < 2:
-        raise ConfigError(f"signals: need at least 2 records to pretrain, got {len(signals)}")
-    out_dir = Path(out_dir)
-    if not per_lead:
-        raise ConfigError("per_lead: CMSC in pretrain() uses per-lead views; use run_pretrain for other methods")
-    n_leads = signals.shape[1]
-    method = build_method("cmsc", MethodSpec(fs=fs, segment_len=segment_len, n_segments=n_segments,
-                                             temperature=temperature, positives=positives))
-    encoder_cfg = {"name": "clocs", "in_channels": method.in_channels(n_leads),
-                   "input_len": method.segment_samples(), "embed_dim": embed_dim}
-    with seeded(seed):
-        encoder = build_encoder(encoder_cfg)
-    module = ContrastivePretrainer(encoder, method, lr=lr, seed=seed)
-    remove_checkpoints(out_dir / "checkpoints")
-    data = TensorDataset(torch.as_tensor(signals, dtype=torch.float32), torch.as_tensor(patient_codes).long())
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) > batch_size,
-                        generator=torch.Generator().manual_seed(seed))
-    losses, seconds = fit(module, loader, out_dir, epochs=epochs, max_steps=max_steps, accelerator=accelerator,
-                          progress=progress_bar, seed=seed, keep_best=True)
-    encoder.cpu().eval()
-    path = save_encoder(encoder, out_dir / "encoder.pt", extra={
-        "method": "cmsc", "fs": fs, "segment_len": segment_len, "n_segments": n_segments, "per_lead": per_lead,
-        "positives": positives, "temperature": temperature, "lr": lr, "epochs": epochs, "seed": seed,
-        "n_records": int(len(signals)),
-    })
-    (out_dir / "pretrain_losses.json").write_text(json.dumps(losses))
-    return PretrainResult(path, losses, seconds)
 
 
 def check_budget(epochs: int, max_steps: int) -> None:

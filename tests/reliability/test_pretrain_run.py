@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import Callback
 from ssl_ecg import load_encoder
 from ssl_ecg.cli import main
 from ssl_ecg.errors import ConfigError, TrainingError
-from ssl_ecg.pretrain import PretrainConfig, pretrain, run_pretrain
+from ssl_ecg.pretrain import PretrainConfig, run_pretrain
 from ssl_ecg.pretrain.train import fit, load_checkpoint
 
 LEADS = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
@@ -160,12 +160,14 @@ def test_non_finite_loss_fails_the_run_naming_run_step_and_epoch(data, tmp_path)
     assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] == "running"
 
 
-def test_an_inf_sample_fails_pretraining_on_arrays(tmp_path):
-    x = np.stack([_ecg(2, 1000, 100.0, seed=i) for i in range(6)]).astype(np.float32)
-    x[3, 1, 250] = np.inf
+def test_an_inf_sample_fails_the_run(data, tmp_path):
+    class PoisonInput(Callback):  # one non-finite input sample in the first batch
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                batch[0][min(3, len(batch[0]) - 1), 0, 50] = float("inf")
+
     with pytest.raises(TrainingError, match=r"run 'arr': training loss is (nan|inf) at step 0 \(epoch 0\)"):
-        pretrain(x, np.arange(6), tmp_path / "arr", fs=100.0, segment_len=4.0, embed_dim=8, batch_size=6, epochs=1,
-                 accelerator="cpu", progress_bar=False)
+        run_pretrain(_cfg(data, "arr"), runs=tmp_path, progress=False, callbacks=[PoisonInput()])
     assert not (tmp_path / "arr" / "encoder.pt").exists()
 
 
@@ -207,10 +209,6 @@ def test_an_empty_training_budget_is_refused(data, tmp_path, key, value):
     with pytest.raises(ConfigError, match=rf"^{key}: expected"):
         run_pretrain(_cfg(data, "empty", **{key: value}), runs=tmp_path, progress=False)
     assert not (tmp_path / "empty").exists()
-    x = np.zeros((4, 1, 600), np.float32)
-    with pytest.raises(ConfigError, match=rf"^{key}: expected"):
-        pretrain(x, np.arange(4), tmp_path / "arr", fs=100.0, segment_len=2.0, progress_bar=False,
-                 **{"epochs": 1, "max_steps": -1, key: value})
     with pytest.raises(ConfigError, match=rf"^{key}: expected"):
         fit(torch.nn.Linear(1, 1), [], tmp_path / "fit", **{"epochs": 1, "max_steps": -1, key: value})
 
@@ -259,16 +257,14 @@ def test_an_unfinished_run_needs_resume_or_overwrite(data, tmp_path):
     assert run_pretrain(replace(cfg, overwrite=True), runs=tmp_path, progress=False)["losses"]
 
 
-def test_pretrain_on_arrays_twice_in_one_folder_writes_this_calls_checkpoints(tmp_path):
-    """The demo's pretraining step: a second run in the same folder starts clean (no -v1 copies)."""
-    x = np.stack([_ecg(2, 1000, 100.0, seed=i) for i in range(6)]).astype(np.float32)
-    kw = dict(fs=100.0, segment_len=4.0, embed_dim=8, batch_size=6, accelerator="cpu", progress_bar=False)
-    pretrain(x, np.arange(6), tmp_path / "a", epochs=2, seed=1, **kw)
-    second = pretrain(x, np.arange(6), tmp_path / "a", epochs=1, seed=0, **kw)
-    fresh = pretrain(x, np.arange(6), tmp_path / "b", epochs=1, seed=0, **kw)
+def test_an_overwritten_run_in_one_folder_writes_this_runs_checkpoints(data, tmp_path):
+    """The demo's pretraining step re-run with another recipe: the folder starts clean (no -v1 copies)."""
+    run_pretrain(_cfg(data, "a", epochs=2, seed=1), runs=tmp_path, progress=False)
+    second = run_pretrain(_cfg(data, "a", seed=0, overwrite=True), runs=tmp_path, progress=False)
+    fresh = run_pretrain(_cfg(data, "b", seed=0), runs=tmp_path, progress=False)
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["epoch"] == 0  # this call's single epoch
-    a, b = load_encoder(second.encoder_path).state_dict(), load_encoder(fresh.encoder_path).state_dict()
+    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["epoch"] == 0  # this run's single epoch
+    a, b = load_encoder(second["encoder"]).state_dict(), load_encoder(fresh["encoder"]).state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
