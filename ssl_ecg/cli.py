@@ -20,12 +20,21 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ssl_ecg.demo import DemoConfig, run_demo
-    from ssl_ecg.recipe import load_recipe, parse_overrides
+    from ssl_ecg.demo import load_demo, run_demo
+    from ssl_ecg.recipe import parse_overrides
 
-    cfg = load_recipe(DemoConfig, args.recipe, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.overwrite:
+        overrides["pretrain.overwrite"] = True
+    recipes = load_demo(args.recipe, overrides)
     t0 = time.perf_counter()
-    result = run_demo(cfg, data=args.data, runs=args.runs, progress=not args.quiet)
+    result = run_demo(recipes, data=args.data, runs=args.runs, progress=not args.quiet)
+    pre = result["pretrain"]
+    losses = pre["losses"]
+    trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no epoch finished"
+    reused = "; reused the finished run of this recipe (no training)" if pre.get("reused") else ""
+    print(f"pretraining: {recipes.pretrain.method} on {recipes.pretrain.dataset} ({pre['records']} records, {trend}"
+          f"){reused}; encoder {pre['encoder']}")
     _print_curve(result, t0)
     return 0
 
@@ -155,12 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the traceback of an error (accepted anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="CMSC pretraining on LUDB -> label-efficiency curve")
-    demo.add_argument("recipe", nargs="?", default=None, help="YAML recipe (default: built-in demo settings)")
-    demo.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=10 seeds=[0,1]")
+    demo = sub.add_parser("demo", help="two recipes: CMSC pretraining on LUDB, then its label-efficiency curve")
+    demo.add_argument("recipe", nargs="?", default=None,
+                      help="YAML file naming the two recipes, e.g. experiments/demo.yaml (default: built-in copies)")
+    demo.add_argument("overrides", nargs="*",
+                      help="pretrain.KEY=VALUE / curve.KEY=VALUE overrides, e.g. pretrain.epochs=10 curve.seeds=[0,1]")
     demo.add_argument("--data", default=None, help="folder holding ludb/ (else $SSL_ECG_DATA, else the user cache)")
     demo.add_argument("--runs", default="runs", help="output folder (default: runs)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace a pretraining run of this name made by another recipe (pretrain.overwrite=true)")
     demo.set_defaults(func=_demo)
 
     pre = sub.add_parser("pretrain", help="pretrain an encoder from a recipe (experiments/*.yaml)")
