@@ -71,6 +71,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     losses = result["losses"]
     trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no epoch finished"
     print(f"{cfg.method} on {cfg.dataset} ({result['records']} records, {trend}) in {result['seconds']} s")
+    bad = result.get("bad_leads") or {}
+    if bad:
+        print(f"bad leads ({bad.get('policy')}): {bad.get('zeroed_leads', 0)} leads zeroed, "
+              f"{bad.get('dropped_records', 0)} records dropped")
+    if result.get("split_hash"):
+        print(f"split: {result.get('split')} (hash {result['split_hash'][:12]}, {result.get('pool_patients')} "
+              f"patients in the pool, labels of {result.get('label_patients', 0)})")
     if result.get("cross_lead_positive_rate") is not None:
         print(f"anchors with a positive from another lead in their batch (expected): "
               f"{result['cross_lead_positive_rate']:.1%} at batch {cfg.batch_size}")
