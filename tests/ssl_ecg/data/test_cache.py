@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssl_ecg.data import load_index
-from ssl_ecg.data.cache import CacheParams, RecordCache, cache_key, open_cache
+from ssl_ecg.data.cache import CACHE_FORMAT, CacheParams, RecordCache, cache_key, open_cache, record_fingerprint
 from ssl_ecg.data.dataset import CacheWindows
 from ssl_ecg.data.preprocess import preprocess
 from ssl_ecg.errors import DatasetError, RecordError
@@ -121,3 +121,37 @@ def test_empty_after_filtering(tmp_path):
     idx = make_index(tmp_path, n=2)
     with pytest.raises(DatasetError, match="no records left"):
         open_cache(idx, tmp_path / "c", CacheParams(fs=250.0, min_seconds=60.0))
+
+
+def test_records_carry_the_fingerprint_of_the_signal_as_read(tmp_path):
+    import json
+
+    idx = make_index(tmp_path, n=3)
+    a = open_cache(idx, tmp_path / "c", CacheParams(fs=250.0))
+    b = open_cache(idx, tmp_path / "c", CacheParams(fs=100.0, leads=("II",), normalization="none"))
+    want = [record_fingerprint(idx.read(i)) for i in range(3)]
+    assert a.table["fingerprint"].tolist() == want == b.table["fingerprint"].tolist()  # before preprocessing
+    assert len(set(want)) == 3 and all(len(f) == 32 for f in want)
+    stored = json.loads((a.folder / "records.json").read_text())
+    assert [r["fingerprint"] for r in stored] == want
+    manifest = json.loads((a.folder / "manifest.json").read_text())
+    assert manifest["format"] == CACHE_FORMAT == 3 and manifest["nonfinite_samples"] == 0
+
+
+def test_record_fingerprint_quantises_to_microvolts_and_covers_shape_rate_and_leads():
+    from ssl_ecg.data import Record
+
+    rng = np.random.default_rng(0)
+    sig = np.round(rng.uniform(-2, 2, size=(2, 500)), 3).astype(np.float32)
+    rec = Record(sig, 250.0, ["ii", "V1"], "a", "p")
+    fp = record_fingerprint(rec)
+    assert record_fingerprint(Record(sig + 1e-5, 250.0, ["II", "v1"], "b", "q")) == fp  # below 1 uV, names canonical
+    changed = sig.copy()
+    changed[1, 7] += 1e-3
+    assert record_fingerprint(Record(changed, 250.0, ["II", "V1"], "a", "p")) != fp
+    assert record_fingerprint(Record(sig, 500.0, ["II", "V1"], "a", "p")) != fp
+    assert record_fingerprint(Record(sig, 250.0, ["V1", "II"], "a", "p")) != fp
+    assert record_fingerprint(Record(sig.reshape(4, 250), 250.0, ["I", "II", "V1", "V2"], "a", "p")) != fp  # shape
+    nan = sig.copy()
+    nan[0, 3] = np.nan
+    assert record_fingerprint(Record(nan, 250.0, ["II", "V1"], "a", "p")) not in (fp, None)

@@ -86,3 +86,17 @@ def test_table_splits_warn_about_record_level_patient_ids():
         warnings.simplefilter("error")
         assert table_splits(table, (0.5, 0.25, 0.25), seed=1, dataset="incart") == splits
     assert record_level_ids(table, "incart") is None
+
+
+def test_official_patient_split_groups_patients_and_refuses_one_in_two_subsets():
+    from ssl_ecg.data.splits import official_patient_split
+
+    patients = ["a", "a", "b", "c", "d", "e"]
+    subsets = ["DS1", "DS1", "DS2", "", float("nan"), None]
+    assert official_patient_split(patients, subsets, "mitdb") == {"DS1": ["a"], "DS2": ["b"]}
+    # a patient with one named and one unnamed record belongs to the named subset
+    assert official_patient_split(["a", "a", "b"], ["", "test", "train"]) == {"test": ["a"], "train": ["b"]}
+    with pytest.raises(SplitError, match=r"mitdb: .*patient '201' in subsets \['DS1', 'DS2'\]"):
+        official_patient_split(["201", "201", "100"], ["DS1", "DS2", "DS2"], "mitdb")
+    with pytest.raises(SplitError, match="names no subset"):
+        official_patient_split(["a"], [""], "x")
