@@ -39,15 +39,16 @@ FS, SEGMENT, BATCH = 100.0, 5.0, 256
 
 def measure(name: str, cache, steps: int, workers: int) -> dict:
     method = build_method(name, MethodSpec(fs=FS, segment_len=SEGMENT))
-    window = 2 * method.segment_samples() if name in ("cmsc", "cmsmlc", "clocs") else method.segment_samples()
+    needs = method.data_needs(cache.n_leads)  # the window, encoder input and sampler run_pretrain uses
+    window = needs.window_samples
     torch.manual_seed(0)
-    encoder = build_encoder({"name": "clocs", "in_channels": method.in_channels(cache.n_leads),
-                             "input_len": method.segment_samples(), "embed_dim": 128})
+    encoder = build_encoder({"name": "clocs", "in_channels": needs.in_channels,
+                             "input_len": needs.input_samples, "embed_dim": 128})
     module = ContrastivePretrainer(encoder, method, lr=1e-4, head=method.make_head(128))
     opt = module.configure_optimizers()
     data = CacheWindows(cache, window, seed=0)
     total = steps + 2
-    if method.sampler == "patient":
+    if needs.sampler == "patient":
         batch = 32
         keep = data.patient_codes
         counts = np.bincount(keep)
