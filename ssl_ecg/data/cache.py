@@ -70,8 +70,8 @@ from ssl_ecg.data.preprocess import preprocess
 from ssl_ecg.data.record import Record, canonical_lead
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError
 
-__all__ = ["CacheParams", "RecordCache", "CachePool", "open_cache", "cache_key", "source_files", "remove_orphaned_builds",
-           "record_fingerprint", "CACHE_FORMAT"]
+__all__ = ["CacheParams", "RecordCache", "CachePool", "open_cache", "cache_key", "source_files",
+           "remove_orphaned_builds", "record_fingerprint", "CACHE_FORMAT"]
 
 # 3: records.json carries each record's signal fingerprint; the manifest counts non-finite samples.
 CACHE_FORMAT = 3

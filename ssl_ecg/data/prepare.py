@@ -33,8 +33,7 @@ import pandas as pd
 from ssl_ecg.data.cache import CacheParams, CachePool, RecordCache, open_cache, record_fingerprint
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.index import load_index
-from ssl_ecg.data.splits import (RecordLevelIdsWarning, official_patient_split, patient_split,
-                                 record_level_ids)
+from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
 
 __all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "CachePool", "record_fingerprint",
