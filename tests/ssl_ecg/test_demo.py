@@ -10,6 +10,7 @@ import pytest
 import wfdb
 
 from ssl_ecg.cli import main
+from ssl_ecg.data.prepare import Split
 from ssl_ecg.demo import DEMO_CURVE, DEMO_PRETRAIN, format_table, load_demo, run_demo
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.evaluate.runner import EvalConfig
@@ -51,13 +52,16 @@ def _tiny(cache: Path, supervised: bool = True) -> tuple[list[str], list[str]]:
     return pre, curve
 
 
-def _values(run: Path) -> pd.DataFrame:
+def _values(run: Path, *extra: str) -> pd.DataFrame:
     curve = pd.read_csv(run / "curve.csv")
-    return curve.sort_values(KEYS).reset_index(drop=True)[[*KEYS, "value", "val_value"]]
+    return curve.sort_values(KEYS).reset_index(drop=True)[[*KEYS, "value", "val_value", *extra]]
 
 
-def _demo_equals_pretrain_then_curve(root: Path, tmp_path: Path, capsys, supervised: bool = True) -> pd.DataFrame:
-    """Run the demo (in runs_demo/) and the two CLI commands on the same recipes (in runs_cli/); compare."""
+def _demo_equals_pretrain_then_curve(root: Path, tmp_path: Path, capsys,
+                                     supervised: bool = True) -> tuple[list[str], Path]:
+    """Run the demo (in runs_demo/) and the two CLI commands on the same recipes (in runs_cli/); compare.
+
+    Returns the demo's command line and runs folder."""
     pre, curve = _tiny(tmp_path / "cache", supervised)
     demo_runs, cli_runs = tmp_path / "runs_demo", tmp_path / "runs_cli"
     demo_args = ["demo", str(EXPERIMENTS / "demo.yaml"), "--data", str(root), "--runs", str(demo_runs), "--quiet",
@@ -75,28 +79,41 @@ def _demo_equals_pretrain_then_curve(root: Path, tmp_path: Path, capsys, supervi
     arms = {"cmsc", "random_init"} | ({"supervised"} if supervised else set())
     assert set(by_demo["arm"]) == arms and len(by_demo) == 2 * len(arms) * 2 * 2  # tasks x arms x fractions x seeds
     pd.testing.assert_frame_equal(by_demo, by_cli, check_exact=True)  # bit-identical values
-    assert (demo_runs / "demo_pretrain" / "split.json").is_file()
-    assert (demo_runs / "demo_pretrain" / "encoder.pt").read_bytes() != b""
+    split = Split.load(demo_runs / "demo_pretrain" / "split.json")  # the curve ran on the encoder's own split
+    assert Split.load(demo_runs / "demo_curve" / "split.json").hash == split.hash
+    assert Split.load(cli_runs / "demo_curve" / "split.json").hash == split.hash
 
     # a second `make demo`: the finished pretraining run is reused, the curve gives the same values
     assert main(demo_args) == 0
     assert "reused the finished run" in capsys.readouterr().out
     pd.testing.assert_frame_equal(_values(demo_runs / "demo_curve"), by_demo, check_exact=True)
-    return by_demo
+    return demo_args, demo_runs
 
 
 @pytest.mark.slow
 def test_demo_equals_pretrain_then_curve_on_synthetic_ludb(tmp_path, capsys):
     root = make_fake_ludb(tmp_path / "ludb")
-    values = _demo_equals_pretrain_then_curve(root, tmp_path, capsys, supervised=False)
-    assert values["value"].between(0, 1).all()
+    demo_args, runs = _demo_equals_pretrain_then_curve(root, tmp_path, capsys, supervised=False)  # real: with it
+    before = _values(runs / "demo_curve", "fingerprint")
+    assert before["value"].between(0, 1).all()
+
+    # another pretraining recipe under the same name: refused, then replaced with --overwrite; the curve
+    # recomputes the encoder's rows instead of keeping the old encoder's results
+    assert main([*demo_args, "pretrain.seed=1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*demo_args, "pretrain.seed=1", "--overwrite"]) == 0
+    capsys.readouterr()
+    after = _values(runs / "demo_curve", "fingerprint")
+    assert len(after) == len(before)
+    cmsc = (after["arm"] == "cmsc").to_numpy()
+    assert (after["fingerprint"][cmsc] != before["fingerprint"][cmsc]).all()
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_demo_equals_pretrain_then_curve_on_real_ludb(ludb_root, tmp_path, capsys):
-    values = _demo_equals_pretrain_then_curve(ludb_root, tmp_path, capsys)
-    assert values["value"].between(0, 1).all()
+    _, runs = _demo_equals_pretrain_then_curve(ludb_root, tmp_path, capsys)
+    assert _values(runs / "demo_curve")["value"].between(0, 1).all()
 
 
 def test_demo_offline_without_data_fails_clearly(tmp_path, monkeypatch, capsys):
