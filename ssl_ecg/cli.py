@@ -44,6 +44,8 @@ def _print_curve(result: dict, t0: float) -> None:
     from ssl_ecg.demo import format_table
 
     print()
+    if result.get("allow_flags"):  # allow_overlap / allow_unknown_provenance, with the overlap counts
+        print(f"NOTE {result['allow_flags']}")
     print(format_table(result["summary"]))
     out = result["out"]
     print(f"curve: {out / 'curve.png'}  (table {out / 'curve.csv'}, summary {out / 'curve.json'}, labels needed "
@@ -116,6 +118,8 @@ def _fewshot(args: argparse.Namespace) -> int:
     result = run_fewshot_recipe(cfg, runs=args.runs)
     print(f"{cfg.ways}-way episodes on {cfg.dataset}: {result['items']} items, head patients "
           f"{result['head_patients']}, episode patients {result['episode_patients']}, {cfg.episodes} episodes")
+    if result.get("allow_flags"):
+        print(f"NOTE {result['allow_flags']}")
     print(f"{'shots':<8}{'method':<10}{'accuracy [95% CI]':>26}{'macro F1 [95% CI]':>26}")
     for shots, methods in result["results"].items():
         for method, m in methods.items():

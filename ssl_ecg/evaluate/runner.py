@@ -6,31 +6,49 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from types import SimpleNamespace
+from typing import Annotated, Literal, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from annotated_types import Ge, MinLen
+from pydantic import AfterValidator
 from torch import nn
 
 from ssl_ecg.checkpoint import load_encoder
-from ssl_ecg.data import load_index
-from ssl_ecg.data.arrays import load_signals
 from ssl_ecg.data.download import dataset_root
+from ssl_ecg.data.prepare import DataSpec, prepare
 from ssl_ecg.data.preprocess import BadLeadPolicy
-from ssl_ecg.data.splits import patient_split, record_level_ids, table_splits
-from ssl_ecg.errors import ConfigError
+from ssl_ecg.data.splits import patient_split, record_level_ids
+from ssl_ecg.errors import ConfigError, RecordError
 from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.fewshot import run_fewshot
+from ssl_ecg.evaluate.provenance import (allow_flags_line, check_known, check_labels, check_overlap,
+                                         path_source, provenance_summary, read_provenance, resolve_split)
 from ssl_ecg.models import build_encoder
 from ssl_ecg.paths import run_folder
 from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split
 from ssl_ecg.utils import seeded, wandb_settings
 
-__all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms"]
+__all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",
+           "EvalSplit", "DEFAULT_SHARES"]
+
+#: The split drawn when neither an encoder nor the recipe gives one.
+DEFAULT_SHARES = [0.6, 0.2, 0.2]
+
+
+def _split_json(path: str) -> str:
+    if not path.endswith(".json"):
+        raise ValueError("a split file path must end in .json (a split.json written by a run)")
+    return path
+
+
+#: An evaluation's patient split: None (the encoders' own split, from their provenance), train/val/test shares,
+#: "official" (the dataset's own split column) or the path of a ``split.json``.
+EvalSplit = Union[Split, Annotated[str, AfterValidator(_split_json)], None]
 
 
 @dataclass
@@ -53,8 +71,13 @@ class EvalConfig:
     fractions: Fractions = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
     seeds: Seeds = field(default_factory=lambda: [0, 1, 2, 3, 4])
     probes: Names = field(default_factory=lambda: ["logistic"])
-    split: Split = field(default_factory=lambda: [0.6, 0.2, 0.2])  # or "official"
-    split_seed: NonNegativeInt = 0
+    # None: the encoders' own split (from their provenance; without checkpoints: shares [0.6, 0.2, 0.2]);
+    # or shares, "official" or a split.json path, checked against every encoder's pretraining pool
+    split: EvalSplit = None
+    split_seed: NonNegativeInt = 0  # seed of a split drawn from shares
+    cache_dir: str = "cache"  # the record cache pretraining uses (ssl_ecg.data.prepare)
+    allow_overlap: bool = False  # evaluate even when test patients were pretrained on (transductive; recorded)
+    allow_unknown_provenance: bool = False  # evaluate encoders without provenance (recorded)
     epochs: PositiveInt = 60  # supervised arm and fine-tuning
     lr: PositiveFloat = 1e-3
     encoder_lr_factor: Annotated[float, Ge(0)] = 0.1
@@ -106,38 +129,109 @@ def load_arms(paths: dict, per_lead: bool | None, n_leads: int, window: int, ran
     return arms, modes, config
 
 
-def _dataset(cfg) -> tuple[np.ndarray, pd.DataFrame, Path]:
-    root = dataset_root(cfg.dataset, cfg.root)
-    index = load_index(cfg.dataset, root, **cfg.dataset_options)
-    window = int(round(cfg.window * cfg.fs))
-    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window,
-                                  bad_lead_policy=cfg.bad_leads)
-    return signals, table, root
+def _data_spec(cfg, **changes):
+    """The recipe's :class:`~ssl_ecg.data.prepare.DataSpec`; a null or file split becomes the default shares
+    (the cache is keyed without the split, and a given split is attached by :func:`prepare`)."""
+    split = cfg.split if isinstance(cfg.split, list) or cfg.split == "official" else list(DEFAULT_SHARES)
+    return DataSpec.from_config(SimpleNamespace(**{**asdict(cfg), "split": split, **changes}))
+
+
+def _provenances(paths: dict[str, str], allow_unknown: bool, sources: dict[str, str]) -> dict[str, dict | None]:
+    """Each encoder's checked provenance; an encoder without one is refused unless ``allow_unknown``."""
+    provs = {arm: read_provenance(path, sources[arm]) for arm, path in paths.items()}
+    for arm, prov in provs.items():
+        check_known(arm, prov, allow_unknown, sources[arm])
+    return provs
+
+
+def _check_arms(provs: dict, paths: dict, sources: dict, split, table: pd.DataFrame, allow_overlap: bool,
+                evaluated=("test",), fractions=None) -> dict:
+    """Overlap (and label-use) checks of every encoder; what the outputs record about each."""
+    out = {}
+    for arm, prov in provs.items():
+        overlap = check_overlap(arm, prov, split, table, evaluated, allow_overlap, sources[arm])
+        labels = (check_labels(arm, prov, split, fractions, allow_overlap, source=sources[arm])
+                  if fractions is not None else None)
+        out[arm] = {"path": str(paths[arm]), **provenance_summary(prov),
+                    "overlap": overlap.to_dict() if overlap is not None else None, "labels": labels}
+    return out
+
+
+def _split_source(cfg, provs: dict) -> str:
+    if cfg.split is None:
+        return "encoders" if any(p is not None for p in provs.values()) else "default"
+    return "file" if isinstance(cfg.split, str) and cfg.split != "official" else "recipe"
+
+
+def _eval_data(cfg, split_arg, window: int, progress: bool):
+    """Prepared data (the pretraining cache) and the train/val/test records cut to the shortest one's length."""
+    prepared = prepare(_data_spec(cfg), split=split_arg, progress=progress)
+    names = ("train", "val", "test")
+    if not all(prepared.split.patients.get(n) for n in names):
+        raise ConfigError(f"split: evaluation needs train, val and test patients; split {prepared.split.hash[:12]} "
+                          f"has {sorted(prepared.split.patients)}")
+    rows = np.asarray(prepared.rows(*names))
+    if len(rows) == 0:
+        raise ConfigError(f"split: none of the {len(prepared.table)} cached {cfg.dataset} records belongs to a "
+                          f"patient of split {prepared.split.hash[:12]}; is it the split of another dataset?")
+    lengths = prepared.table["length"].to_numpy(dtype=np.int64)[rows]
+    short = rows[lengths < window]
+    if len(short):
+        ids = prepared.table["record_id"].iloc[short].astype(str).tolist()
+        raise RecordError(f"{cfg.dataset}: records {ids[:5]} ({len(ids)} in all) are shorter than the evaluation "
+                          f"window of {window} samples ({cfg.window:g} s at {cfg.fs:g} Hz)")
+    signals = prepared.arrays(int(lengths.min()), rows)
+    table = prepared.table.iloc[rows].reset_index(drop=True)
+    table["patient_id"] = table["patient_key"].astype(str)  # (dataset, patient): ids of two datasets never merge
+    return prepared, signals, table
 
 
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
-    """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png`` and
-    ``labels_needed.png`` under ``runs/<name>/``."""
+    """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png``, ``labels_needed.png`` and
+    ``split.json`` under ``runs/<name>/``.
+
+    The data come from the record cache pretraining uses (:func:`ssl_ecg.data.prepare.prepare`). The split is
+    the encoders' own (``split: null``) or the recipe's; every encoder's provenance is checked against it
+    (:mod:`ssl_ecg.evaluate.provenance`) before anything is computed.
+
+    Raises:
+        LeakageError: a test patient was in an encoder's pretraining pool (by patient key or signal
+            fingerprint), an encoder used labels the curve hides, or an encoder has no provenance, unless the
+            recipe allows it (``allow_overlap`` / ``allow_unknown_provenance``).
+        ConfigError: encoders with provenance were pretrained on different splits and ``split`` is null.
+    """
     t0 = time.perf_counter()
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
-    signals, table, root = _dataset(cfg)
     window = int(round(cfg.window * cfg.fs))
+    sources = {arm: path_source(arm, path) for arm, path in cfg.encoders.items()}
+    provs = _provenances(cfg.encoders, cfg.allow_unknown_provenance, sources)
+    split_arg = resolve_split(provs, cfg.split, sources)
+    prepared, signals, table = _eval_data(cfg, split_arg, window, progress)
+    split = prepared.split
+    checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
+                         fractions=cfg.fractions)
     arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
     missing = [t for t in cfg.tasks if t not in table.columns]
     if missing:
         raise ConfigError(f"tasks: {missing} are not columns of {cfg.dataset} (columns: {sorted(table.columns)})")
-    splits = table_splits(table, cfg.split, seed=cfg.split_seed, dataset=cfg.dataset)
+    splits = {name: list(split.patients[name]) for name in ("train", "val", "test")}
     spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=per_lead,
                      supervised=config if cfg.supervised else None, supervised_epochs=cfg.epochs,
                      supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
                      supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
-                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(cfg.dataset))
+                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(cfg.dataset),
+                     extra={"split_hash": split.hash})
+    split.save(out / "split.json")
     curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
-    meta = {"config": asdict(cfg), "dataset_root": str(root), "records": int(len(table)),
+    meta = {"config": asdict(cfg), "dataset_root": str(prepared.spec.root or dataset_root(cfg.dataset, cfg.root)), "records": int(len(table)),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": per_lead,
             "record_level_patient_ids": record_level_ids(table, cfg.dataset),
+            "split_hash": split.hash, "split_rule": split.rule, "split_source": _split_source(cfg, provs),
+            "allow_overlap": cfg.allow_overlap, "allow_unknown_provenance": cfg.allow_unknown_provenance,
+            "provenance": checks, "bad_leads": prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
+    meta["allow_flags"] = allow_flags_line(meta)
     run = _wandb_run(cfg, out) if cfg.wandb else None
     try:
         summary = write_outputs(curve, out, meta, wandb_run=run)
@@ -145,7 +239,9 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
         if run is not None:
             run.finish()
     return {"summary": summary, "out": out, "curve": curve,
-            "record_level_patient_ids": meta["record_level_patient_ids"]}
+            "record_level_patient_ids": meta["record_level_patient_ids"],
+            **{k: meta[k] for k in ("split_hash", "provenance", "allow_overlap", "allow_unknown_provenance",
+                                    "allow_flags", "bad_leads")}}
 
 
 def _wandb_run(cfg, out: Path):
@@ -156,7 +252,13 @@ def _wandb_run(cfg, out: Path):
 
 @dataclass
 class FewShotConfig:
-    """A few-shot recipe: N-way K-shot episodes on frozen embeddings with a Siamese head."""
+    """A few-shot recipe: N-way K-shot episodes on frozen embeddings with a Siamese head.
+
+    Head and episode patients: MIT-BIH trains the head on DS1 and draws episodes from DS2 (de Chazal et al.
+    2004). Other datasets draw episodes from the test patients of the split (the encoder's own split by
+    default; its train and val patients train the head), or, with neither an encoder split nor a recipe split,
+    from a seeded half of the patients. Episode patients must be outside the encoder's pretraining pool.
+    """
 
     name: RunName = "fewshot"
     dataset: str = "mitdb"  # mitdb: AAMI beat classes; other datasets: records labelled by `label`
@@ -165,7 +267,7 @@ class FewShotConfig:
     label: str | None = None  # label column (not for mitdb)
     fs: PositiveFloat = 360.0
     leads: Names | None = None  # mitdb: lead positions are kept; default lead 0 only (MLII in 45 of 48 records)
-    bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads (not mitdb): "zero_lead", "drop_record" or "error"
+    bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
     window: PositiveFloat = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
     encoder: str | None = None  # checkpoint; None: a random-init CLOCS encoder
     ways: Annotated[int, Ge(2)] = 3
@@ -177,45 +279,84 @@ class FewShotConfig:
     head: Literal["bce", "contrastive"] = "bce"  # or "contrastive" (margin loss from losses)
     head_steps: PositiveInt = 1000
     max_items_per_patient_class: PositiveInt = 20
+    split: EvalSplit = None  # None: the encoder's own split; shares, "official" or a split.json path
     split_seed: NonNegativeInt = 0
+    cache_dir: str = "cache"  # the record cache pretraining uses
+    allow_overlap: bool = False  # run even when episode patients were pretrained on (recorded)
+    allow_unknown_provenance: bool = False  # run an encoder without provenance (recorded)
     seed: NonNegativeInt = 0
 
 
-def _fewshot_items(cfg: FewShotConfig):
-    root = dataset_root(cfg.dataset, cfg.root)
-    index = load_index(cfg.dataset, root, **cfg.dataset_options)
-    rng = np.random.default_rng(cfg.seed)
+def _fewshot_patients(cfg: FewShotConfig, prepared, split_given: bool) -> tuple[set, set, str]:
+    """Head and episode patient keys, and the rule that chose them."""
+    table = prepared.table
+    keys = table["patient_key"].astype(str).to_numpy()
     if cfg.dataset == "mitdb":
-        from scipy.signal import resample_poly
+        from ssl_ecg.data.mitdb import DS1, DS2, PACED
 
-        from ssl_ecg.data.mitdb import AAMI_CLASSES, DS1, DS2, MITDB_FS, beat_windows
+        rec = table["record_id"].astype(str).to_numpy()
+        unpaced = ~np.isin(rec, PACED)
+        head = set(keys[np.isin(rec, DS1) & unpaced])
+        # 202 is patient 201 of DS1: a patient is in one pool only
+        return head, set(keys[np.isin(rec, DS2) & unpaced]) - head, "mitdb DS1 head / DS2 episodes"
+    if split_given:
+        split = prepared.split
+        if not split.patients.get("test"):
+            raise ConfigError(f"split: few-shot episodes come from the test patients; split {split.hash[:12]} has "
+                              f"{sorted(split.patients)}")
+        episodes = set(map(str, split.patients["test"]))
+        head = {str(p) for name, members in split.patients.items() if name != "test" for p in members}
+        return head, episodes, f"episodes: test patients of split {split.hash[:12]}; head: the others"
+    halves = patient_split(sorted(set(keys)), [0.5, 0.5], seed=cfg.split_seed, names=("head", "episodes"))
+    return set(halves["head"]), set(halves["episodes"]), f"seeded halves of the patients (split_seed {cfg.split_seed})"
 
-        beats = beat_windows(index, before_s=cfg.window / 2, after_s=cfg.window / 2)
-        x = beats.x[:, [int(str(lead).lstrip("#")) for lead in (cfg.leads or ["#0"])]]
-        labels = np.asarray(AAMI_CLASSES)[beats.label]
-        patients = np.asarray(beats.patient_id, dtype=str)
-        keep = _cap(labels, patients, cfg.max_items_per_patient_class, rng)
-        records = np.asarray(beats.record_id, dtype=str)[keep]
-        x, labels, patients = x[keep], labels[keep], patients[keep]
-        if cfg.fs != MITDB_FS:
-            up, down = int(round(cfg.fs)), int(round(MITDB_FS))
-            x = resample_poly(x, up, down, axis=-1).astype(np.float32)
-        # DS1 trains the head, DS2 gives the episodes (de Chazal et al. 2004); 202 is patient 201 of DS1.
-        head_p = set(patients[np.isin(records, DS1)])
-        episode_p = set(patients[np.isin(records, DS2)]) - head_p
-        return x, labels, patients, head_p, episode_p
+
+def _mitdb_items(cfg: FewShotConfig, prepared, patients_in: set, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Beat windows cut from the cached records around the annotated R peaks (scaled to the cache's rate)."""
+    import wfdb
+
+    from ssl_ecg.data.mitdb import AAMI_MAP, MITDB_FS
+
+    fs = float(prepared.cache.fs)
+    before = int(round(cfg.window / 2 * fs))
+    after = int(round(cfg.window * fs)) - before
+    where, labels, patients = [], [], []
+    for i, row in enumerate(prepared.table.itertuples(index=False)):
+        if str(row.patient_key) not in patients_in:
+            continue
+        try:
+            ann = wfdb.rdann(str(row.path), "atr")
+        except Exception as exc:
+            raise RecordError(f"{row.path}.atr: cannot read annotations ({exc})") from exc
+        sym, samp = np.asarray(ann.symbol), np.asarray(ann.sample)
+        keep = np.isin(sym, list(AAMI_MAP))
+        pos = np.round(samp[keep] * fs / float(ann.fs or MITDB_FS)).astype(np.int64)
+        n = int(row.length)
+        inside = (pos - before >= 0) & (pos + after <= n)
+        where.extend((i, p) for p in pos[inside])
+        labels.extend(AAMI_MAP[s] for s in sym[keep][inside])
+        patients.extend([str(row.patient_key)] * int(inside.sum()))
+    if not where:
+        raise ConfigError(f"{cfg.dataset}: no annotated beats in the head or episode records")
+    labels, patients = np.asarray(labels), np.asarray(patients)
+    keep = _cap(labels, patients, cfg.max_items_per_patient_class, rng)
+    x = np.stack([prepared.cache.segment(where[k][0], int(where[k][1]) - before, before + after) for k in keep])
+    return x.astype(np.float32), labels[keep], patients[keep]
+
+
+def _label_items(cfg: FewShotConfig, prepared, patients_in: set) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``window`` seconds of every labelled record of the head and episode patients."""
+    table = prepared.table
     if not cfg.label:
         raise ConfigError(f"label: set the label column for few-shot episodes on {cfg.dataset}")
-    window = int(round(cfg.window * cfg.fs))
-    signals, table = load_signals(index, fs=cfg.fs, leads=cfg.leads, min_samples=window,
-                                  bad_lead_policy=cfg.bad_leads)
     if cfg.label not in table.columns:
         raise ConfigError(f"label: {cfg.label!r} is not a column of {cfg.dataset} (columns: {sorted(table.columns)})")
     col = table[cfg.label]
     ok = ~(col.isna() | (col.astype(str).str.strip() == "")).to_numpy()
-    labels, patients = col.astype(str).to_numpy()[ok], table["patient_id"].astype(str).to_numpy()[ok]
-    halves = patient_split(np.unique(patients), [0.5, 0.5], seed=cfg.split_seed, names=("head", "episodes"))
-    return signals[ok][..., :window], labels, patients, set(halves["head"]), set(halves["episodes"])
+    ok &= table["patient_key"].astype(str).isin(patients_in).to_numpy()
+    rows = np.flatnonzero(ok)
+    x = prepared.arrays(int(round(cfg.window * cfg.fs)), rows)
+    return x, col.astype(str).to_numpy()[rows], table["patient_key"].astype(str).to_numpy()[rows]
 
 
 def _cap(labels, patients, cap, rng) -> np.ndarray:
@@ -226,11 +367,37 @@ def _cap(labels, patients, cap, rng) -> np.ndarray:
     return np.sort(order[rank < cap])
 
 
-def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs") -> dict:
-    """Embed the items with the (frozen) encoder, then run every K in ``cfg.shots``; writes ``fewshot.json``."""
+def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: bool = False) -> dict:
+    """Embed the items with the (frozen) encoder, then run every K in ``cfg.shots``; writes ``fewshot.json``
+    and ``split.json``.
+
+    Items are read from the record cache pretraining uses. The encoder's provenance is checked first: no
+    episode patient may be in its pretraining pool (by patient key or signal fingerprint); an encoder pretrained
+    on the head patients (e.g. MIT-BIH DS1) is fine.
+
+    Raises:
+        LeakageError: an episode patient was pretrained on, or the encoder has no provenance, unless allowed
+            (``allow_overlap`` / ``allow_unknown_provenance``).
+    """
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
-    x, labels, patients, head_p, episode_p = _fewshot_items(cfg)
+    paths = {"encoder": cfg.encoder} if cfg.encoder else {}
+    sources = {"encoder": f"encoder ({cfg.encoder})"} if cfg.encoder else {}
+    provs = _provenances(paths, cfg.allow_unknown_provenance, sources)
+    split_arg = resolve_split(provs, cfg.split, sources)
+    leads = cfg.leads or (["#0"] if cfg.dataset == "mitdb" else None)
+    prepared = prepare(_data_spec(cfg, leads=leads), split=split_arg, progress=progress)
+    split_given = split_arg is not None or cfg.split is not None
+    head_p, episode_p, rule = _fewshot_patients(cfg, prepared, split_given)
+    keys = prepared.table["patient_key"].astype(str)
+    check_table = prepared.table.assign(split=np.where(keys.isin(episode_p), "episodes",
+                                                       np.where(keys.isin(head_p), "head", "")))
+    checks = _check_arms(provs, paths, sources, None, check_table, cfg.allow_overlap, evaluated=("episodes",))
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.dataset == "mitdb":
+        x, labels, patients = _mitdb_items(cfg, prepared, head_p | episode_p, rng)
+    else:
+        x, labels, patients = _label_items(cfg, prepared, head_p | episode_p)
     n_leads, window = x.shape[1], x.shape[2]
     if cfg.encoder:
         encoder = load_encoder(cfg.encoder)
@@ -249,7 +416,12 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs") -> dict:
         results[f"{k}-shot"] = res.summary
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(np.isin(patients, list(episode_p)),
                                                                       name="episode_pool"))
+    prepared.split.save(out / "split.json")
     payload = {"config": asdict(cfg), "items": int(len(labels)), "head_patients": len(head_p),
-               "episode_patients": len(episode_p), "items_per_class": counts.to_dict(), "results": results}
+               "episode_patients": len(episode_p), "patients_rule": rule, "items_per_class": counts.to_dict(),
+               "split_hash": prepared.split.hash, "allow_overlap": cfg.allow_overlap,
+               "allow_unknown_provenance": cfg.allow_unknown_provenance, "provenance": checks,
+               "bad_leads": prepared.bad_leads, "results": results}
+    payload["allow_flags"] = allow_flags_line(payload)
     (out / "fewshot.json").write_text(json.dumps(payload, indent=2, default=str))
     return {"out": out, **payload}
