@@ -26,8 +26,16 @@ from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records
 from ssl_ecg.evaluate.fewshot import run_fewshot
-from ssl_ecg.evaluate.provenance import (allow_flags_line, check_known, check_labels, check_overlap,
-                                         path_source, provenance_summary, read_provenance, resolve_split)
+from ssl_ecg.evaluate.provenance import (
+    allow_flags_line,
+    check_known,
+    check_labels,
+    check_overlap,
+    path_source,
+    provenance_summary,
+    read_provenance,
+    resolve_split,
+)
 from ssl_ecg.models import build_encoder
 from ssl_ecg.paths import run_folder
 from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split
@@ -56,11 +64,12 @@ class EvalConfig:
     """An evaluation recipe: encoders x tasks x label fractions x seeds x probes."""
 
     name: RunName = "eval"
-    dataset: str = "ludb"
+    dataset: str | list[dict] = "ludb"  # a dataset name, or a pool of {dataset, root, dataset_options} mappings
     root: str | None = None  # default: found under $SSL_ECG_DATA
     dataset_options: dict = field(default_factory=dict)
     fs: PositiveFloat = 100.0
     leads: Names | None = None
+    normalization: Literal["record", "lead", "none"] = "record"  # as the encoders' pretraining recipe
     bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
     window: PositiveFloat = 5.0  # seconds per evaluation window: the encoders' input length
     per_lead: bool | None = None  # default: from each checkpoint (in_channels == 1: one lead at a time)
@@ -171,14 +180,15 @@ def _eval_data(cfg, split_arg, window: int, progress: bool):
         raise ConfigError(f"split: evaluation needs train, val and test patients; split {prepared.split.hash[:12]} "
                           f"has {sorted(prepared.split.patients)}")
     rows = np.asarray(prepared.rows(*names))
+    data = "+".join(prepared.spec.datasets)
     if len(rows) == 0:
-        raise ConfigError(f"split: none of the {len(prepared.table)} cached {cfg.dataset} records belongs to a "
-                          f"patient of split {prepared.split.hash[:12]}; is it the split of another dataset?")
+        raise ConfigError(f"split: none of the {len(prepared.table)} cached {data} records belongs to a patient of "
+                          f"split {prepared.split.hash[:12]}; is it the split of another dataset?")
     lengths = prepared.table["length"].to_numpy(dtype=np.int64)[rows]
     short = rows[lengths < window]
     if len(short):
         ids = prepared.table["record_id"].iloc[short].astype(str).tolist()
-        raise RecordError(f"{cfg.dataset}: records {ids[:5]} ({len(ids)} in all) are shorter than the evaluation "
+        raise RecordError(f"{data}: records {ids[:5]} ({len(ids)} in all) are shorter than the evaluation "
                           f"window of {window} samples ({cfg.window:g} s at {cfg.fs:g} Hz)")
     signals = prepared.arrays(int(lengths.min()), rows)
     table = prepared.table.iloc[rows].reset_index(drop=True)
@@ -212,21 +222,23 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
                          fractions=cfg.fractions)
     arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
+    name = "+".join(prepared.spec.datasets)
     missing = [t for t in cfg.tasks if t not in table.columns]
     if missing:
-        raise ConfigError(f"tasks: {missing} are not columns of {cfg.dataset} (columns: {sorted(table.columns)})")
+        raise ConfigError(f"tasks: {missing} are not columns of {name} (columns: {sorted(table.columns)})")
     splits = {name: list(split.patients[name]) for name in ("train", "val", "test")}
     spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=per_lead,
                      supervised=config if cfg.supervised else None, supervised_epochs=cfg.epochs,
                      supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
                      supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
-                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(cfg.dataset),
+                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(name),
                      extra={"split_hash": split.hash})
     split.save(out / "split.json")
     curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
-    meta = {"config": asdict(cfg), "dataset_root": str(prepared.spec.root or dataset_root(cfg.dataset, cfg.root)), "records": int(len(table)),
+    roots = [str(m["root"] or dataset_root(m["dataset"], m["root"])) for m in prepared.spec.members]
+    meta = {"config": asdict(cfg), "dataset_root": roots[0] if len(roots) == 1 else roots, "records": int(len(table)),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": per_lead,
-            "record_level_patient_ids": record_level_ids(table, cfg.dataset),
+            "record_level_patient_ids": record_level_ids(table, name),
             "split_hash": split.hash, "split_rule": split.rule, "split_source": _split_source(cfg, provs),
             "allow_overlap": cfg.allow_overlap, "allow_unknown_provenance": cfg.allow_unknown_provenance,
             "provenance": checks, "bad_leads": prepared.bad_leads,
@@ -267,6 +279,7 @@ class FewShotConfig:
     label: str | None = None  # label column (not for mitdb)
     fs: PositiveFloat = 360.0
     leads: Names | None = None  # mitdb: lead positions are kept; default lead 0 only (MLII in 45 of 48 records)
+    normalization: Literal["record", "lead", "none"] = "record"  # as the encoder's pretraining recipe
     bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
     window: PositiveFloat = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
     encoder: str | None = None  # checkpoint; None: a random-init CLOCS encoder

@@ -8,8 +8,14 @@ import pandas as pd
 import pytest
 
 from ssl_ecg.errors import ConfigError, LeakageError, SplitError
-from ssl_ecg.evaluate.provenance import (allow_flags_line, check_known, check_labels, check_overlap,
-                                         check_provenance, provenance_summary)
+from ssl_ecg.evaluate.provenance import (
+    allow_flags_line,
+    check_known,
+    check_labels,
+    check_overlap,
+    check_provenance,
+    provenance_summary,
+)
 
 
 @dataclass(frozen=True)

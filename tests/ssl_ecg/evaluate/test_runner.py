@@ -64,8 +64,9 @@ def _pretrained(tmp_path, root, name, split_seed=0, pool=("train", "val"), label
 
 
 def _eval(tmp_path, root, encoders, **kw):
-    values = dict(name="e", root=str(root), fs=FS, window=WINDOW_S, leads=["II"], encoders=encoders,
-                  tasks=["lad"], fractions=[1.0], seeds=[0], supervised=False, cache_dir=str(tmp_path / "cache"))
+    values = dict(name="e", root=None if root is None else str(root), fs=FS, window=WINDOW_S, leads=["II"],
+                  encoders=encoders, tasks=["lad"], fractions=[1.0], seeds=[0], supervised=False,
+                  cache_dir=str(tmp_path / "cache"))
     values.update(kw)
     return run_evaluation(EvalConfig(**values), runs=tmp_path / "runs", progress=False)
 
@@ -140,6 +141,27 @@ def test_fewshot_on_real_mitdb_beats(tmp_path, mitdb_root):
         run_fewshot_recipe(FewShotConfig(root=str(mitdb_root), shots=[10], episode_classes=["N", "V", "F"],
                                          head_steps=10, max_items_per_patient_class=5,
                                          cache_dir=str(tmp_path / "cache")), runs=tmp_path)
+    # an encoder pretrained on DS1 (the head patients) is fine; one pretrained on DS2 episode patients is refused
+    from ssl_ecg.data.mitdb import DS1, DS2
+
+    prepared = prepare(DataSpec(dataset="mitdb", root=str(mitdb_root), fs=360.0, leads=("#0",),
+                                cache_dir=str(tmp_path / "cache")))
+    for name, records in (("ds1", DS1), ("ds2", DS2)):
+        rows = np.flatnonzero(prepared.table["record_id"].isin(records).to_numpy())
+        provenance = {"version": 1, "datasets": ["mitdb"], "cache_keys": ["k"],
+                      "pool_patients": sorted(prepared.patients(rows)),
+                      "pool_fingerprints": sorted(prepared.fingerprints(rows)), "label_patients": [],
+                      "split": prepared.split.to_dict()}
+        save_encoder(build_encoder({"name": "clocs", "in_channels": 1, "input_len": 432, "embed_dim": 8}),
+                     tmp_path / name / "encoder.pt", extra={"provenance": provenance})
+    quick = dict(root=str(mitdb_root), shots=[1], episodes=20, head_steps=20, max_items_per_patient_class=5,
+                 cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(LeakageError, match=r"encoder \(.*ds2\): 21 of 21 episodes patients were in its pretraining "
+                                           r"pool \(21 by patient key"):
+        run_fewshot_recipe(FewShotConfig(name="ds2", encoder=str(tmp_path / "ds2"), **quick), runs=tmp_path)
+    ok = run_fewshot_recipe(FewShotConfig(name="ds1", encoder=str(tmp_path / "ds1"), **quick), runs=tmp_path)
+    assert ok["provenance"]["encoder"]["overlap"]["overlap"] == 0
+    assert ok["provenance"]["encoder"]["pool_patients"] == 22 and ok["episode_patients"] == 21
 
 
 @pytest.mark.realdata
@@ -309,3 +331,34 @@ def test_fewshot_refuses_an_encoder_pretrained_on_episode_patients(tmp_path):
     # no encoder: seeded halves of the patients, as before
     rand = _fewshot(tmp_path, root, None)
     assert rand["head_patients"] == rand["episode_patients"] == 15 and rand["provenance"] == {}
+
+
+def test_pretrain_split_seed_0_then_evaluate_split_seed_1_is_refused_and_the_own_split_runs(tmp_path, capsys):
+    from ssl_ecg.pretrain import PretrainConfig, run_pretrain
+
+    root = _ludb_like(tmp_path)
+    cache = str(tmp_path / "cache")
+    pre = run_pretrain(PretrainConfig(name="enc", dataset="ludb", root=str(root), method="cmsc", fs=FS,
+                                      segment_len=WINDOW_S, epochs=1, max_steps=2, batch_size=4, embed_dim=8,
+                                      leads=["II"], split_seed=0, cache_dir=cache, accelerator="cpu"),
+                       runs=tmp_path / "runs", progress=False)
+    common = ["curve", f"root={root}", f"fs={FS}", f"window={WINDOW_S}", "leads=[II]",
+              f"encoders={{cmsc: {pre['encoder']}}}", "tasks=[lad]", "fractions=[1.0]", "seeds=[0]",
+              "supervised=false", f"cache_dir={cache}", "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main([*common, "split=[0.6, 0.2, 0.2]", "split_seed=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "encoders.cmsc (" in err and "test patients were in its pretraining pool" in err and "ludb:" in err
+    assert main(common) == 0  # split: null -> the encoder's own split
+    meta = json.loads((tmp_path / "runs" / "eval" / "curve.json").read_text())
+    assert meta["split_hash"] == Split.load(tmp_path / "runs" / "enc" / "split.json").hash
+    assert meta["provenance"]["cmsc"]["overlap"]["overlap"] == 0
+
+
+def test_a_pool_spec_evaluates_on_patient_keys(tmp_path):
+    root = _ludb_like(tmp_path)
+    res = _eval(tmp_path, None, {}, dataset=[{"dataset": "ludb", "root": str(root)}])
+    meta = json.loads((res["out"] / "curve.json").read_text())
+    assert meta["dataset_root"] == str(root) and meta["split_source"] == "default" and meta["provenance"] == {}
+    assert set(Split.load(res["out"] / "split.json").patients["test"]) <= {f"ludb:{i}" for i in range(1, 31)}
+    assert set(res["curve"]["arm"]) == {"random_init"}
