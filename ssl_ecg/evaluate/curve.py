@@ -2,16 +2,28 @@
 
 Fractions are drawn per patient, nested and seeded (see
 :func:`ssl_ecg.data.splits.label_fraction_subsets`); validation and test
-patients are fixed across the grid.
+patients are fixed across the grid. Label encoding lives in
+:mod:`ssl_ecg.evaluate.tasks`, the probes behind :func:`ssl_ecg.evaluate.probe.fit_probe`
+and the figures in :mod:`ssl_ecg.evaluate.plots`.
+
+Every ``curve.csv`` row carries a ``fingerprint`` (see :func:`cell_fingerprint`)
+of what decides its value, and the software and hardware it was computed on
+(:data:`PROVENANCE_COLUMNS`, not part of the fingerprint); a resumed run reuses
+only rows whose fingerprint matches (see :func:`run_curve`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
+import platform
+import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,27 +31,34 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssl_ecg.data.cinc import scored_classes
 from ssl_ecg.data.splits import check_no_leakage, label_fraction_subsets
 from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights
-from ssl_ecg.evaluate.embed import embed_records
-from ssl_ecg.evaluate.knn import knn_scores
-from ssl_ecg.evaluate.linear import torch_linear_probe
+from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
+from ssl_ecg.evaluate.knn import KNN_KS, knn_probe  # noqa: F401 (knn_probe: re-export)
 from ssl_ecg.evaluate.metrics import tune_thresholds
-from ssl_ecg.evaluate.probe import logistic_probe
-from ssl_ecg.evaluate.supervised import finetune, train_supervised
-from ssl_ecg.evaluate.tasks import auroc, check_task
+from ssl_ecg.evaluate.plots import plot_curve, plot_labels_needed
+from ssl_ecg.evaluate.probe import DEFAULT_CS, ProbeData, fit_probe
+from ssl_ecg.evaluate.tasks import is_challenge_task, patient_labels, task_labels, task_y
 
 __all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs", "labels_needed",
-           "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES"]
+           "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES",
+           "RESULTS_SCHEMA", "PROVENANCE_COLUMNS", "cell_fingerprint", "result_fingerprint", "environment",
+           "array_digest"]
 
+RESULTS_SCHEMA = 1
+"""Version of how results are computed. Bump it in any change that alters a curve or few-shot value (a probe's
+defaults, label encoding, scoring): stored rows of an older schema are then recomputed, never reused."""
+
+PROVENANCE_COLUMNS = ["git_commit", "ssl_ecg_version", "torch_version", "sklearn_version", "numpy_version",
+                      "platform", "cpu_count", "cuda_device"]
 CURVE_COLUMNS = [
     "task", "arm", "probe", "fraction", "seed", "metric", "value", "val_value", "n_train_patients",
-    "n_train_records",
+    "n_train_records", "setting", "fingerprint", *PROVENANCE_COLUMNS,
 ]
 PROBES = ("logistic", "torch", "knn", "finetune")
-KNN_KS = (5, 10, 20, 50)
+_TEXT_COLUMNS = {c: str for c in ("fingerprint", "setting", "git_commit", "ssl_ecg_version", "torch_version",
+                                  "sklearn_version", "numpy_version", "platform", "cuda_device")}
 
 
 @dataclass
@@ -68,6 +87,11 @@ class CurveSpec:
             scored classes with its weights, keeping records with no scored class as
             all-zero rows (as the official scoring does); None: the 2020 classes,
             records without a label left out.
+        split_hash: the hash of the run's ``split.json`` (patients per split, rule,
+            seed, cache key); part of every row's fingerprint. Empty when the caller
+            has no split artefact: the fingerprint then still covers the patient
+            lists given to :func:`run_curve` and the signals' bytes.
+        extra: free-form notes; not used, and not part of the fingerprint.
     """
 
     tasks: Sequence[str]
@@ -85,6 +109,7 @@ class CurveSpec:
     supervised_batch_sizes: Sequence[int] = (64,)
     supervised_min_steps: int = 10
     challenge_year: int | None = None
+    split_hash: str = ""
 
     def __post_init__(self):
         bad = [f for f in self.fractions if not 0 < float(f) <= 1]
@@ -93,6 +118,8 @@ class CurveSpec:
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown or not self.probes:
             raise ConfigError(f"probes: {list(self.probes)} invalid; expected some of {list(PROBES)}")
+        if not isinstance(self.split_hash, str):
+            raise ConfigError(f"split_hash: expected a string (the split.json hash), got {self.split_hash!r}")
 
     def lead_mode(self, arm: str) -> bool:
         """Whether ``arm``'s encoder takes one lead at a time."""
@@ -100,27 +127,114 @@ class CurveSpec:
             return bool(self.per_lead.get(arm, next(iter(self.per_lead.values()), True)))
         return bool(self.per_lead)
 
+    def probe_settings(self, probe: str) -> dict:
+        """The settings of ``probe`` that decide its results (the rest of the spec does not touch it)."""
+        if probe == "logistic":
+            return {"Cs": list(DEFAULT_CS)}
+        if probe == "knn":
+            return {"ks": list(KNN_KS), "temperature": 0.1}
+        if probe == "finetune":
+            return {"lr": float(self.supervised_lr), "encoder_lr_factor": float(self.encoder_lr_factor),
+                    "epochs": int(self.supervised_epochs)}
+        if probe == "supervised":
+            return {"config": self.supervised, "epochs": int(self.supervised_epochs),
+                    "lrs": [float(v) for v in (self.supervised_lrs or (self.supervised_lr,))],
+                    "batch_sizes": [int(v) for v in self.supervised_batch_sizes],
+                    "min_steps": int(self.supervised_min_steps)}
+        return {}  # torch: the probe's defaults, covered by RESULTS_SCHEMA
+
 
 def line_name(arm: str, probe: str) -> str:
     """The curve line of an arm/probe cell: the arm alone for the logistic probe and the supervised arm."""
     return arm if probe in ("logistic", "supervised") else f"{arm}+{probe}"
 
 
-def task_labels(column: pd.Series) -> np.ndarray:
-    """0/1 columns as float (NaN: unlabelled); other columns as category codes (NaN/empty: unlabelled)."""
-    return _labels_and_names(column)[0]
+def result_fingerprint(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of ``payload`` (canonical JSON, sorted keys) together with :data:`RESULTS_SCHEMA`."""
+    text = json.dumps({"results_schema": RESULTS_SCHEMA, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _labels_and_names(column: pd.Series) -> tuple[np.ndarray, list | None]:
-    """:func:`task_labels` and the class names; no names for binary tasks (0/1, or two numeric values)."""
-    values = column.to_numpy()
-    numeric = pd.api.types.is_numeric_dtype(column)
-    if numeric and set(np.unique(values[~pd.isna(values)])) <= {0, 1}:
-        return values.astype(float), None
-    labelled = (~(pd.isna(column) | (column.astype(str).str.strip() == ""))).to_numpy()
-    codes = np.full(len(column), np.nan)
-    codes[labelled], names = pd.factorize(column[labelled])
-    return codes, (None if numeric and len(names) <= 2 else list(names))
+def array_digest(x: np.ndarray, chunk_rows: int = 256) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (read in chunks of rows, so memmaps stay on disk)."""
+    x = np.asarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}|{x.shape}|".encode())
+    for r0 in range(0, len(x) if x.ndim else 0, chunk_rows):
+        h.update(np.ascontiguousarray(x[r0:r0 + chunk_rows]).tobytes())
+    if x.ndim == 0:
+        h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def _text_digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cell_fingerprint(spec: CurveSpec, task: str, arm: str, probe: str, fraction: float, seed: int,
+                     encoder_key: Mapping[str, Any], data_key: Mapping[str, Any]) -> str:
+    """The fingerprint of one curve cell: what decides its rows' values, and nothing else.
+
+    Covers the arm's encoder (``encoder_key``: its weights hash and config; the
+    supervised arm's config), the cell's result-affecting settings (task,
+    probe and :meth:`CurveSpec.probe_settings`, fraction, seed, window, per-lead
+    mode, challenge year), the data (``data_key``: ``split_hash``, the patient
+    lists, the signals and the task's labels) and :data:`RESULTS_SCHEMA`. The git
+    commit, library versions and hardware are left out.
+    """
+    return result_fingerprint({
+        "task": task, "arm": arm, "probe": probe, "fraction": float(fraction), "seed": int(seed),
+        "window": int(spec.window), "per_lead": spec.lead_mode(arm), "challenge_year": spec.challenge_year,
+        "probe_settings": spec.probe_settings(probe), "encoder": dict(encoder_key), "data": dict(data_key),
+    })
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """Where results were computed (the :data:`PROVENANCE_COLUMNS`): recorded beside each row, never keyed on.
+
+    ``git_commit`` is the checkout's HEAD (empty outside a git checkout),
+    ``cuda_device`` the first CUDA device's name (``none`` without CUDA).
+    """
+    import sklearn
+    import torch
+
+    from ssl_ecg import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
+                                capture_output=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"git_commit": commit, "ssl_ecg_version": __version__, "torch_version": torch.__version__,
+            "sklearn_version": sklearn.__version__, "numpy_version": np.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count() or 0,
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+
+
+def _encoder_key(encoder: nn.Module) -> dict:
+    return {"weights_sha256": state_dict_hash(encoder), "config": getattr(encoder, "config", None)}
+
+
+def _read_done(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    done = pd.read_csv(csv_path, dtype=_TEXT_COLUMNS, keep_default_na=True)
+    if "fingerprint" not in done.columns:  # written before keyed resume: nothing in it can be verified
+        done["fingerprint"] = ""
+    return done
+
+
+def _row_keys(done: pd.DataFrame) -> list[tuple]:
+    if done.empty or not {"task", "arm", "probe", "fraction", "seed"} <= set(done.columns):
+        return [None] * len(done)
+    return [(str(t), str(a), str(p), float(f), int(s))
+            for t, a, p, f, s in zip(done["task"], done["arm"], done["probe"], done["fraction"], done["seed"])]
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def run_curve(
@@ -132,44 +246,96 @@ def run_curve(
     out_dir: str | Path,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Evaluate every (task, arm, fraction, seed) cell and write ``curve.csv``.
+    """Evaluate every (task, arm, probe, fraction, seed) cell and write ``curve.csv``.
 
-    Cells already in ``out_dir/curve.csv`` are skipped, so an interrupted run resumes.
+    Resume: each row of ``curve.csv`` carries its cell's fingerprint
+    (:func:`cell_fingerprint`: encoder weights and config, the cell's
+    result-affecting settings, the split hash, patient lists, signals and
+    labels, :data:`RESULTS_SCHEMA`) and the :func:`environment` it was computed
+    in. A run reuses a stored cell only when its fingerprint equals the one
+    this call computes; a cell of this grid whose stored fingerprint differs
+    (another encoder, recipe setting, split, data or results schema), or a file
+    written before fingerprints, is dropped from ``curve.csv`` (and
+    ``supervised_grid.csv``) with a warning and recomputed. A different git
+    commit, library version or machine does not invalidate a row. Rows of cells
+    outside this grid are left in the file untouched and are not returned. So
+    an interrupted run resumes, and a re-run after any result-affecting change
+    recomputes exactly the affected cells.
 
     Args:
         signals: (R, L, T) preprocessed records, aligned with ``table`` rows.
         table: has ``patient_id`` and the task columns.
         splits: ``{"train", "val", "test"}`` -> patient ids.
         encoders: frozen arms, e.g. ``{"cmsc": enc, "random_init": enc0}``.
+        spec: the grid and its settings.
+        out_dir: folder of ``curve.csv`` (and ``supervised_grid.csv``, ``dropped_classes.json``).
+        progress: show a progress bar.
+
+    Returns:
+        This grid's rows of ``curve.csv`` (reused and new), in file order.
+
+    Raises:
+        ConfigError: a task is not a column of ``table``.
+        SplitError: splits share patients, or a split has no labelled records of a task.
     """
     check_no_leakage(splits)
+    missing = [t for t in spec.tasks if t not in table.columns]
+    if missing:
+        raise ConfigError(f"tasks: column {missing[0]!r} is not in the table (columns: {sorted(table.columns)})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "curve.csv"
-    done = pd.read_csv(csv_path) if csv_path.is_file() else pd.DataFrame(columns=CURVE_COLUMNS)
-    if "probe" not in done.columns:  # a curve.csv from before probe types: all logistic / supervised
-        done["probe"] = np.where(done["arm"] == "supervised", "supervised", "logistic")
-    done_keys = {(r.task, r.arm, r.probe, float(r.fraction), int(r.seed)) for r in done.itertuples()}
+    csv_path, grid_path = out_dir / "curve.csv", out_dir / "supervised_grid.csv"
     patients = table["patient_id"].astype(str).to_numpy()
     split_of = {str(p): name for name, members in splits.items() for p in members}
     record_split = np.array([split_of.get(p, "") for p in patients])
-    frozen = [p for p in spec.probes if p != "finetune"]
-    feats = ({arm: embed_records(enc, signals, spec.window, spec.lead_mode(arm)) for arm, enc in encoders.items()}
-             if frozen else {})
     arms = [(a, p) for a in encoders for p in spec.probes]
     arms += [("supervised", "supervised")] if spec.supervised is not None else []
-    cells = [(t, a, p, f, s) for t in spec.tasks for s in spec.seeds for f in spec.fractions for a, p in arms]
-    todo = [c for c in cells if (c[0], c[1], c[2], float(c[3]), int(c[4])) not in done_keys]
-    rows = []
+    cells = [(t, a, p, float(f), int(s)) for t in spec.tasks for s in spec.seeds for f in spec.fractions
+             for a, p in arms]
+    encoder_keys = {arm: _encoder_key(enc) for arm, enc in encoders.items()}
+    encoder_keys["supervised"] = {"config": spec.supervised}
+    shared = {"split_hash": spec.split_hash, "signals": array_digest(signals),
+              "splits": _text_digest({k: sorted(map(str, v)) for k, v in splits.items()})}
+    labels = {t: _text_digest(table[["patient_id", t]].astype(str).to_numpy().tolist()) for t in spec.tasks}
+    fingerprints = {c: cell_fingerprint(spec, *c, encoder_key=encoder_keys[c[1]],
+                                        data_key={**shared, "labels": labels[c[0]]}) for c in cells}
+
+    done = _read_done(csv_path)
+    keys = _row_keys(done)
+    in_grid = np.array([k in fingerprints for k in keys], dtype=bool)
+    matches = np.array([k in fingerprints and fp == fingerprints[k] for k, fp in zip(keys, done["fingerprint"])],
+                       dtype=bool)
+    stale = ~matches & (in_grid | (done["fingerprint"] == "").to_numpy())
+    if stale.any() or (len(done) and list(done.columns) != CURVE_COLUMNS):
+        if stale.any():
+            n_cells = len({k for k, s in zip(keys, stale) if s})
+            warnings.warn(f"{csv_path}: {int(stale.sum())} row(s) of {n_cells} cell(s) were computed with another "
+                          "encoder, setting, split, data or results schema (fingerprint differs) and are "
+                          "recomputed", stacklevel=2)
+        done = done.loc[~stale].reindex(columns=CURVE_COLUMNS)
+        _write_atomic(done, csv_path)
+    if grid_path.is_file():
+        grid = pd.read_csv(grid_path, dtype={"fingerprint": str})
+        keep = (grid["fingerprint"].isin(set(done["fingerprint"])).to_numpy() if "fingerprint" in grid
+                else np.zeros(len(grid), bool))
+        if not keep.all():
+            _write_atomic(grid.loc[keep], grid_path)
+    done_keys = {k for k, m in zip(keys, matches) if m}
+    todo = [c for c in cells if c not in done_keys]
+
+    frozen = [p for p in spec.probes if p != "finetune"]
+    needs_feats = {a for _, a, p, _, _ in todo if p in frozen}
+    feats = {arm: embed_records(encoders[arm], signals, spec.window, spec.lead_mode(arm)) for arm in encoders
+             if arm in needs_feats}
     bar = tqdm(total=len(todo), desc="label-efficiency curve", disable=not progress)
     subsets_cache: dict = {}
     dropped: dict = {}
     tasks: dict = {}
-    for task, arm, probe, frac, seed in todo:
-        if task not in table.columns:
-            raise ConfigError(f"tasks: column {task!r} is not in the table (columns: {sorted(table.columns)})")
+    env = environment()
+    for cell in todo:
+        task, arm, probe, frac, seed = cell
         if task not in tasks:
-            tasks[task] = _task_y(table[task], record_split, task, dropped, challenge_year=spec.challenge_year)
+            tasks[task] = task_y(table[task], record_split, task, dropped, challenge_year=spec.challenge_year)
         y_all, names = tasks[task]
         labelled = ~np.isnan(y_all if y_all.ndim == 1 else y_all[:, 0])
         idx = {name: np.flatnonzero(labelled & (record_split == name)) for name in ("train", "val", "test")}
@@ -178,124 +344,47 @@ def run_curve(
                 raise SplitError(f"task {task!r}: split {name!r} has no labelled records")
         key = (task, seed)
         if key not in subsets_cache:
-            train_pat = _patient_labels(patients, y_all, idx["train"])
+            train_pat = patient_labels(patients, y_all, idx["train"])
             subsets_cache[key] = label_fraction_subsets(list(train_pat), spec.fractions, labels=train_pat, seed=seed)
         chosen = set(subsets_cache[key][frac])
         tr = np.array([i for i in idx["train"] if patients[i] in chosen])
-        check_no_leakage({"train": set(patients[tr]), "val": set(patients[idx["val"]]),
-                          "test": set(patients[idx["test"]])})
         y = np.nan_to_num(y_all).astype(int)
         va, te = idx["val"], idx["test"]
+        x = signals if probe in ("supervised", "finetune") else feats[arm]
+        data = ProbeData.from_rows(x, y, tr, va, te, patients=patients, task=task)
+        fp = fingerprints[cell]
         if probe == "supervised":
-            res = train_supervised(spec.supervised, signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
-                                   window=spec.window, per_lead=spec.lead_mode("supervised"),
-                                   lr=spec.supervised_lrs or (spec.supervised_lr,),
-                                   batch_size=spec.supervised_batch_sizes, min_steps=spec.supervised_min_steps,
-                                   epochs=spec.supervised_epochs, seed=seed, task=task)
-            grid_path = out_dir / "supervised_grid.csv"
+            res = fit_probe("supervised", data, encoder=spec.supervised, window=spec.window,
+                            per_lead=spec.lead_mode("supervised"), lr=spec.supervised_lrs or (spec.supervised_lr,),
+                            batch_size=spec.supervised_batch_sizes, min_steps=spec.supervised_min_steps,
+                            epochs=spec.supervised_epochs, seed=seed)
+            chosen_setting = (res.setting["lr"], res.setting["batch_size"])
             pd.DataFrame([{"task": task, "fraction": float(frac), "seed": int(seed), **g,
-                           "chosen": g["lr"] == res.lr and g["batch_size"] == res.batch_size} for g in res.grid]
-                         ).to_csv(grid_path, mode="a", header=not grid_path.is_file(), index=False)
+                           "chosen": (g["lr"], g["batch_size"]) == chosen_setting, "fingerprint": fp}
+                          for g in res.grid]).to_csv(grid_path, mode="a", header=not grid_path.is_file(), index=False)
         elif probe == "finetune":
-            res = finetune(encoders[arm], signals[tr], y[tr], signals[va], y[va], signals[te], y[te],
-                           window=spec.window, per_lead=spec.lead_mode(arm), lr=spec.supervised_lr,
-                           encoder_lr_factor=spec.encoder_lr_factor, epochs=spec.supervised_epochs, seed=seed,
-                           task=task)
+            res = fit_probe("finetune", data, encoder=encoders[arm], window=spec.window, per_lead=spec.lead_mode(arm),
+                            lr=spec.supervised_lr, encoder_lr_factor=spec.encoder_lr_factor,
+                            epochs=spec.supervised_epochs, seed=seed)
         else:
-            f = feats[arm]
-            probe_fn = {"logistic": logistic_probe, "torch": torch_linear_probe, "knn": knn_probe}[probe]
-            res = probe_fn(f[tr], y[tr], f[va], y[va], f[te], y[te], task=task, seed=seed)
+            res = fit_probe(probe, data, seed=seed)
         base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
-                "n_train_patients": len(chosen), "n_train_records": len(tr)}
+                "n_train_patients": len(chosen), "n_train_records": len(tr),
+                "setting": json.dumps(res.setting, sort_keys=True), "fingerprint": fp, **env}
         new_rows = [{**base, "metric": "auroc", "value": res.test_auroc, "val_value": res.val_auroc}]
-        if _is_challenge_task(names, y_all, spec.challenge_year):
+        if is_challenge_task(names, y_all, spec.challenge_year):
             new_rows.append({**base, "metric": "challenge",
                              **_challenge_row(names, y[va], res.val_scores, y[te], res.test_scores,
                                               year=spec.challenge_year)})
-        rows.extend(new_rows)
         pd.DataFrame(new_rows, columns=CURVE_COLUMNS).to_csv(csv_path, mode="a", header=not csv_path.is_file(),
                                                              index=False)
         bar.update(1)
     bar.close()
     if dropped:
         (out_dir / "dropped_classes.json").write_text(json.dumps(dropped, indent=2, default=str))
-    return pd.read_csv(csv_path)
-
-
-def _task_y(column: pd.Series, record_split: np.ndarray, task: str,
-            dropped: dict, challenge_year: int | None = None) -> tuple[np.ndarray, list | None]:
-    """Labels of one task and its class names; classes missing from a split are dropped with a warning.
-
-    Binary tasks give (n,) 0/1 with NaN for unlabelled records and no names; they
-    stay strict (a split without positives is an error downstream). Categorical
-    tasks give (n,) codes; list-valued (multi-label) tasks give (n, C) multi-hot
-    rows, NaN where a record has no label. A class is dropped when a split has
-    no positive of it. With ``challenge_year``, a multi-label task over that
-    year's CinC scored classes keeps list-valued records with no (remaining)
-    class as all-zero rows, as the challenge scores them.
-    """
-    if _is_multilabel(column):
-        return _multilabel_y(column, record_split, task, dropped, challenge_year)
-    y, names = _labels_and_names(column)
-    if names is None:
-        return y, None
-    missing = [c for c in np.unique(y[~np.isnan(y)])
-               if any(not ((y == c) & (record_split == s)).any() for s in ("train", "val", "test"))]
-    if missing:
-        y = y.copy()
-        y[np.isin(y, missing)] = np.nan
-        keep = ~np.isnan(y)
-        kept = sorted(set(np.unique(y[keep]).tolist()))
-        y[keep] = pd.factorize(y[keep], sort=True)[0]
-        _warn_dropped(task, [str(names[int(c)]) for c in missing], dropped)
-        names = [names[int(c)] for c in kept]
-    return y, names
-
-
-def _is_multilabel(column: pd.Series) -> bool:
-    return any(isinstance(v, (list, tuple, set, frozenset)) for v in column.head(100))
-
-
-def _multilabel_y(column, record_split, task, dropped, challenge_year=None):
-    listed = np.array([isinstance(v, (list, tuple, set, frozenset)) for v in column])
-    rows = [tuple(v) if is_list else () for v, is_list in zip(column, listed)]
-    names = sorted({c for r in rows for c in r}, key=str)
-    pos = {c: k for k, c in enumerate(names)}
-    y = np.zeros((len(rows), len(names)))
-    for i, r in enumerate(rows):
-        y[i, [pos[c] for c in r]] = 1.0
-    keep = np.ones(len(names), bool)
-    for s in ("train", "val", "test"):
-        keep &= y[record_split == s].sum(0) > 0
-    if not keep.all():
-        _warn_dropped(task, [str(n) for n, k in zip(names, keep) if not k], dropped)
-    scored = challenge_year is not None and set(map(str, names)) <= set(scored_classes(challenge_year))
-    y, names = y[:, keep], [n for n, k in zip(names, keep) if k]
-    unlabelled = ~listed if scored else y.sum(1) == 0  # challenge: no scored class is an all-zero row
-    y[unlabelled] = np.nan  # no (remaining) label: left out of the task
-    return y, names
-
-
-def _warn_dropped(task: str, classes: list, dropped: dict) -> None:
-    dropped[task] = classes
-    warnings.warn(f"task {task!r}: classes {classes} are missing from the train, val or test split "
-                  "and are left out of this task", stacklevel=4)
-
-
-def _patient_labels(patients: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict:
-    """Per patient: the class (single-label) or the union of its records' classes (multi-label)."""
-    if y.ndim == 1:
-        return {patients[i]: int(y[i]) for i in rows}
-    out: dict = {}
-    for i in rows:
-        out.setdefault(patients[i], set()).update(np.flatnonzero(y[i] > 0).tolist())
-    return {p: tuple(sorted(c)) for p, c in out.items()}
-
-
-def _is_challenge_task(names: list | None, y: np.ndarray, year: int | None = None) -> bool:
-    """A multi-label task over the PhysioNet/CinC scored classes (SNOMED codes) of ``year`` (None: 2020)."""
-    return (y.ndim == 2 and names is not None and len(names) > 1
-            and set(map(str, names)) <= set(scored_classes(year or 2020)))
+    final = pd.read_csv(csv_path, dtype=_TEXT_COLUMNS)
+    mine = [k in fingerprints and fp == fingerprints[k] for k, fp in zip(_row_keys(final), final["fingerprint"])]
+    return final.loc[mine].reset_index(drop=True)
 
 
 def _challenge_row(names, y_val, val_scores, y_test, test_scores, year: int | None = None) -> dict:
@@ -332,40 +421,6 @@ def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
     return out
 
 
-def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> Path:
-    """One panel per task: x = labelled fraction (log scale), a line per arm with a shaded 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(summary)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for arm, cells in summary[task].items():
-            fr = sorted(cells, key=float)
-            x = np.array([float(f) * 100 for f in fr])
-            m = np.array([cells[f]["mean"] for f in fr])
-            lo = np.array([cells[f]["ci_low"] for f in fr])
-            hi = np.array([cells[f]["ci_high"] for f in fr])
-            ax.plot(x, m, marker="o", label=arm)
-            bounded = "[" not in task  # AUROC lies in [0, 1]; the challenge score can be negative
-            ax.fill_between(x, np.clip(lo, 0, 1) if bounded else lo, np.clip(hi, 0, 1) if bounded else hi, alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xticks([float(f) * 100 for f in sorted(next(iter(summary[task].values())), key=float)])
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel("labelled training patients (%)")
-        ax.set_ylabel(metric if "[" not in task else task[task.index("[") + 1:-1] + " score")
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def labels_needed(summary: dict, reference: str = "random_init", skip=("supervised",)) -> dict:
     """Per task and line: the smallest labelled fraction whose mean reaches ``reference`` at 100%.
 
@@ -384,35 +439,6 @@ def labels_needed(summary: dict, reference: str = "random_init", skip=("supervis
             reached = [float(f) for f in sorted(cells, key=float) if cells[f]["mean"] >= target]
             out[task]["fractions"][name] = reached[0] if reached else None
     return out
-
-
-def plot_labels_needed(needed: dict, path: str | Path) -> Path:
-    """Bar chart: the labelled fraction each encoder needs to match the reference at 100% (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(needed) or ["(none)"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        entry = needed.get(task, {"fractions": {}, "reference": "", "target": float("nan")})
-        names = list(entry["fractions"])
-        vals = [entry["fractions"][n] for n in names]
-        heights = [100 * v if v is not None else 100 for v in vals]
-        bars = ax.bar(names, heights, color=["C0" if v is not None else "0.8" for v in vals])
-        for bar, v in zip(bars, vals):
-            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{100 * v:g}%" if v is not None
-                    else "not reached", ha="center", va="bottom", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("labelled patients needed (%)")
-        ax.set_title(f"{task}: to match {entry['reference']} ({entry['target']:.3f})", fontsize=9)
-        ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_run=None) -> dict:
@@ -434,28 +460,3 @@ def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_ru
                        "labels_needed": wandb.Image(str(out_dir / "labels_needed.png"))})
         wandb_run.summary.update({"labels_needed": needed})
     return summary
-
-
-@dataclass
-class _KnnResult:
-    test_auroc: float
-    val_auroc: float
-    k: int
-    test_scores: np.ndarray
-    val_scores: np.ndarray
-
-
-def knn_probe(x_train, y_train, x_val, y_val, x_test, y_test, task: str = "task", seed: int = 0,
-              ks=KNN_KS, temperature: float = 0.1) -> _KnnResult:
-    """kNN probe (:func:`knn_scores`) with k chosen on validation AUROC; test scored at that k."""
-    kind, n_classes = check_task(y_train, y_val, y_test, task)
-
-    def score(x, k):
-        s = knn_scores(x_train, y_train, x, k=k, temperature=temperature, n_classes=n_classes)
-        return s[:, 1] if kind == "binary" else s
-
-    best = max((auroc(y_val, score(x_val, k), kind), -k) for k in ks)
-    k = -best[1]
-    test_scores = score(x_test, k)
-    return _KnnResult(test_auroc=auroc(y_test, test_scores, kind), val_auroc=float(best[0]), k=k,
-                      test_scores=test_scores, val_scores=score(x_val, k))

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["tile_windows", "embed_records", "frozen_state", "assert_unchanged", "EncoderChangedError"]
+from ssl_ecg.errors import EncoderChangedError
 
-
-class EncoderChangedError(RuntimeError):
-    """The encoder's state dict changed during an evaluation that must keep it frozen."""
+__all__ = ["tile_windows", "embed_records", "frozen_state", "assert_unchanged", "EncoderChangedError",
+           "state_dict_hash"]
 
 
 def tile_windows(x: Tensor, window: int) -> Tensor:
@@ -34,6 +35,22 @@ def window_embeddings(encoder: nn.Module, windows: Tensor, per_lead: bool) -> Te
 def frozen_state(encoder: nn.Module) -> dict[str, Tensor]:
     """A copy of the full state dict, BatchNorm buffers included."""
     return {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+
+
+def state_dict_hash(encoder: nn.Module) -> str:
+    """SHA-256 of an encoder's full state dict (BatchNorm buffers included), independent of device.
+
+    Tensors are taken in sorted key order; each contributes its key, dtype,
+    shape and raw bytes (on the CPU, contiguous), so two modules hash equal
+    exactly when their state dicts are bit-identical.
+    """
+    h = hashlib.sha256()
+    state = encoder.state_dict()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def assert_unchanged(encoder: nn.Module, before: dict[str, Tensor]) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from losses import ContrastivePairLoss
 from ssl_ecg.data.splits import check_no_leakage
 from ssl_ecg.errors import ConfigError, SplitError
+from ssl_ecg.evaluate.curve import array_digest, environment, result_fingerprint
 from ssl_ecg.utils import seeded
 
 __all__ = ["PairSampler", "SiameseHead", "train_siamese_head", "Episode", "sample_episodes", "FewShotResult",
@@ -220,13 +221,26 @@ def _one_episode(rng, eligible, by_class, items, n_way, k_shot, n_query):
 
 @dataclass
 class FewShotResult:
-    """Per-method accuracy and macro F1 over episodes: mean and 95% t-interval."""
+    """Per-method accuracy and macro F1 over episodes: mean and 95% t-interval.
+
+    ``fingerprint`` keys the result as a ``curve.csv`` row is keyed (see
+    :func:`run_fewshot`): a stored result may stand in for a new run only when
+    the fingerprints are equal. ``provenance`` records where it was computed
+    (:func:`ssl_ecg.evaluate.curve.environment`); it is not part of the key.
+    """
 
     n_way: int
     k_shot: int
     n_episodes: int
     summary: dict = field(default_factory=dict)  # method -> {"accuracy": (mean, lo, hi), "macro_f1": (...)}
     per_episode: dict = field(default_factory=dict)  # method -> {"accuracy": array, "macro_f1": array}
+    fingerprint: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready record of this result: ways, shots, episodes, summary, fingerprint, provenance."""
+        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_episodes": self.n_episodes, "summary": self.summary,
+                "fingerprint": self.fingerprint, "provenance": self.provenance}
 
 
 def _ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -260,8 +274,15 @@ def evaluate_episodes(features: np.ndarray, episodes: list[Episode], head: Siame
 def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head_patients: Sequence,
                 episode_patients: Sequence, n_way: int, k_shot: int, n_query: int = 5, n_episodes: int = 200,
                 train_classes: Sequence | None = None, episode_classes: Sequence | None = None,
-                mode: str = "bce", head_steps: int = 1000, seed: int = 0) -> FewShotResult:
+                mode: str = "bce", head_steps: int = 1000, seed: int = 0, encoder_hash: str | None = None,
+                split_hash: str = "") -> FewShotResult:
     """Train a Siamese head on ``head_patients`` and evaluate N-way K-shot episodes on ``episode_patients``.
+
+    The result's ``fingerprint`` covers the encoder (``encoder_hash``), the
+    split (``split_hash``), the items' labels and patients, the head and
+    episode patient sets, every setting of this call and
+    :data:`~ssl_ecg.evaluate.curve.RESULTS_SCHEMA`; the git commit, library
+    versions and hardware go to ``provenance`` instead.
 
     Args:
         features: frozen embeddings (n, D) of every item.
@@ -270,6 +291,12 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
         train_classes: classes the head trains on (default all); classes left
             out are held out, seen only in episodes.
         episode_classes: classes the episodes draw from (default: all with K+1 patients).
+        encoder_hash: the encoder's weights hash
+            (:func:`~ssl_ecg.evaluate.embed.state_dict_hash`) and, for the
+            caller, whatever else decides the features (window, lead mode). None:
+            the features' bytes stand in for it (exact, but then a result
+            computed on other hardware never matches).
+        split_hash: the hash of the run's ``split.json`` (it names the data cache).
     """
     labels, patients = np.asarray(labels), np.asarray(patients, dtype=str)
     head_patients = set(map(str, head_patients))
@@ -289,4 +316,14 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
                                classes=episode_classes, seed=seed)
     per = evaluate_episodes(features[eval_idx], episodes, head)
     summary = {m: {k: _ci(v) for k, v in d.items()} for m, d in per.items()}
-    return FewShotResult(n_way, k_shot, n_episodes, summary, per)
+    fingerprint = result_fingerprint({
+        "kind": "fewshot", "encoder": encoder_hash if encoder_hash is not None else array_digest(features),
+        "split_hash": split_hash, "label_dtype": labels.dtype.str,
+        "items": array_digest(np.stack([labels.astype(str), patients])),
+        "head_patients": sorted(head_patients), "episode_patients": sorted(episode_patients),
+        "settings": {"n_way": n_way, "k_shot": k_shot, "n_query": n_query, "n_episodes": n_episodes,
+                     "train_classes": None if train_classes is None else sorted(map(str, train_classes)),
+                     "episode_classes": None if episode_classes is None else [str(c) for c in episode_classes],
+                     "mode": mode, "head_steps": head_steps, "seed": seed},
+    })
+    return FewShotResult(n_way, k_shot, n_episodes, summary, per, fingerprint=fingerprint, provenance=environment())

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["knn_scores"]
+from ssl_ecg.evaluate.probe import ProbeData, ProbeResult
+from ssl_ecg.evaluate.tasks import auroc
+
+__all__ = ["knn_scores", "knn_probe", "KNN_KS"]
+
+KNN_KS = (5, 10, 20, 50)
 
 
 def knn_scores(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, k: int = 20,
@@ -37,3 +44,23 @@ def knn_scores(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, k:
     w = torch.exp(sim / temperature)
     votes = (w[..., None] * onehot[idx]).sum(1)
     return (votes / w.sum(1, keepdim=True)).numpy()
+
+
+def knn_probe(data: ProbeData, ks: Sequence[int] = KNN_KS, temperature: float = 0.1, seed: int = 0) -> ProbeResult:
+    """kNN probe (:func:`knn_scores`) with k chosen on validation AUROC; test scored once, at that k.
+
+    Ties go to the smaller k. ``seed`` is accepted for the common probe
+    interface; the probe is deterministic.
+    """
+    kind, n_classes = data.check()
+
+    def score(x: np.ndarray, k: int) -> np.ndarray:
+        s = knn_scores(data.x_train, data.y_train, x, k=k, temperature=temperature, n_classes=n_classes)
+        return s[:, 1] if kind == "binary" else s
+
+    grid = [{"k": k, "val_auroc": auroc(data.y_val, score(data.x_val, k), kind)} for k in ks]
+    best = max((g["val_auroc"], -g["k"]) for g in grid)
+    k = -best[1]
+    test_scores = score(data.x_test, k)
+    return ProbeResult(val_auroc=float(best[0]), test_auroc=auroc(data.y_test, test_scores, kind), setting={"k": k},
+                       test_scores=test_scores, val_scores=score(data.x_val, k), grid=grid)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssl_ecg.evaluate.probe import ProbeResult
-from ssl_ecg.evaluate.tasks import auroc, check_task
+from ssl_ecg.evaluate.probe import ProbeData, ProbeResult
+from ssl_ecg.evaluate.tasks import auroc
 from ssl_ecg.utils import seeded
 
 __all__ = ["torch_linear_probe", "loss_and_outputs"]
@@ -37,11 +37,8 @@ def scores_of(logits: torch.Tensor, kind: str) -> np.ndarray:
 
 
 def torch_linear_probe(
-    x_train: np.ndarray, y_train: np.ndarray,
-    x_val: np.ndarray, y_val: np.ndarray,
-    x_test: np.ndarray, y_test: np.ndarray,
-    lr: float = 1e-2, weight_decay: float = 0.0, epochs: int = 200, patience: int = 20, batch_size: int = 256,
-    seed: int = 0, task: str = "task", device: str | torch.device = "cpu",
+    data: ProbeData, lr: float = 1e-2, weight_decay: float = 0.0, epochs: int = 200, patience: int = 20,
+    batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Train a linear head with Adam on standardised embeddings; for large datasets or a GPU.
 
@@ -49,14 +46,14 @@ def torch_linear_probe(
     cross-entropy, multi-hot labels (n, C) C logits with BCE. After each epoch
     the validation (macro) AUROC is measured; training stops ``patience``
     epochs after the best one, and the test set is scored once, with the
-    weights of the best validation epoch.
+    weights of the best validation epoch (``setting["epoch"]``).
     """
-    kind, n_classes = check_task(y_train, y_val, y_test, task)
-    xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
+    kind, n_classes = data.check()
+    xt = torch.as_tensor(np.asarray(data.x_train), dtype=torch.float32, device=device)
     mean, std = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-8)
     norm = [(torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device) - mean) / std
-            for x in (x_train, x_val, x_test)]
-    yt = targets(y_train, kind, device)
+            for x in (data.x_train, data.x_val, data.x_test)]
+    yt = targets(data.y_train, kind, device)
     loss_fn, n_out = loss_and_outputs(kind, n_classes)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with seeded(seed):
@@ -76,8 +73,8 @@ def torch_linear_probe(
     def score(split: int) -> np.ndarray:
         return scores_of(head(norm[split]), kind)
 
-    return train_early_stopped(head, train_epoch, lambda: score(1), lambda: score(2), y_val, y_test, kind, epochs,
-                               patience)
+    return train_early_stopped(head, train_epoch, lambda: score(1), lambda: score(2), data.y_val, data.y_test, kind,
+                               epochs, patience)
 
 
 def train_early_stopped(
@@ -101,5 +98,5 @@ def train_early_stopped(
             break
     module.load_state_dict(best[2])
     scores = test_scores()
-    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=float(best[0]), best_epoch=best[1],
+    return ProbeResult(val_auroc=float(best[0]), test_auroc=auroc(y_test, scores, kind), setting={"epoch": best[1]},
                        test_scores=scores, val_scores=best[3])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -23,24 +22,12 @@ from augmentations import SegmentViews
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.embed import tile_windows, window_embeddings
 from ssl_ecg.evaluate.linear import loss_and_outputs, scores_of, targets, train_early_stopped
-from ssl_ecg.evaluate.probe import ProbeResult
-from ssl_ecg.evaluate.tasks import auroc, check_task
+from ssl_ecg.evaluate.probe import ProbeData, ProbeResult
+from ssl_ecg.evaluate.tasks import auroc
 from ssl_ecg.models import build_encoder
 from ssl_ecg.utils import seeded
 
-__all__ = ["SupervisedResult", "train_supervised", "finetune", "epoch_batches"]
-
-
-@dataclass
-class SupervisedResult(ProbeResult):
-    """A :class:`ProbeResult` with the validation-chosen ``lr`` and ``batch_size``.
-
-    ``grid`` lists every tried setting with its best validation AUROC and epoch.
-    """
-
-    lr: float = float("nan")
-    batch_size: int = -1
-    grid: list = field(default_factory=list)
+__all__ = ["train_supervised", "finetune", "epoch_batches"]
 
 
 def epoch_batches(n: int, batch_size: int, min_steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -81,12 +68,8 @@ class _Classifier(nn.Module):
 
 
 def finetune(
-    encoder: nn.Module,
-    x_train: np.ndarray, y_train: np.ndarray,
-    x_val: np.ndarray, y_val: np.ndarray,
-    x_test: np.ndarray, y_test: np.ndarray,
-    window: int, per_lead: bool = True, lr: float = 1e-3, encoder_lr_factor: float = 0.1, epochs: int = 60,
-    patience: int = 10, batch_size: int = 64, seed: int = 0, task: str = "task",
+    encoder: nn.Module, data: ProbeData, window: int, per_lead: bool = True, lr: float = 1e-3,
+    encoder_lr_factor: float = 0.1, epochs: int = 60, patience: int = 10, batch_size: int = 64, seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Fine-tune a copy of ``encoder`` (the caller's module is not modified) with a linear head.
@@ -96,26 +79,24 @@ def finetune(
     validation and test average window embeddings over each record's tiled
     windows. The epoch is selected on validation (macro) AUROC with early
     stopping after ``patience`` epochs, and the test set is scored once, with
-    the best validation epoch's weights. Labels as in :func:`logistic_probe`.
+    the best validation epoch's weights (``setting["epoch"]``). ``data`` holds
+    signals (n, L, T); labels as in :func:`~ssl_ecg.evaluate.probe.logistic_probe`.
     """
-    kind, _ = check_task(y_train, y_val, y_test, task)
+    kind, _ = data.check()
     with seeded(seed):
-        model, val = _train(copy.deepcopy(encoder), x_train, y_train, x_val, y_val, window, per_lead,
-                            lr, encoder_lr_factor, epochs, patience, batch_size, seed, task, device)
-    scores = _scores(model, _tiles(x_test, window, device), kind)
-    return ProbeResult(test_auroc=auroc(y_test, scores, kind), val_auroc=val.val_auroc, best_epoch=val.best_epoch,
+        model, val = _train(copy.deepcopy(encoder), data, window, per_lead, lr, encoder_lr_factor, epochs,
+                            patience, batch_size, seed, device)
+    scores = _scores(model, _tiles(data.x_test, window, device), kind)
+    return ProbeResult(val_auroc=val.val_auroc, test_auroc=auroc(data.y_test, scores, kind), setting=val.setting,
                        test_scores=scores, val_scores=val.val_scores)
 
 
 def train_supervised(
-    encoder_config: dict,
-    x_train: np.ndarray, y_train: np.ndarray,
-    x_val: np.ndarray, y_val: np.ndarray,
-    x_test: np.ndarray, y_test: np.ndarray,
-    window: int, per_lead: bool = True, lr: float | Sequence[float] = (1e-3, 3e-4), epochs: int = 60,
-    patience: int = 10, batch_size: int | Sequence[int] = (16, 64), seed: int = 0, task: str = "task",
-    device: str | torch.device = "cpu", min_steps: int = 10,
-) -> SupervisedResult:
+    encoder_config: dict, data: ProbeData, window: int, per_lead: bool = True,
+    lr: float | Sequence[float] = (1e-3, 3e-4), epochs: int = 60, patience: int = 10,
+    batch_size: int | Sequence[int] = (16, 64), seed: int = 0, device: str | torch.device = "cpu",
+    min_steps: int = 10,
+) -> ProbeResult:
     """The supervised baseline: a freshly initialised encoder (seeded) with a linear head, tuned on validation.
 
     Every (lr, batch size) of the grid ``lr x batch_size`` trains a fresh
@@ -127,53 +108,56 @@ def train_supervised(
 
     Args:
         encoder_config: architecture for :func:`ssl_ecg.models.build_encoder`.
+        data: signals (n, L, T) and labels of the three splits.
         lr: learning rate(s) to try.
         batch_size: batch size(s) to try.
         min_steps: least optimiser steps per epoch.
         Others: as :func:`finetune`.
 
     Returns:
-        Test and validation AUROC at the chosen setting, its ``lr``,
-        ``batch_size`` and ``best_epoch``, and the ``grid`` of validation results.
+        Test and validation AUROC at the chosen ``setting`` (``lr``, ``batch_size``,
+        ``epoch``), and the ``grid`` of validation results (``lr``, ``batch_size``,
+        ``val_auroc``, ``best_epoch`` per setting).
     """
     lrs = [float(v) for v in np.atleast_1d(lr)]
     sizes = [int(v) for v in np.atleast_1d(batch_size)]
     if not lrs or not sizes or min(lrs) <= 0 or min(sizes) <= 0 or min_steps < 1:
         raise ConfigError(f"supervised grid: expected positive lr {lrs} and batch_size {sizes}, and min_steps >= 1 "
                           f"(got {min_steps})")
-    kind, _ = check_task(y_train, y_val, y_test, task)
+    kind, _ = data.check()
     grid, best = [], None
     for lr_i, bs_i in itertools.product(lrs, sizes):
         with seeded(seed):
             encoder = build_encoder(encoder_config)
-            model, val = _train(encoder, x_train, y_train, x_val, y_val, window, per_lead, lr_i, 1.0, epochs,
-                                patience, bs_i, seed, task, device, min_steps)
-        grid.append({"lr": lr_i, "batch_size": bs_i, "val_auroc": val.val_auroc, "best_epoch": val.best_epoch})
+            model, val = _train(encoder, data, window, per_lead, lr_i, 1.0, epochs, patience, bs_i, seed, device,
+                                min_steps)
+        grid.append({"lr": lr_i, "batch_size": bs_i, "val_auroc": val.val_auroc, "best_epoch": val.setting["epoch"]})
         if best is None or val.val_auroc > best[1].val_auroc:
             best = (model, val, lr_i, bs_i)
     model, val, lr_best, bs_best = best
-    scores = _scores(model, _tiles(x_test, window, device), kind)
-    return SupervisedResult(test_auroc=auroc(y_test, scores, kind), val_auroc=val.val_auroc,
-                            best_epoch=val.best_epoch, test_scores=scores, val_scores=val.val_scores,
-                            lr=lr_best, batch_size=bs_best, grid=grid)
+    scores = _scores(model, _tiles(data.x_test, window, device), kind)
+    return ProbeResult(val_auroc=val.val_auroc, test_auroc=auroc(data.y_test, scores, kind),
+                       setting={"lr": lr_best, "batch_size": bs_best, "epoch": val.setting["epoch"]},
+                       test_scores=scores, val_scores=val.val_scores, grid=grid)
 
 
 def _tiles(x: np.ndarray, window: int, device) -> torch.Tensor:
     return tile_windows(torch.as_tensor(x, dtype=torch.float32), window).to(device)
 
 
-def _train(encoder, x_train, y_train, x_val, y_val, window, per_lead, lr, encoder_lr_factor,
-           epochs, patience, batch_size, seed, task, device, min_steps=1) -> tuple[nn.Module, ProbeResult]:
+def _train(encoder: nn.Module, data: ProbeData, window: int, per_lead: bool, lr: float, encoder_lr_factor: float,
+           epochs: int, patience: int, batch_size: int, seed: int, device, min_steps: int = 1
+           ) -> tuple[nn.Module, ProbeResult]:
     """Train ``encoder`` + head with validation-selected epoch; the model keeps the best epoch's weights.
 
     Only validation is scored here (the returned result's test fields repeat validation).
     """
-    kind, n_classes = check_task(y_train, y_val, y_val, task)
+    kind, n_classes = data.check()
     gen = torch.Generator().manual_seed(seed)
     crop = SegmentViews(n_segments=1, segment_len=window, fs=1.0, per_lead=False)
-    xt = torch.as_tensor(x_train, dtype=torch.float32)
-    yt = targets(y_train, kind, device)
-    wv = _tiles(x_val, window, device)
+    xt = torch.as_tensor(data.x_train, dtype=torch.float32)
+    yt = targets(data.y_train, kind, device)
+    wv = _tiles(data.x_val, window, device)
     loss_fn, n_out = loss_and_outputs(kind, n_classes)
     feat = encoder.embed_dim * (xt.shape[1] if per_lead else 1)
     model = _Classifier(encoder, feat, per_lead, n_out).to(device)
@@ -192,7 +176,8 @@ def _train(encoder, x_train, y_train, x_val, y_val, window, per_lead, lr, encode
     def val_scores() -> np.ndarray:
         return _scores(model, wv, kind)
 
-    res = train_early_stopped(model, train_epoch, val_scores, val_scores, y_val, y_val, kind, epochs, patience)
+    res = train_early_stopped(model, train_epoch, val_scores, val_scores, data.y_val, data.y_val, kind, epochs,
+                              patience)
     return model, res
 
 

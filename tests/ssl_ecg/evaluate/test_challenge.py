@@ -157,7 +157,9 @@ def test_partial_credit_and_shape_errors():
 
 
 def test_curve_keeps_unscored_cinc_records_as_zero_rows():
-    from ssl_ecg.evaluate.curve import _challenge_row, _is_challenge_task, _task_y
+    from ssl_ecg.evaluate.curve import _challenge_row
+    from ssl_ecg.evaluate.tasks import is_challenge_task as _is_challenge_task
+    from ssl_ecg.evaluate.tasks import task_y as _task_y
 
     column = pd.Series([[AF], [NSR], [], np.nan, [AF, NSR], [NSR], [AF], [NSR], []], dtype=object)
     split = np.array(["train", "train", "train", "train", "val", "val", "test", "test", "test"])

@@ -97,7 +97,7 @@ def test_bad_curve_specs_are_named():
 
 
 def test_categorical_classes_missing_from_a_split_are_dropped_with_a_warning():
-    from ssl_ecg.evaluate.curve import _task_y
+    from ssl_ecg.evaluate.tasks import task_y as _task_y
 
     col = pd.Series(["a", "b", "a", "rare", "b", "", "a", "b"])
     split = np.array(["train", "train", "val", "val", "val", "test", "test", "test"])
@@ -133,7 +133,9 @@ def test_curve_outputs_log_to_an_offline_wandb_run(tmp_path, monkeypatch):
 
 def test_multilabel_tasks_and_the_challenge_metric(tmp_path):
     from ssl_ecg.evaluate.challenge import challenge_score
-    from ssl_ecg.evaluate.curve import _challenge_row, _patient_labels, _task_y
+    from ssl_ecg.evaluate.curve import _challenge_row
+    from ssl_ecg.evaluate.tasks import patient_labels as _patient_labels
+    from ssl_ecg.evaluate.tasks import task_y as _task_y
 
     x, table, splits = synthetic(n=90)
     pats = table["patient_id"].tolist()
@@ -160,3 +162,118 @@ def test_multilabel_tasks_and_the_challenge_metric(tmp_path):
     row = _challenge_row(names, yv, yv.astype(float), yt, yt.astype(float))  # perfect scores
     assert row["value"] == pytest.approx(1.0) and row["val_value"] == pytest.approx(1.0)
     assert challenge_score(np.zeros((2, 24)), np.zeros((2, 24))) == 0.0
+
+
+class CountingProbe:
+    """Wraps ``curve.fit_probe`` and counts the cells it computes."""
+
+    def __init__(self, monkeypatch):
+        import ssl_ecg.evaluate.curve as curve
+
+        self.calls, self.real = [], curve.fit_probe
+        monkeypatch.setattr(curve, "fit_probe", self)
+
+    def __call__(self, kind, data, **kw):
+        self.calls.append(kind)
+        return self.real(kind, data, **kw)
+
+    def take(self) -> int:
+        n, self.calls = len(self.calls), []
+        return n
+
+
+def _encoder(seed):
+    torch.manual_seed(seed)
+    return ClocsEncoder(input_len=400, embed_dim=8).eval()
+
+
+def test_resume_is_keyed_on_encoder_settings_split_and_schema_not_on_commit(tmp_path, monkeypatch):
+    import ssl_ecg.evaluate.curve as curve
+
+    x, table, splits = synthetic()
+    sp = spec(fractions=[0.5, 1.0], seeds=[0], supervised=None)
+    enc_a, enc_b = {"random_init": _encoder(0)}, {"random_init": _encoder(1)}
+    probe = CountingProbe(monkeypatch)
+    ref = run_curve(x, table, splits, enc_a, sp, tmp_path / "ref", progress=False)
+    assert probe.take() == 2 and ref["fingerprint"].nunique() == 2 and (ref["git_commit"].str.len() == 40).all()
+
+    # Rows of another encoder (same task/arm/probe/fraction/seed, other weights) are recomputed, not reused.
+    out = tmp_path / "run"
+    run_curve(x, table, splits, enc_b, sp, out, progress=False)
+    planted = pd.read_csv(out / "curve.csv")
+    planted["value"] = 0.123
+    planted.to_csv(out / "curve.csv", index=False)
+    probe.take()
+    with pytest.warns(UserWarning, match=r"2 row\(s\) of 2 cell\(s\) .*fingerprint differs"):
+        got = run_curve(x, table, splits, enc_a, sp, out, progress=False)
+    assert probe.take() == 2 and 0.123 not in got["value"].tolist()
+    pd.testing.assert_frame_equal(got, ref)
+    assert len(pd.read_csv(out / "curve.csv")) == 2  # the stale rows left the file
+
+    # Matching rows are reused (no probe runs), even with another commit, library versions and machine.
+    stored = pd.read_csv(out / "curve.csv", dtype=str)
+    stored["git_commit"], stored["torch_version"], stored["cuda_device"] = "0" * 40, "0.0.1", "Other GPU"
+    stored.to_csv(out / "curve.csv", index=False)
+    again = run_curve(x, table, splits, enc_a, sp, out, progress=False)
+    assert probe.take() == 0 and (again["git_commit"] == "0" * 40).all()
+    pd.testing.assert_frame_equal(again.drop(columns=["git_commit", "torch_version", "cuda_device"]),
+                                  ref.drop(columns=["git_commit", "torch_version", "cuda_device"]))
+
+    # A cell outside this grid stays in the file but is not returned; the grid's own cell is reused.
+    one = run_curve(x, table, splits, enc_a, spec(fractions=[1.0], seeds=[0], supervised=None), out, progress=False)
+    assert probe.take() == 0 and one["fraction"].tolist() == [1.0] and len(pd.read_csv(out / "curve.csv")) == 2
+
+    # A result-affecting change recomputes: the split hash, the window's lead mode, the labels, the schema.
+    for changed in (dict(spec=spec(fractions=[0.5, 1.0], seeds=[0], supervised=None, split_hash="other")),
+                    dict(spec=spec(fractions=[0.5, 1.0], seeds=[0], supervised=None, per_lead=False),
+                         encoders={"random_init": ClocsEncoder(in_channels=2, input_len=400, embed_dim=8).eval()}),
+                    dict(table=table.assign(y=table["y"].where(table.index != 0, 1 - table["y"])))):
+        args = dict(spec=sp, encoders=enc_a, table=table) | changed
+        with pytest.warns(UserWarning, match="fingerprint differs"):
+            run_curve(x, args["table"], splits, args["encoders"], args["spec"], out, progress=False)
+        assert probe.take() == 2
+    with pytest.warns(UserWarning, match="fingerprint differs"):
+        run_curve(x, table, splits, enc_a, sp, out, progress=False)
+    assert probe.take() == 2  # back to the original setting: the last run replaced its rows
+    monkeypatch.setattr(curve, "RESULTS_SCHEMA", curve.RESULTS_SCHEMA + 1)
+    with pytest.warns(UserWarning, match="fingerprint differs"):
+        run_curve(x, table, splits, enc_a, sp, out, progress=False)
+    assert probe.take() == 2
+
+
+def test_resume_of_a_file_without_fingerprints_recomputes_and_prunes_the_supervised_grid(tmp_path, monkeypatch):
+    x, table, splits = synthetic()
+    sp = spec(fractions=[1.0], seeds=[0], supervised_epochs=1, supervised_lrs=[1e-3, 3e-3],
+              supervised_batch_sizes=[16])
+    enc = {"random_init": _encoder(0)}
+    first = run_curve(x, table, splits, enc, sp, tmp_path, progress=False)
+    grid = pd.read_csv(tmp_path / "supervised_grid.csv")
+    assert len(grid) == 2 and grid["chosen"].sum() == 1
+    assert set(grid["fingerprint"]) == set(first.loc[first.arm == "supervised", "fingerprint"])
+    probe = CountingProbe(monkeypatch)
+    # A changed supervised budget recomputes only the supervised cell; its old grid rows leave the file.
+    sp2 = spec(fractions=[1.0], seeds=[0], supervised_epochs=2, supervised_lrs=[1e-3, 3e-3],
+               supervised_batch_sizes=[16])
+    with pytest.warns(UserWarning, match="1 row"):
+        second = run_curve(x, table, splits, enc, sp2, tmp_path, progress=False)
+    assert probe.calls == ["supervised"]
+    grid = pd.read_csv(tmp_path / "supervised_grid.csv")
+    assert len(grid) == 2 and set(grid["fingerprint"]) == set(second.loc[second.arm == "supervised", "fingerprint"])
+    # A curve.csv from before fingerprints: nothing in it is trusted.
+    pd.read_csv(tmp_path / "curve.csv").drop(columns=["fingerprint"]).to_csv(tmp_path / "curve.csv", index=False)
+    probe.take()
+    with pytest.warns(UserWarning, match="fingerprint differs"):
+        third = run_curve(x, table, splits, enc, sp2, tmp_path, progress=False)
+    assert probe.take() == 2 and len(pd.read_csv(tmp_path / "supervised_grid.csv")) == 2
+    pd.testing.assert_frame_equal(third.drop(columns="val_value"), second.drop(columns="val_value"))
+
+
+def test_curve_rows_record_the_chosen_setting(tmp_path):
+    import json
+
+    x, table, splits = synthetic()
+    curve = run_curve(x, table, splits, {"random_init": _encoder(0)},
+                      spec(fractions=[1.0], seeds=[0], supervised=None, probes=["logistic", "knn"]), tmp_path,
+                      progress=False)
+    settings = {p: json.loads(s) for p, s in zip(curve["probe"], curve["setting"])}
+    assert set(settings["logistic"]) == {"C"} and settings["knn"]["k"] in (5, 10, 20, 50)

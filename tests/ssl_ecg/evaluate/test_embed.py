@@ -42,7 +42,7 @@ def test_change_is_detected():
 
 
 def test_finetune_trains_a_copy_and_leaves_the_callers_encoder_unchanged():
-    from ssl_ecg.evaluate import finetune
+    from ssl_ecg.evaluate import ProbeData, finetune
     from ssl_ecg.evaluate.embed import frozen_state
     from ssl_ecg.models import build_encoder
 
@@ -57,8 +57,8 @@ def test_finetune_trains_a_copy_and_leaves_the_callers_encoder_unchanged():
     torch.manual_seed(0)
     enc = build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8})
     before = frozen_state(enc)
-    res = finetune(enc, *task(64), *task(32), *task(64), window=400, per_lead=True, lr=3e-3, epochs=8,
+    res = finetune(enc, ProbeData(*task(64), *task(32), *task(64)), window=400, per_lead=True, lr=3e-3, epochs=8,
                    encoder_lr_factor=0.5, batch_size=16)
-    assert res.test_auroc > 0.9 and 0 <= res.best_epoch < 8
+    assert res.test_auroc > 0.9 and 0 <= res.setting["epoch"] < 8
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -6,6 +6,7 @@ import torch
 
 import ssl_ecg.evaluate.supervised as sup
 from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.probe import ProbeData
 from ssl_ecg.evaluate.supervised import epoch_batches, train_supervised
 from ssl_ecg.evaluate.tasks import auroc
 
@@ -54,18 +55,19 @@ def test_grid_is_chosen_on_validation_and_test_is_scored_once(monkeypatch):
 
     monkeypatch.setattr(sup, "_scores", counting_scores)
     monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
-    res = train_supervised(CONFIG, x_tr, y_tr, x_va, y_va, x_te, y_te, window=400, lr=[1e-3, 3e-4],
+    res = train_supervised(CONFIG, ProbeData(x_tr, y_tr, x_va, y_va, x_te, y_te), window=400, lr=[1e-3, 3e-4],
                            batch_size=[4, 16], epochs=2, patience=5, seed=0, min_steps=10)
     assert calls.count(7) == 1 and set(calls) == {6, 7}  # everything else scored validation
     assert len(steps) == 4 * 2 * 10  # 4 settings x 2 epochs x 10 steps (8 records are < 10 batches)
     assert [(g["lr"], g["batch_size"]) for g in res.grid] == [(1e-3, 4), (1e-3, 16), (3e-4, 4), (3e-4, 16)]
     vals = [g["val_auroc"] for g in res.grid]
     best = res.grid[int(np.argmax(vals))]  # first maximum in grid order
-    assert (res.lr, res.batch_size) == (best["lr"], best["batch_size"]) and res.val_auroc == max(vals)
+    assert (res.setting["lr"], res.setting["batch_size"]) == (best["lr"], best["batch_size"])
+    assert res.val_auroc == max(vals)
     assert res.test_auroc == pytest.approx(auroc(y_te, res.test_scores, "binary"))
     assert res.val_scores.shape == (6,) and res.test_scores.shape == (7,)
     with pytest.raises(ConfigError, match="supervised grid"):
-        train_supervised(CONFIG, x_tr, y_tr, x_va, y_va, x_te, y_te, window=400, lr=[], epochs=1)
+        train_supervised(CONFIG, ProbeData(x_tr, y_tr, x_va, y_va, x_te, y_te), window=400, lr=[], epochs=1)
 
 
 def test_single_setting_is_deterministic_and_ignores_test_labels():
@@ -73,7 +75,7 @@ def test_single_setting_is_deterministic_and_ignores_test_labels():
     x_va, y_va = _data(6, 1)
     x_te, y_te = _data(7, 2)
     kw = dict(window=400, lr=1e-3, batch_size=4, epochs=2, patience=5, seed=3)
-    a = train_supervised(CONFIG, x_tr, y_tr, x_va, y_va, x_te, y_te, **kw)
-    b = train_supervised(CONFIG, x_tr, y_tr, x_va, y_va, x_te, 1 - y_te, **kw)  # flipped test labels
+    a = train_supervised(CONFIG, ProbeData(x_tr, y_tr, x_va, y_va, x_te, y_te), **kw)
+    b = train_supervised(CONFIG, ProbeData(x_tr, y_tr, x_va, y_va, x_te, 1 - y_te), **kw)  # flipped test labels
     np.testing.assert_array_equal(a.test_scores, b.test_scores)  # the choice never sees test labels
-    assert a.test_auroc == pytest.approx(1 - b.test_auroc) and (a.lr, a.batch_size) == (1e-3, 4)
+    assert a.test_auroc == pytest.approx(1 - b.test_auroc) and (a.setting["lr"], a.setting["batch_size"]) == (1e-3, 4)
