@@ -98,3 +98,28 @@ def test_heads_learn_held_out_classes_and_shuffled_labels_sit_at_chance(mode):
     assert abs(shuffled.summary["cosine"]["accuracy"][0] - 1 / 3) < 0.06
     with pytest.raises(Exception, match="leak|overlap|both"):
         run_fewshot(x, labels, patients, head_p, head_p[:2] + eval_p, n_way=3, k_shot=1)
+
+
+def test_fewshot_results_carry_a_fingerprint_keyed_on_encoder_settings_and_split_not_on_the_commit(monkeypatch):
+    import ssl_ecg.evaluate.fewshot as fewshot
+
+    x, labels, patients = pool(n_classes=4, patients_per_class=6, items=3, seed=1)
+    head_p = [p for p in np.unique(patients) if int(p.split("p")[1]) < 3]
+    eval_p = [p for p in np.unique(patients) if int(p.split("p")[1]) >= 3]
+    kw = dict(n_way=2, k_shot=1, n_episodes=5, head_steps=5, encoder_hash="w1", split_hash="s1")
+    a = run_fewshot(x, labels, patients, head_p, eval_p, **kw)
+    assert len(a.fingerprint) == 64 and a.provenance["git_commit"] == fewshot.environment()["git_commit"]
+    assert a.to_dict()["fingerprint"] == a.fingerprint and a.to_dict()["summary"] == a.summary
+    other_env = {**fewshot.environment(), "git_commit": "0" * 40, "cuda_device": "Other GPU"}
+    monkeypatch.setattr(fewshot, "environment", lambda: other_env)
+    b = run_fewshot(x, labels, patients, head_p, eval_p, **kw)
+    assert b.fingerprint == a.fingerprint and b.provenance["git_commit"] == "0" * 40
+    changes = (dict(encoder_hash="w2"), dict(split_hash="s2"), dict(k_shot=2), dict(seed=1), dict(mode="contrastive"))
+    for change in changes:
+        assert run_fewshot(x, labels, patients, head_p, eval_p, **{**kw, **change}).fingerprint != a.fingerprint, change
+    relabelled = labels.copy()
+    relabelled[0] = 1
+    assert run_fewshot(x, relabelled, patients, head_p, eval_p, **kw).fingerprint != a.fingerprint
+    no_hash = {**kw, "encoder_hash": None}  # the features stand in for the encoder
+    c = run_fewshot(x, labels, patients, head_p, eval_p, **no_hash)
+    assert c.fingerprint != run_fewshot(x + 1, labels, patients, head_p, eval_p, **no_hash).fingerprint

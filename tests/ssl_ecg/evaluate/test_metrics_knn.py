@@ -52,3 +52,26 @@ def test_metrics_agree_with_sklearn_and_list_exclusions():
     assert macro_f1(y[:, :3], scores[:, :3], th[:3]) >= macro_f1(y[:, :3], scores[:, :3], np.full(3, 0.5))
     with pytest.raises(ValueError, match="undefined"):
         macro_auroc(np.zeros((5, 2), int), rng.random((5, 2)))
+
+
+def test_knn_probe_chooses_k_on_validation_and_scores_test_once_at_that_k(monkeypatch):
+    import ssl_ecg.evaluate.knn as knn
+    from ssl_ecg.evaluate import ProbeData, knn_probe
+
+    (xtr, ytr), (xva, yva), (xte, yte) = (clustered(n, 3, s, noise=2.5) for n, s in ((120, 0), (60, 1), (90, 2)))
+    calls = []
+    real = knn.knn_scores
+
+    def counting(train, labels, x, k=20, **kw):
+        calls.append((len(x), k))
+        return real(train, labels, x, k=k, **kw)
+
+    monkeypatch.setattr(knn, "knn_scores", counting)
+    res = knn_probe(ProbeData(xtr, ytr, xva, yva, xte, yte), ks=(1, 5, 25))
+    vals = {g["k"]: g["val_auroc"] for g in res.grid}
+    best = max(vals.values())
+    assert res.setting == {"k": min(k for k, v in vals.items() if v == best)} and res.val_auroc == best
+    assert [c for c in calls if c[0] == 90] == [(90, res.setting["k"])]  # the test split: once, at the chosen k
+    expected = real(xtr, ytr, xte, k=res.setting["k"], temperature=0.1, n_classes=3)
+    np.testing.assert_array_equal(res.test_scores, expected)
+    assert res.test_auroc == macro_auroc(yte, expected).value
