@@ -172,9 +172,22 @@ def _split_source(cfg, provs: dict) -> str:
     return "file" if isinstance(cfg.split, str) and cfg.split != "official" else "recipe"
 
 
-def _eval_data(cfg, split_arg, window: int, progress: bool):
-    """Prepared data (the pretraining cache) and the train/val/test records cut to the shortest one's length."""
-    prepared = prepare(_data_spec(cfg), split=split_arg, progress=progress)
+def _prepare(cfg, spec: DataSpec, split_arg, provs: dict, progress: bool):
+    """:func:`prepare` with the resolved split, and where the split came from.
+
+    An encoders' split that holds none of the prepared patients (encoders pretrained on another dataset) gives
+    way to a split drawn from the recipe's shares and seed; every pool is still checked against it.
+    """
+    prepared = prepare(spec, split=split_arg, progress=progress)
+    source = _split_source(cfg, provs)
+    if source == "encoders" and not (prepared.table["split"] != "").any():
+        prepared = prepare(spec, split=None, progress=progress)
+        source = "drawn (the encoders' split holds none of these patients)"
+    return prepared, source
+
+
+def _eval_data(cfg, prepared, window: int):
+    """The train/val/test records of ``prepared``, cut to the shortest one's length, and their table."""
     names = ("train", "val", "test")
     if not all(prepared.split.patients.get(n) for n in names):
         raise ConfigError(f"split: evaluation needs train, val and test patients; split {prepared.split.hash[:12]} "
@@ -193,7 +206,7 @@ def _eval_data(cfg, split_arg, window: int, progress: bool):
     signals = prepared.arrays(int(lengths.min()), rows)
     table = prepared.table.iloc[rows].reset_index(drop=True)
     table["patient_id"] = table["patient_key"].astype(str)  # (dataset, patient): ids of two datasets never merge
-    return prepared, signals, table
+    return signals, table
 
 
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
@@ -217,7 +230,8 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     sources = {arm: path_source(arm, path) for arm, path in cfg.encoders.items()}
     provs = _provenances(cfg.encoders, cfg.allow_unknown_provenance, sources)
     split_arg = resolve_split(provs, cfg.split, sources)
-    prepared, signals, table = _eval_data(cfg, split_arg, window, progress)
+    prepared, split_source = _prepare(cfg, _data_spec(cfg), split_arg, provs, progress)
+    signals, table = _eval_data(cfg, prepared, window)
     split = prepared.split
     checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
                          fractions=cfg.fractions)
@@ -239,7 +253,8 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     meta = {"config": asdict(cfg), "dataset_root": roots[0] if len(roots) == 1 else roots, "records": int(len(table)),
             "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": per_lead,
             "record_level_patient_ids": record_level_ids(table, name),
-            "split_hash": split.hash, "split_rule": split.rule, "split_source": _split_source(cfg, provs),
+            "split_hash": split.hash, "split_rule": split.rule, "split_source": split_source,
+            "records_outside_split": int((prepared.table["split"] == "").sum()),
             "allow_overlap": cfg.allow_overlap, "allow_unknown_provenance": cfg.allow_unknown_provenance,
             "provenance": checks, "bad_leads": prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
@@ -399,8 +414,8 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     provs = _provenances(paths, cfg.allow_unknown_provenance, sources)
     split_arg = resolve_split(provs, cfg.split, sources)
     leads = cfg.leads or (["#0"] if cfg.dataset == "mitdb" else None)
-    prepared = prepare(_data_spec(cfg, leads=leads), split=split_arg, progress=progress)
-    split_given = split_arg is not None or cfg.split is not None
+    prepared, split_source = _prepare(cfg, _data_spec(cfg, leads=leads), split_arg, provs, progress)
+    split_given = split_source in ("encoders", "file", "recipe")
     head_p, episode_p, rule = _fewshot_patients(cfg, prepared, split_given)
     keys = prepared.table["patient_key"].astype(str)
     check_table = prepared.table.assign(split=np.where(keys.isin(episode_p), "episodes",
@@ -432,7 +447,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     prepared.split.save(out / "split.json")
     payload = {"config": asdict(cfg), "items": int(len(labels)), "head_patients": len(head_p),
                "episode_patients": len(episode_p), "patients_rule": rule, "items_per_class": counts.to_dict(),
-               "split_hash": prepared.split.hash, "allow_overlap": cfg.allow_overlap,
+               "split_hash": prepared.split.hash, "split_source": split_source, "allow_overlap": cfg.allow_overlap,
                "allow_unknown_provenance": cfg.allow_unknown_provenance, "provenance": checks,
                "bad_leads": prepared.bad_leads, "results": results}
     payload["allow_flags"] = allow_flags_line(payload)

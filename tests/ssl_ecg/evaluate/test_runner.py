@@ -362,3 +362,26 @@ def test_a_pool_spec_evaluates_on_patient_keys(tmp_path):
     assert meta["dataset_root"] == str(root) and meta["split_source"] == "default" and meta["provenance"] == {}
     assert set(Split.load(res["out"] / "split.json").patients["test"]) <= {f"ludb:{i}" for i in range(1, 31)}
     assert set(res["curve"]["arm"]) == {"random_init"}
+
+
+def test_an_encoder_from_another_dataset_gets_a_drawn_split_still_checked_by_fingerprint(tmp_path):
+    root = _ludb_like(tmp_path)
+    foreign = Split({"train": ("ptbxl:1", "ptbxl:2"), "val": ("ptbxl:3",), "test": ("ptbxl:4",)},
+                    {"split": [0.6, 0.2, 0.2], "seed": 0, "datasets": ["ptbxl"]})
+    ludb = prepare(_spec(tmp_path, root))
+
+    def encoder(name, fingerprints):
+        provenance = {"version": 1, "datasets": ["ptbxl"], "cache_keys": ["k"], "pool_patients": ["ptbxl:1"],
+                      "pool_fingerprints": sorted(fingerprints), "label_patients": [], "split": foreign.to_dict()}
+        save_encoder(build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8}),
+                     tmp_path / name / "encoder.pt", extra={"provenance": provenance})
+        return str(tmp_path / name)
+
+    res = _eval(tmp_path, root, {"px": encoder("px", [])})
+    meta = json.loads((res["out"] / "curve.json").read_text())
+    assert meta["split_source"].startswith("drawn") and meta["split_hash"] == ludb.split.hash
+    assert meta["records_outside_split"] == 0 and meta["provenance"]["px"]["overlap"]["overlap"] == 0
+    # the same signals inside its pool (a copy of LUDB in the other dataset) are found by fingerprint
+    copied = encoder("copied", ludb.fingerprints())
+    with pytest.raises(LeakageError, match=r"6 of 6 test patients.*\(0 by patient key, 6 by signal fingerprint\)"):
+        _eval(tmp_path, root, {"c": copied})
