@@ -59,10 +59,21 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     try:
         meta = json.loads(config_path.read_text())
         config = meta["encoder"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        if not isinstance(config, dict):
+            raise TypeError(f"'encoder' is a {type(config).__name__}, not a mapping")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"{config_path}: expected JSON with an 'encoder' config ({exc})") from exc
-    encoder = build_encoder(config)
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        encoder = build_encoder(config)
+    except (ValueError, RuntimeError) as exc:  # e.g. a negative or huge size in the config
+        raise ConfigError(f"{config_path}: encoder config {config} cannot be built ({exc})") from None
+    try:  # weights_only: a pickle that would run code (or any non-tensor object) is refused, never executed
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError: torch raises many types
+        raise ConfigError(f"{path}: not a weights-only PyTorch state dict ({type(exc).__name__}); expected the "
+                          "encoder.pt written by ssl-ecg (files that would run code are refused)") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}; expected a state dict (name -> tensor)")
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:

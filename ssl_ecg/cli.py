@@ -146,10 +146,10 @@ def _cache(args: argparse.Namespace) -> int:
     from ssl_ecg.data.cache import CacheParams, open_cache
 
     options = {"fs": int(args.source_fs)} if args.source_fs else {}
-    index = load_index(args.dataset, args.root, **options)
     band = (args.highpass, args.lowpass) if args.highpass or args.lowpass else None
     params = CacheParams(fs=args.fs, leads=tuple(args.leads.split(",")) if args.leads else None,
                          normalization=args.normalization, bad_lead_policy=args.bad_leads, band=band)
+    index = load_index(args.dataset, args.root, **options)  # after the arguments: those fail first
     t0 = time.perf_counter()
     cache = open_cache(index, args.out, params, rebuild=args.rebuild, verify=args.verify,
                        skip_bad_records=args.skip_bad_records)
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--bad-leads", default="zero_lead", choices=["error", "zero_lead", "drop_record"])
     build.add_argument("--highpass", type=float, default=None, help="high-pass cut-off in Hz (baseline removal)")
     build.add_argument("--lowpass", type=float, default=None, help="low-pass cut-off in Hz")
-    build.add_argument("--source-fs", default=None, help="adapter option: source rate (PTB-XL: 100 or 500)")
+    build.add_argument("--source-fs", default=None, type=int, help="adapter option: source rate (PTB-XL: 100 or 500)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even if the key matches")
     build.add_argument("--verify", action="store_true",
                        help="re-hash every source file instead of trusting unchanged (size, mtime, ctime, inode)")

@@ -72,13 +72,48 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: Largest recipe text accepted (characters); a recipe is a few hundred.
+MAX_YAML_CHARS = 1_000_000
+#: Most values a document may expand to through aliases (``*anchor``): refuses "billion laughs" bombs.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Number of nodes ``node`` stands for once every alias is expanded (linear in the node graph)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once here; the constructor builds it as a cycle
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size = min(size, MAX_YAML_NODES + 1)
+    return size
+
+
 def load_yaml(text: str) -> Any:
     """Parse YAML ``text`` with the safe loader and YAML 1.2 floats (``1e-3`` -> ``0.001``).
 
+    Texts over :data:`MAX_YAML_CHARS` and documents that expand (through aliases) to more than
+    :data:`MAX_YAML_NODES` values are refused before anything is built.
+
     Raises:
-        yaml.YAMLError: ``text`` is not valid YAML.
+        yaml.YAMLError: ``text`` is not valid YAML, too long, or an alias bomb.
     """
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    if len(text) > MAX_YAML_CHARS:
+        raise yaml.YAMLError(f"{len(text)} characters; expected at most {MAX_YAML_CHARS}")
+    loader = _Loader(text)  # a SafeLoader subclass: no arbitrary objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"aliases expand to more than {MAX_YAML_NODES} values; expected a plain recipe")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
@@ -105,7 +140,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         try:
             out[key] = load_yaml(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"overrides: {key}={value!r}: expected a YAML value ({_yaml_reason(exc)})") from None
+            shown = repr(value) if len(value) <= 200 else f"{value[:200]!r}..."
+            raise ConfigError(f"overrides: {key}={shown}: expected a YAML value ({_yaml_reason(exc)})") from None
     return out
 
 
@@ -181,7 +217,9 @@ def _check(cls: type, key: str, value: Any, where: str) -> Any:
         reasons = sorted({str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"})
         if reasons:
             expected += f" ({'; '.join(reasons)})"
-        raise ConfigError(f"{where}: {key}={value!r}: expected {expected}") from None
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else f"{shown[:200]}... ({len(shown)} characters)"
+        raise ConfigError(f"{where}: {key}={shown}: expected {expected}") from None
 
 
 def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
@@ -210,6 +248,9 @@ def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: recipe not found")
+        if path.stat().st_size > MAX_YAML_CHARS * 4:  # before reading: a huge file is not read into memory
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes; expected a recipe of at most "
+                              f"{MAX_YAML_CHARS} characters")
         try:
             file_values = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:

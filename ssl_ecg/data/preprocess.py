@@ -44,7 +44,7 @@ def select_leads(record: Record, leads: Sequence[str] | None) -> Record:
     MLII with V1, V2, V4 or V5), with per-lead methods that ignore lead identity.
 
     Raises:
-        RecordError: a name is asked for twice (case-insensitively, or by name
+        RecordError: the selection is empty, a name is asked for twice (case-insensitively, or by name
             and position), is not in the record, or matches more than one of
             the record's channels.
     """
@@ -52,6 +52,8 @@ def select_leads(record: Record, leads: Sequence[str] | None) -> Record:
         return record
     want = resolve_lead_names(leads)
     where = record.path or record.record_id
+    if not want:
+        raise RecordError(f"{where}: leads: an empty selection; expected at least one lead name (or None for all)")
     by_name: dict[str, list[int]] = {}
     for i, name in enumerate(record.leads):
         by_name.setdefault(name.casefold(), []).append(i)

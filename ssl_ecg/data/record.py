@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import tempfile
@@ -217,6 +218,7 @@ def _scan_header(header: str) -> list[int]:
     record_fields = lines[0][1].split()
     if "/" in record_fields[0]:
         raise RecordError(f"{header}: multi-segment record ({record_fields[0]}); expected a single-segment record")
+    _check_record_line(header, lines[0][0], record_fields)
     zero_gain = []
     for i, (n, line) in enumerate(lines[1:]):
         fields = line.split()
@@ -228,9 +230,35 @@ def _scan_header(header: str) -> list[int]:
                                   f"of {', '.join(_FORMATS)}")
         if len(fields) > 2:
             gain = re.match(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", fields[2])
+            if gain is not None and not np.isfinite(float(gain.group(0))):
+                raise RecordError(f"{header}: line {n}: signal {i} has ADC gain {gain.group(0)!r}; expected a finite "
+                                  "number of ADC units per physical unit")
             if gain is not None and float(gain.group(0)) == 0.0:
                 zero_gain.append(i)
     return zero_gain
+
+
+_FS_FIELD = re.compile(r"^((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:/[\d.eE+-]+)?(?:\(\S*\))?$")
+
+
+def _check_record_line(header: str, n: int, fields: list[str]) -> None:
+    """Signal count, sampling frequency and sample count as WFDB writes them (wfdb silently defaults bad ones).
+
+    wfdb reads ``-250``, ``nan`` or a missing frequency as 250 Hz, ``1e400`` as 1 Hz, and ignores a
+    negative sample count; ssl-ecg never assumes a rate, so each is refused by name.
+    """
+    if len(fields) < 2 or not fields[1].isdigit():
+        raise RecordError(f"{header}: line {n}: signal count {fields[1] if len(fields) > 1 else None!r}; expected "
+                          "a non-negative integer after the record name")
+    if int(fields[1]) == 0:
+        return  # no signals: refused with its own message after parsing
+    match = _FS_FIELD.match(fields[2]) if len(fields) > 2 else None
+    fs = float(match.group(1)) if match else None
+    if fs is None or not np.isfinite(fs) or fs <= 0:
+        raise RecordError(f"{header}: line {n}: sampling frequency {fields[2] if len(fields) > 2 else None!r}; "
+                          "expected a positive finite number of samples per second per signal")
+    if len(fields) > 3 and not fields[3].isdigit():
+        raise RecordError(f"{header}: line {n}: sample count {fields[3]!r}; expected a non-negative integer")
 
 
 def check_signal_file_name(header: str | os.PathLike, name: str) -> str:
@@ -264,6 +292,11 @@ def _check_signal_files(header: str, head: wfdb.Record) -> None:
         if not data.is_file():
             raise RecordError(f"{data}: signal file not found (named by header {header}); expected it beside "
                               "the header")
+        home = Path(header).resolve().parent  # a header linked from elsewhere may keep its files beside it
+        if _LINKED_BY_US.get() != str(folder) and data.resolve().parent != home:
+            raise RecordError(f"{data}: signal file is a link to {data.resolve()}, outside the header's folder "
+                              f"{home}; expected the record's files side by side (link the folder, "
+                              "not single files)")
         fmt = str(head.fmt[sigs[0]])
         if head.sig_len is None or fmt not in _BYTES_PER_SAMPLE:
             continue
@@ -282,6 +315,9 @@ def _invalid_adu(rec: wfdb.Record) -> np.ndarray:
                "310": -512, "311": -512, "24": -(2**23), "32": -(2**31)}
     return np.asarray([fmt_min.get(str(f), np.iinfo(np.int64).min) for f in rec.fmt])[None, :]
 
+
+# The temporary folder whose signal-file links read_tolerant made (after checking their targets).
+_LINKED_BY_US: contextvars.ContextVar[str | None] = contextvars.ContextVar("_LINKED_BY_US", default=None)
 
 # A WFDB record line: name, signal count, sampling frequency (optionally /counter and (base)), sample count.
 _RECORD_LINE = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)(?:/[\d.]+)?(?:\(\S+\))?\s+(\d+)")
@@ -330,12 +366,19 @@ def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient
         with tempfile.TemporaryDirectory(prefix="ssl_ecg_hea_") as tmp:
             (Path(tmp) / f"{name}.hea").write_text("\n".join(lines) + "\n")
             for fname in sorted(names):
-                if (folder / fname).is_file() and not (Path(tmp) / fname).exists():
-                    os.symlink((folder / fname).resolve(), Path(tmp) / fname)
+                real = folder / fname
+                if real.is_file() and real.resolve().parent != header.resolve().parent:
+                    raise RecordError(f"{real}: signal file is a link to {real.resolve()}, outside the header's "
+                                      f"folder {header.resolve().parent}; expected the record's files side by side")
+                if real.is_file() and not (Path(tmp) / fname).exists():
+                    os.symlink(real.resolve(), Path(tmp) / fname)
+            token = _LINKED_BY_US.set(str(Path(tmp)))  # our own links, checked above
             try:
                 rec = read_record(Path(tmp) / name, record_id=record_id, patient_id=patient_id)
             except RecordError as second:
                 # the sanitised header parses, so this is the record's real damage: report it at the real paths
                 raise RecordError(str(second).replace(str(Path(tmp)), str(folder))) from None
+            finally:
+                _LINKED_BY_US.reset(token)
         rec.path = str(Path(path))
         return rec
