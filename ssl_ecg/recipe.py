@@ -1,6 +1,6 @@
 """Recipes: YAML files mapped onto typed dataclasses, with ``key=value`` overrides.
 
-The recipe dataclasses (``PretrainConfig``, ``EvalConfig``, ``FewShotConfig``, ``DemoConfig``) stay plain
+The recipe dataclasses (``PretrainConfig``, ``EvalConfig``, ``FewShotConfig``) stay plain
 stdlib dataclasses; their field annotations carry the constraints (``typing.Annotated`` with
 ``annotated_types``), and :func:`load_recipe` checks every given value against its field's annotation with
 pydantic in strict mode (``'16'`` is not an int, ``1.5`` is not an int, ``1`` is a float). The aliases below

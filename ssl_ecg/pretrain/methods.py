@@ -220,7 +220,7 @@ class _Patient(Method):
       that keeps all leads of a record in the batch with one shared crop, and
       with patient-level ids gives every anchor 2L - 1 positives, 2(L - 1) of
       them from other leads. That is CMSMLC's positive set (the same loss value),
-      not CMSC; ``run_pretrain`` never feeds it, ``pretrain()`` on arrays still does.
+      not CMSC; ``run_pretrain`` never feeds it (only direct callers of the method can).
     - **CMLC / CMSMLC** (and ``clocs``): the views ARE the leads, so all leads of
       a record stay together in one instance (B, L, T), as in CLOCS.
 
