@@ -296,3 +296,18 @@ def test_run_pretrain_refuses_fewer_leads_than_a_custom_method_declares(ludb, tm
     with pytest.raises(ConfigError, match=r"method 'declared': .* needs >= 3 leads, but the ludb data has 2"):
         run_pretrain(_cfg(ludb, "few", method="declared"), runs=tmp_path, progress=False)
     assert not (tmp_path / "few").exists()
+
+
+@pytest.mark.realdata
+def test_the_real_mitdb_ds1_pool_owns_patient_201_and_ds2_keeps_21_patients(mitdb_root, tmp_path):
+    cfg = PretrainConfig(name="ds1", dataset="mitdb", root=str(mitdb_root), method="cmsc", fs=100.0, segment_len=4.0,
+                         leads=["#0"], pool="DS1", epochs=1, max_steps=1, batch_size=8, embed_dim=8,
+                         cache_dir=str(tmp_path / "cache"), accelerator="cpu")
+    result = run_pretrain(cfg, runs=tmp_path, progress=False)
+    prov = load_provenance(result["encoder"])
+    ds1 = ["101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201", "203", "205",
+           "207", "208", "209", "215", "220", "223", "230"]
+    assert prov["pool_patients"] == _keys("mitdb", ds1) and result["records"] == 22
+    split = Split.load(tmp_path / "ds1" / "split.json")
+    assert split.of("mitdb:201") == "DS1" and len(split.patients["DS2"]) == 21
+    assert len(prov["pool_fingerprints"]) == 22  # records 201..230 of DS1, not record 202 (patient 201 in DS2)
