@@ -37,10 +37,9 @@ records can leak across a patient-wise split unless a map is given, and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import wfdb

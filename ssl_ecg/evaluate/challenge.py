@@ -128,7 +128,8 @@ def challenge_score(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
         if year is None:
             by_size = {len(load_challenge_weights(yr)[0]): yr for yr in CHALLENGE_YEARS}
             if y.ndim != 2 or y.shape[1] not in by_size:
-                raise ValueError(f"labels: expected (n, C) columns with C in {sorted(by_size)} (the 2020 or 2021 classes) "
+                raise ValueError(f"labels: expected (n, C) columns with C in {sorted(by_size)} "
+                                 "(the 2020 or 2021 classes) "
                                  f"when no year or weights are given, got shape {y.shape}")
             year = by_size[y.shape[1]]
         classes, weights = load_challenge_weights(year)

@@ -24,7 +24,7 @@ from ssl_ecg.data.splits import patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, RecordError
 from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
-from ssl_ecg.evaluate.embed import embed_records
+from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
 from ssl_ecg.evaluate.fewshot import run_fewshot
 from ssl_ecg.evaluate.provenance import (
     allow_flags_line,
@@ -246,7 +246,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
                      supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
                      supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
                      supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(name),
-                     extra={"split_hash": split.hash})
+                     split_hash=split.hash)
     split.save(out / "split.json")
     curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
     roots = [str(m["root"] or dataset_root(m["dataset"], m["root"])) for m in prepared.spec.members]
@@ -440,8 +440,10 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     for k in cfg.shots:
         res = run_fewshot(feats, labels, patients, head_p, episode_p, cfg.ways, k, cfg.queries, cfg.episodes,
                           train_classes=cfg.train_classes, episode_classes=cfg.episode_classes, mode=cfg.head,
-                          head_steps=cfg.head_steps, seed=cfg.seed)
-        results[f"{k}-shot"] = res.summary
+                          head_steps=cfg.head_steps, seed=cfg.seed,
+                          encoder_hash=f"{state_dict_hash(encoder)}|window={window}|per_lead={per_lead}",
+                          split_hash=prepared.split.hash)
+        results[f"{k}-shot"] = {**res.summary, "fingerprint": res.fingerprint}
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(np.isin(patients, list(episode_p)),
                                                                       name="episode_pool"))
     prepared.split.save(out / "split.json")
