@@ -14,7 +14,11 @@ proves nothing about where a file may be written or how long it may take. Theref
   ``max_file_bytes``, both checked against ``Content-Length`` before reading and while streaming;
 * each file has a wall-clock deadline (``file_deadline``) and the whole download another
   (``deadline``); a watchdog shuts the connection down when one passes, so a server that drips one
-  byte at a time (in the headers or the body) is stopped on time, not only by the per-read ``timeout``;
+  byte at a time (in the TLS handshake, the headers or the body) is stopped on time, not only by the
+  per-read ``timeout``;
+* the dataset folder ``to/<name>`` must not be a symbolic link (a planted link would redirect every write);
+* a local write failure (disk full, read-only folder) is reported as such, naming the ``.part`` file
+  and the OS error, not as a network failure;
 * only ``http`` and ``https`` URLs are opened, redirects included.
 
 Every failure is one :class:`~ssl_ecg.errors.DatasetError` line naming the URL or file and what was
@@ -29,6 +33,7 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import stat
 import tempfile
 import threading
@@ -235,6 +240,8 @@ class _WatchedOpen:
         def connection(host, **kw):  # noqa: ANN001
             conn = http_class(host, **kw)
             connect = conn.connect
+            if isinstance(getattr(conn, "_context", None), ssl.SSLContext):  # https: watch the handshake too
+                conn._context = _WatchedContext(conn._context, watch)
 
             def watched_connect() -> None:
                 connect()
@@ -244,6 +251,34 @@ class _WatchedOpen:
             return conn
 
         return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedContext:
+    """An :class:`ssl.SSLContext` stand-in whose ``wrap_socket`` registers the TLS socket before the handshake.
+
+    ``HTTPSConnection.connect`` wraps the TCP socket and completes the handshake in one call; a server
+    dripping its ServerHello would hold that call for as long as each byte arrives within the per-read
+    timeout. Here the socket is wrapped without the handshake, attached to the :class:`_Watch`, and only
+    then shaken hands with, so the deadline shuts it down mid-handshake like mid-body.
+    """
+
+    def __init__(self, context: ssl.SSLContext, watch: _Watch):
+        self._context, self._watch = context, watch
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._context, name)
+
+    def wrap_socket(self, sock: socket.socket, **kwargs: object) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        tls = self._context.wrap_socket(sock, **kwargs)
+        try:
+            self._watch.attach(tls)
+            self._watch.check()
+            tls.do_handshake()  # checks the certificate and host name, as the implicit handshake would
+        except BaseException:
+            tls.close()
+            raise
+        return tls
 
 
 class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
@@ -390,6 +425,32 @@ def _open_nofollow(path: Path, flags: int) -> int:
     return fd
 
 
+class _WriteError(DatasetError):
+    """Writing the ``.part`` file failed locally (disk full, read-only folder, I/O error)."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (unbuffered, so a full disk is noticed at this write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _part_writer(fd: int, part: Path) -> Callable[[bytes], None]:
+    """A writer for :func:`_stream` that turns a local ``OSError`` into a :class:`_WriteError` naming ``part``."""
+
+    def write(chunk: bytes) -> None:
+        try:
+            _write_all(fd, chunk)
+        except OSError as exc:
+            raise _WriteError(f"{part}: cannot write ({os.strerror(exc.errno) if exc.errno else exc}"
+                              f"{f', errno {exc.errno}' if exc.errno else ''}); this is a local error, not the "
+                              "network: expected a writable folder with free space (free some, then run again "
+                              "to resume)") from exc
+
+    return write
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with os.fdopen(_open_nofollow(path, os.O_RDONLY), "rb") as f:
@@ -422,8 +483,11 @@ def _download_file(url: str, dest: Path, expected: str, timeout: float, limit: i
                     have = 0  # a server that ignores Range restarts the file
                 length = _declared_length(url, response, have, limit, limit_name)
                 flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resumed else os.O_TRUNC)
-                with os.fdopen(_open_nofollow(part, flags), "wb") as f:
-                    _stream(url, response, f.write, have, length, limit, limit_name, watch)
+                fd = _open_nofollow(part, flags)
+                try:
+                    _stream(url, response, _part_writer(fd, part), have, length, limit, limit_name, watch)
+                finally:
+                    os.close(fd)
         except _TooBig:
             if _regular_or_missing(part) is not None:  # a file over the cap is of no use to resume
                 part.unlink()
@@ -515,6 +579,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _refuse_linked_folder(folder: Path) -> None:
+    """An error when the dataset folder ``folder`` is a symbolic link or exists as something other than a folder."""
+    st = _lstat(folder)
+    if st is None or stat.S_ISDIR(st.st_mode):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise DatasetError(f"{folder}: the dataset folder is a symbolic link (to {os.readlink(folder)!r}); "
+                           "expected a real folder or nothing (remove the link, or pass its target as --to)")
+    raise DatasetError(f"{folder}: exists and is not a folder; expected a folder or nothing")
+
+
 def download(name: str, to: str | os.PathLike, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT,
              files: list[str] | None = None, *, file_deadline: float = DEFAULT_FILE_DEADLINE,
              deadline: float = DEFAULT_DEADLINE, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
@@ -573,11 +648,14 @@ def download(name: str, to: str | os.PathLike, base_url: str | None = None, time
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{sums_url}: not UTF-8 text ({exc.reason}); expected '<sha256> <path>' lines") from exc
 
+    folder = Path(to, name)
+    _refuse_linked_folder(folder)
     try:
-        Path(to, name).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"{Path(to, name)}: cannot create the destination ({exc.strerror})") from exc
-    dest = Path(to, name).resolve()
+        raise DatasetError(f"{folder}: cannot create the destination ({exc.strerror})") from exc
+    _refuse_linked_folder(folder)  # again, in case one was planted meanwhile
+    dest = folder.resolve()
     listing = _parse_sums(sums, sums_url, dest)
     wanted = files if files is not None else list(listing)
     missing = [f for f in wanted if f not in listing]

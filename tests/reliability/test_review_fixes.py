@@ -1,0 +1,199 @@
+"""Fixes from the review of issue 17: cases that still stalled, escaped a folder or ended as an internal error.
+
+* the per-file deadline covers the TLS handshake (a server dripping its ServerHello);
+* a symbolic link planted for the dataset folder itself is refused;
+* a local write error while downloading is named as such (file and OS error), not as a network failure;
+* recipe numbers that are infinite, absurdly large, or too short for one sample are one-line errors (exit 2);
+* paths listed inside a dataset's own files (PTB-XL filenames, RECORDS entries) stay inside its root;
+* a header (.hea) larger than the cap is refused before it is read.
+
+Servers run on 127.0.0.1 only, and each test is bounded in time.
+"""
+
+import errno
+import hashlib
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ssl_ecg.data import download as dl
+from ssl_ecg.data.download import download
+from ssl_ecg.errors import DatasetError
+
+PREFIX = "/ludb/1.0.1/"
+
+
+# ---------------------------------------------------------------- downloads
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def site():
+    """A well-behaved HTTP server publishing ``files`` under ``/ludb/1.0.1/`` with their SHA256SUMS.txt."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.files = {}
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+    def publish(files: dict) -> None:
+        for rel, data in files.items():
+            httpd.files[PREFIX + rel] = data
+        sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {rel}\n" for rel, data in files.items())
+        httpd.files[PREFIX + "SHA256SUMS.txt"] = sums.encode()
+
+    httpd.publish = publish
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class TlsDripServer:
+    """Accepts TCP connections on 127.0.0.1 and drips a TLS record that never completes a ServerHello.
+
+    It sends a handshake record header announcing 16 KiB, then one byte every ``period`` seconds for
+    ``seconds``, so each read gets data well within any per-read timeout and the handshake never ends.
+    """
+
+    def __init__(self, period: float = 0.05, seconds: float = 15.0):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.period, self.seconds = period, seconds
+        self.accepted = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn):
+        end = time.monotonic() + self.seconds
+        try:
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, TLS 1.2, 16384 bytes to follow
+            while time.monotonic() < end and not self.stop.is_set():
+                conn.sendall(b"\x02")
+                time.sleep(self.period)
+        except OSError:
+            pass  # the client hung up, as it should
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_file_deadline_covers_a_dripping_tls_handshake(tmp_path):
+    server = TlsDripServer()
+    outcome = {}
+
+    def run():
+        try:
+            download("ludb", tmp_path, base_url=f"https://127.0.0.1:{server.port}/", timeout=30,
+                     file_deadline=1.0)
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            outcome["error"] = exc
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)  # the drip lasts 15 s; a handshake outside the deadline would still be running here
+    elapsed = time.monotonic() - t0
+    server.close()
+    assert not worker.is_alive(), "the download was still in the TLS handshake after 10 s (file_deadline=1)"
+    assert server.accepted >= 1
+    err = outcome.get("error")
+    assert isinstance(err, DatasetError), err
+    assert "SHA256SUMS.txt: not finished within the per-file deadline of 1 s (file_deadline)" in str(err)
+    assert "\n" not in str(err)
+    assert 1.0 <= elapsed < 4, elapsed
+
+
+def test_dripping_tls_handshake_also_stops_at_the_download_deadline(tmp_path):
+    server = TlsDripServer()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DatasetError, match=r"not finished within the download's deadline of 1\.5 s"):
+            download("ludb", tmp_path, base_url=f"https://127.0.0.1:{server.port}/", timeout=5, deadline=1.5)
+    finally:
+        server.close()
+    assert time.monotonic() - t0 < 4
+
+
+def test_symlinked_dataset_folder_is_refused(site, tmp_path):
+    site.publish({"ludb.csv": b"id\n1\n"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    to = tmp_path / "to"
+    to.mkdir()
+    (to / "ludb").symlink_to(elsewhere)
+    with pytest.raises(DatasetError, match=r"to/ludb: the dataset folder is a symbolic link .*elsewhere.*; "
+                                           r"expected a real folder or nothing") as err:
+        download("ludb", to, base_url=site.url, timeout=5)
+    assert "\n" not in str(err.value)
+    assert list(elsewhere.iterdir()) == []  # nothing was written through the link
+    (to / "ludb").unlink()  # a real folder works
+    assert (download("ludb", to, base_url=site.url, timeout=5) / "ludb.csv").read_bytes() == b"id\n1\n"
+
+
+def test_dataset_path_that_is_a_file_is_refused(site, tmp_path):
+    site.publish({"ludb.csv": b"id\n1\n"})
+    (tmp_path / "ludb").write_text("not a folder")
+    with pytest.raises(DatasetError, match=r"ludb: exists and is not a folder"):
+        download("ludb", tmp_path, base_url=site.url, timeout=5)
+
+
+def test_disk_full_while_writing_is_a_local_error_not_a_network_one(site, tmp_path, monkeypatch):
+    site.publish({"ludb.csv": b"id\n1\n" * 1000})
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "_write_all", full)
+    with pytest.raises(DatasetError) as err:
+        download("ludb", tmp_path, base_url=site.url, timeout=5)
+    msg = str(err.value)
+    assert "ludb/ludb.csv.part: cannot write (No space left on device, errno 28)" in msg
+    assert "local error, not the network" in msg
+    assert "http://" not in msg and "\n" not in msg
+    monkeypatch.undo()  # room again: the next run completes
+    assert (download("ludb", tmp_path, base_url=site.url, timeout=5) / "ludb.csv").stat().st_size == 5000
+
+
+def test_unbuffered_writer_writes_everything(tmp_path):
+    part = tmp_path / "x.part"
+    fd = dl._open_nofollow(part, dl.os.O_WRONLY | dl.os.O_CREAT)
+    try:
+        dl._part_writer(fd, part)(b"abc" * 100_000)
+    finally:
+        dl.os.close(fd)
+    assert part.read_bytes() == b"abc" * 100_000
