@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ssl_ecg.data.splits import check_no_leakage, label_fraction_subsets
 from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights
-from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
+from ssl_ecg.evaluate.embed import LEAD_FEATURES, embed_records, state_dict_hash
 from ssl_ecg.evaluate.knn import KNN_KS, knn_probe  # noqa: F401 (knn_probe: re-export)
 from ssl_ecg.evaluate.metrics import tune_thresholds
 from ssl_ecg.evaluate.plots import plot_curve, plot_labels_needed
@@ -91,6 +91,12 @@ class CurveSpec:
             seed, cache key); part of every row's fingerprint. Empty when the caller
             has no split artefact: the fingerprint then still covers the patient
             lists given to :func:`run_curve` and the signals' bytes.
+        lead_features: how a per-lead encoder's lead embeddings feed the frozen probes
+            (logistic, torch, knn): ``"concat"`` (L*E, default: keeps lead identity) or
+            ``"mean"`` (E, mean-pooled over leads: the matched-dimension comparison with
+            multi-lead encoders). Part of the fingerprint of those cells when it changes
+            their features (per-lead arm, ``"mean"``); the supervised and fine-tune arms
+            and multi-lead arms are unaffected.
         extra: free-form notes; not used, and not part of the fingerprint.
     """
 
@@ -110,6 +116,7 @@ class CurveSpec:
     supervised_min_steps: int = 10
     challenge_year: int | None = None
     split_hash: str = ""
+    lead_features: str = "concat"
 
     def __post_init__(self):
         bad = [f for f in self.fractions if not 0 < float(f) <= 1]
@@ -120,6 +127,15 @@ class CurveSpec:
             raise ConfigError(f"probes: {list(self.probes)} invalid; expected some of {list(PROBES)}")
         if not isinstance(self.split_hash, str):
             raise ConfigError(f"split_hash: expected a string (the split.json hash), got {self.split_hash!r}")
+        if self.lead_features not in LEAD_FEATURES:
+            raise ConfigError(f"lead_features: expected one of {list(LEAD_FEATURES)}, got {self.lead_features!r}")
+
+    def lead_features_of(self, arm: str, probe: str) -> str:
+        """The lead features ``probe`` sees for ``arm``: ``spec.lead_features`` for frozen probes on a per-lead
+        arm, else ``"concat"`` (the supervised and fine-tune arms, and multi-lead encoders, are unaffected)."""
+        if probe in ("supervised", "finetune") or not self.lead_mode(arm):
+            return "concat"
+        return self.lead_features
 
     def lead_mode(self, arm: str) -> bool:
         """Whether ``arm``'s encoder takes one lead at a time."""
@@ -177,15 +193,20 @@ def cell_fingerprint(spec: CurveSpec, task: str, arm: str, probe: str, fraction:
     Covers the arm's encoder (``encoder_key``: its weights hash and config; the
     supervised arm's config), the cell's result-affecting settings (task,
     probe and :meth:`CurveSpec.probe_settings`, fraction, seed, window, per-lead
-    mode, challenge year), the data (``data_key``: ``split_hash``, the patient
+    mode, challenge year, lead features), the data (``data_key``: ``split_hash``, the patient
     lists, the signals and the task's labels) and :data:`RESULTS_SCHEMA`. The git
-    commit, library versions and hardware are left out.
+    commit, library versions and hardware are left out. Lead features enter only
+    where they change the cell's features (:meth:`CurveSpec.lead_features_of` is
+    ``"mean"``), so rows computed with the default concatenation keep their fingerprint.
     """
-    return result_fingerprint({
+    payload = {
         "task": task, "arm": arm, "probe": probe, "fraction": float(fraction), "seed": int(seed),
         "window": int(spec.window), "per_lead": spec.lead_mode(arm), "challenge_year": spec.challenge_year,
         "probe_settings": spec.probe_settings(probe), "encoder": dict(encoder_key), "data": dict(data_key),
-    })
+    }
+    if spec.lead_features_of(arm, probe) != "concat":
+        payload["lead_features"] = spec.lead_features_of(arm, probe)
+    return result_fingerprint(payload)
 
 
 @functools.lru_cache(maxsize=1)
@@ -325,8 +346,8 @@ def run_curve(
 
     frozen = [p for p in spec.probes if p != "finetune"]
     needs_feats = {a for _, a, p, _, _ in todo if p in frozen}
-    feats = {arm: embed_records(encoders[arm], signals, spec.window, spec.lead_mode(arm)) for arm in encoders
-             if arm in needs_feats}
+    feats = {arm: embed_records(encoders[arm], signals, spec.window, spec.lead_mode(arm),
+                                lead_features=spec.lead_features) for arm in encoders if arm in needs_feats}
     bar = tqdm(total=len(todo), desc="label-efficiency curve", disable=not progress)
     subsets_cache: dict = {}
     dropped: dict = {}

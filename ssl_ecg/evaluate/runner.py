@@ -95,6 +95,8 @@ class EvalConfig:
     supervised_lrs: Annotated[list[PositiveFloat], MinLen(1)] = field(default_factory=lambda: [1e-3, 3e-4])
     supervised_batch_sizes: Annotated[list[PositiveInt], MinLen(1)] = field(default_factory=lambda: [16, 64])
     supervised_min_steps: PositiveInt = 10
+    # per-lead encoders' probe features: lead embeddings concatenated (L*E) or mean-pooled (E, matched dimension)
+    lead_features: Literal["concat", "mean"] = "concat"
 
 
 def check_encoder(encoder: nn.Module, per_lead: bool, n_leads: int, window: int, source: str = "encoder") -> None:
@@ -246,7 +248,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
                      supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
                      supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
                      supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(name),
-                     split_hash=split.hash)
+                     split_hash=split.hash, lead_features=cfg.lead_features)
     split.save(out / "split.json")
     curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
     roots = [str(m["root"] or dataset_root(m["dataset"], m["root"])) for m in prepared.spec.members]
