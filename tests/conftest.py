@@ -10,7 +10,7 @@ import wfdb
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 MARKERS = {"ludb": "ludb.csv", "mitdb": "RECORDS", "ptbxl": "ptbxl_database.csv", "cinc2021_sample": "E07500.hea",
-           "cpsc2018_sample": "A1980.mat"}
+           "cpsc2018_sample": "A1980.mat", "ptbxl_cinc2024": "records100/00000/00841_lr.hea"}
 
 
 def real_dataset(name: str) -> Path:

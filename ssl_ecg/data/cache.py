@@ -65,13 +65,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import DatasetIndex
+from ssl_ecg.data.index import _BUILDERS, DATASETS, DatasetIndex
 from ssl_ecg.data.preprocess import preprocess
 from ssl_ecg.data.record import Record, canonical_lead
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError
 
 __all__ = ["CacheParams", "RecordCache", "CachePool", "open_cache", "cache_key", "source_files",
-           "remove_orphaned_builds", "record_fingerprint", "CACHE_FORMAT"]
+           "remove_orphaned_builds", "record_fingerprint", "CACHE_FORMAT", "keyed_patient_id", "patient_prefixes"]
 
 # 3: records.json carries each record's signal fingerprint; the manifest counts non-finite samples.
 CACHE_FORMAT = 3
@@ -571,6 +571,30 @@ class RecordCache:
         return self.record(i)[:, start:start + length]
 
 
+#: Dataset prefixes a patient id may already carry besides the registered adapters' names: PTB (the PTB
+#: Diagnostic database, whose patients CinC 2020/2021 hold as ``ptb:patientNNN``).
+EXTRA_PATIENT_PREFIXES = ("ptb",)
+
+
+def patient_prefixes() -> frozenset[str]:
+    """The dataset names a patient key may start with: the registered adapters' and :data:`EXTRA_PATIENT_PREFIXES`."""
+    return frozenset(DATASETS) | frozenset(_BUILDERS) | frozenset(EXTRA_PATIENT_PREFIXES)
+
+
+def keyed_patient_id(dataset: str, patient_id: str) -> str:
+    """``"<dataset>:<patient id>"``, unless the id already carries a dataset prefix.
+
+    An id such as CinC's ``"ptbxl:123"``, ``"incart:7"`` or ``"ptb:patient001"`` names its source dataset's patient
+    and is kept as it is, so the same patient has one key in every dataset that holds its records (CinC 2021's copy
+    of a PTB-XL patient and PTB-XL's own records both key as ``"ptbxl:123"``).
+    """
+    pid = str(patient_id).strip()
+    head, sep, _ = pid.partition(":")
+    if sep and head.lower() in patient_prefixes():
+        return pid
+    return f"{str(dataset).strip().lower()}:{pid}"
+
+
 class CachePool:
     """Several record caches read as one: the :class:`RecordCache` read interface over their concatenation.
 
@@ -623,8 +647,7 @@ class CachePool:
             source = t["patient_id"].astype(str)
             t.insert(0, "dataset", name)
             t["source_patient_id"] = source
-            prefix = f"{name}:"
-            t["patient_id"] = [p if p.startswith(prefix) else prefix + p for p in source]
+            t["patient_id"] = [keyed_patient_id(name, p) for p in source]
             tables.append(t)
         self.table = pd.concat(tables, ignore_index=True, sort=False)
         self._member = np.concatenate([np.full(len(m), k, dtype=np.int64) for k, m in enumerate(members)])

@@ -29,14 +29,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from ssl_ecg.data.cache import CacheParams, CachePool, RecordCache, open_cache, record_fingerprint
+from ssl_ecg.data.cache import CacheParams, CachePool, RecordCache, keyed_patient_id, open_cache, record_fingerprint
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.index import load_index
 from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
 
-__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "CachePool", "record_fingerprint",
+__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "CachePool", "record_fingerprint",
            "SPLIT_FILE", "SPLIT_NAMES"]
 
 #: File name of the split artefact in a run folder.
@@ -51,9 +53,11 @@ _SPEC_FIELDS = ("dataset", "root", "dataset_options", "fs", "leads", "normalizat
 def patient_key(dataset: str, patient_id: Any) -> str:
     """The patient's key across datasets: ``"<dataset>:<patient id>"`` (``patient_key("ludb", 100) == "ludb:100"``).
 
-    The dataset name is lower-cased. A patient id that already starts with
-    ``"<dataset>:"`` (INCART's ``"incart:7"``) is kept as it is, so keying is
-    idempotent.
+    The dataset name is lower-cased. A patient id that already carries a dataset
+    prefix (any registered dataset name, or ``"ptb"``; see
+    :func:`~ssl_ecg.data.cache.keyed_patient_id`) is kept as it is: INCART's
+    ``"incart:7"``, and CinC's ids of PTB-XL, INCART and PTB patients
+    (``"ptbxl:123"``), which thus equal PTB-XL's own keys. Keying is idempotent.
 
     Raises:
         ConfigError: an empty dataset name or patient id.
@@ -62,8 +66,7 @@ def patient_key(dataset: str, patient_id: Any) -> str:
     pid = str(patient_id).strip()
     if not name or not pid or pid.lower() == "nan":
         raise ConfigError(f"patient_key: expected a dataset name and a patient id, got {dataset!r}, {patient_id!r}")
-    prefix = f"{name}:"
-    return pid if pid.startswith(prefix) else prefix + pid
+    return keyed_patient_id(name, pid)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -517,6 +520,37 @@ def _bad_lead_counts(manifest: Mapping) -> dict:
             "skipped_records": int(manifest.get("n_skipped", 0) or 0)}
 
 
+def patient_groups(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Patient keys that must share a split part: those linked by a record with the same signal fingerprint.
+
+    A recording held twice under two patient keys (PTB-XL 145 and 463, a CinC copy of a record keyed under
+    another id) joins the two keys into one group (connected components over key-fingerprint links), so a
+    split drawn over the groups never puts the two copies in two parts.
+
+    Args:
+        table: one row per record with ``patient_key`` and (optionally) ``fingerprint``.
+
+    Returns:
+        ``{representative: sorted keys of its group}``; the representative is the group's first key (so a
+        table without shared fingerprints gives one singleton group per key, named by the key).
+    """
+    keys = table["patient_key"].astype(str).to_numpy()
+    unique, key_idx = np.unique(keys, return_inverse=True)
+    if "fingerprint" not in table.columns or len(unique) == 0:
+        return {k: [k] for k in unique.tolist()}
+    fps = table["fingerprint"].fillna("").astype(str).to_numpy()
+    known = (fps != "") & (fps != "nan")  # a record without a fingerprint links nothing
+    _, fp_idx = np.unique(fps[known], return_inverse=True)
+    n_keys, n_fps = len(unique), int(fp_idx.max()) + 1 if len(fp_idx) else 0
+    links = coo_matrix((np.ones(int(known.sum()), dtype=np.int8), (key_idx[known], n_keys + fp_idx)),
+                       shape=(n_keys + n_fps, n_keys + n_fps))
+    _, label = connected_components(links, directed=False)
+    groups: dict[int, list[str]] = {}
+    for k, key in enumerate(unique.tolist()):  # unique is sorted: the first key of a group is its smallest
+        groups.setdefault(int(label[k]), []).append(key)
+    return {members[0]: members for members in groups.values()}
+
+
 def _draw_split(spec: DataSpec, table: pd.DataFrame, members: Sequence[tuple[str, pd.DataFrame]],
                 cache_key: str) -> Split:
     names = [name for name, _ in members]
@@ -533,8 +567,9 @@ def _draw_split(spec: DataSpec, table: pd.DataFrame, members: Sequence[tuple[str
             note = record_level_ids(t, name)
             if note is not None:
                 warnings.warn(note["message"], RecordLevelIdsWarning, stacklevel=3)
-        parts = patient_split(table["patient_key"].tolist(), list(spec.split), seed=spec.split_seed,
-                              names=SPLIT_NAMES)
+        groups = patient_groups(table)
+        drawn = patient_split(sorted(groups), list(spec.split), seed=spec.split_seed, names=SPLIT_NAMES)
+        parts = {name: sorted(k for rep in reps for k in groups[rep]) for name, reps in drawn.items()}
         rule = {"split": list(spec.split), "seed": spec.split_seed, "datasets": names}
     return Split(parts, rule, cache_key)
 

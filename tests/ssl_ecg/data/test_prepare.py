@@ -5,6 +5,7 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import wfdb
 from scipy.signal import resample_poly
@@ -209,6 +210,83 @@ def test_patient_key_and_spec_validation():
     assert m.datasets == ["ludb", "mitdb"] and m.is_pool and m.split == (0.6, 0.2, 0.2)
 
 
+def write_ptbxl_and_cinc(tmp_path, write_wfdb, ecg_like):
+    """A PTB-XL folder (ecg 1-3 of patients 100, 101, 101) and a CinC 2021 folder holding other recordings of
+    those PTB-XL patients (HR00001-3, mapped through ptbxl_database.csv) plus three Georgia records."""
+    ptbxl = tmp_path / "ptbxl"
+    leads = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    rows = []
+    for i in (1, 2, 3):
+        name = f"{i:05d}_lr"
+        write_wfdb(ptbxl / "records100" / "00000", name, ecg_like(12, 1000, 100.0, seed=i), 100.0, leads)
+        rows.append({"ecg_id": i, "patient_id": f"{100 + i // 2}.0", "scp_codes": "{'NORM': 100.0}",
+                     "strat_fold": i, "filename_lr": f"records100/00000/{name}",
+                     "filename_hr": f"records500/00000/{i:05d}_hr"})
+    pd.DataFrame(rows).to_csv(ptbxl / "ptbxl_database.csv", index=False)
+    (ptbxl / "scp_statements.csv").write_text(",description,diagnostic,form,rhythm,diagnostic_class,"
+                                              "diagnostic_subclass\nNORM,normal ECG,1.0,,,NORM,NORM\n")
+    cinc = tmp_path / "cinc"
+    for k, rid in enumerate(["HR00001", "HR00002", "HR00003", "E00001", "E00002", "E00003"]):
+        write_wfdb(cinc / "g1", rid, ecg_like(12, 1000, 100.0, seed=50 + k), 100.0, leads,
+                   comments=["Age: 56", "Sex: Female", "Dx: 426783006"])
+    return ptbxl, cinc
+
+
+def test_cinc_ids_of_ptbxl_patients_key_as_ptbxl_patients(tmp_path, write_wfdb, ecg_like):
+    from ssl_ecg.evaluate.provenance import check_overlap
+    from ssl_ecg.errors import LeakageError
+
+    ptbxl, cinc = write_ptbxl_and_cinc(tmp_path, write_wfdb, ecg_like)
+    cinc_member = {"dataset": "cinc2021", "root": str(cinc),
+                   "dataset_options": {"ptbxl_database": str(ptbxl / "ptbxl_database.csv")}}
+    assert patient_key("cinc2021", "ptbxl:101") == "ptbxl:101" and patient_key("cinc2021", "ptb:patient001") == \
+        "ptb:patient001" and patient_key("cinc2021", "E00001") == "cinc2021:E00001"
+    assert patient_key("ludb", "note:7") == "ludb:note:7"  # not a dataset prefix: keyed
+    with pytest.warns(RecordLevelIdsWarning):
+        c = prepare(DataSpec(**cinc_member, fs=100.0, cache_dir=str(tmp_path / "c"), split=(0.5, 0.25, 0.25)))
+    x = prepare(DataSpec("ptbxl", root=str(ptbxl), fs=100.0, cache_dir=str(tmp_path / "c"), split="official"))
+    hr = c.table[c.table["record_id"].str.startswith("HR")]
+    assert hr["patient_key"].tolist() == ["ptbxl:100", "ptbxl:101", "ptbxl:101"]
+    assert x.table["patient_key"].tolist() == ["ptbxl:100", "ptbxl:101", "ptbxl:101"]
+    # a pool of both keeps each PTB-XL patient (its CinC and its PTB-XL records) in one split part
+    pool = (cinc_member, {"dataset": "ptbxl", "root": str(ptbxl)})
+    for seed in range(4):
+        with pytest.warns(RecordLevelIdsWarning):
+            p = prepare(DataSpec(pool, fs=100.0, split_seed=seed, cache_dir=str(tmp_path / "c")))
+        assert isinstance(p.cache, CachePool)
+        assert p.table.groupby("patient_key")["split"].nunique().max() == 1
+        assert (p.table["patient_key"] == "ptbxl:101").sum() == 4
+        assert sum("ptbxl:101" in v for v in p.split.patients.values()) == 1
+    # an encoder pretrained on CinC (these records, none of them PTB-XL's signals) evaluated on PTB-XL:
+    # the overlap is found by patient key
+    prov = {"pool_patients": sorted(c.patients()), "pool_fingerprints": [], "label_patients": [],
+            "split": c.split.to_dict()}
+    assert not (c.fingerprints() & x.fingerprints())
+    with pytest.raises(LeakageError, match=r"cinc_enc: 2 of 2 test patients were in its pretraining pool \(2 by "
+                                           r"patient key, 0 by signal fingerprint\), e.g. ptbxl:100, ptbxl:101"):
+        check_overlap("cinc_enc", prov, None, x.table.assign(split="test"))
+
+
+def test_drawn_split_keeps_copies_of_one_signal_in_one_part(tmp_path):
+    from ssl_ecg.data.prepare import patient_groups
+
+    same = random_uv(77)
+    records = {str(i): random_uv(i) for i in range(1, 11)}
+    records["3"] = records["8"] = same  # one recording under two patient ids (and so two keys)
+    root = write_ludb(tmp_path / "ludb", records)
+    parts = set()
+    for seed in range(12):
+        p = prepare(DataSpec("ludb", root=str(root), cache_dir=str(tmp_path / "c"), split_seed=seed))
+        fp = p.table.set_index("record_id")["fingerprint"]
+        assert fp["3"] == fp["8"]
+        assert p.split.of("ludb:3") == p.split.of("ludb:8") != ""
+        assert sum(len(v) for v in p.split.patients.values()) == 10  # every key is still in the split
+        parts.add(p.split.of("ludb:3"))
+    assert len(parts) > 1  # the pair moves between parts with the seed, always together
+    groups = patient_groups(p.table)
+    assert groups["ludb:3"] == ["ludb:3", "ludb:8"] and len(groups) == 9 and groups["ludb:1"] == ["ludb:1"]
+
+
 # ------------------------------------------------------------------------------------------------ fingerprints
 
 
@@ -216,7 +294,7 @@ def test_fingerprints_equal_for_the_same_signal_under_two_ids(tmp_path):
     same = random_uv(7)
     other = same.copy()
     other[1234, 5] += 1  # one microvolt in one sample
-    root = write_ludb(tmp_path / "ludb", {"1": same, "2": random_uv(8), "3": same, "4": other})
+    root = write_ludb(tmp_path / "ludb", {"1": same, "2": random_uv(8), "3": same, "4": other, "5": random_uv(9)})
     p = prepare(DataSpec("ludb", root=str(root), cache_dir=str(tmp_path / "c"), split=(0.5, 0.25, 0.25)))
     fp = dict(zip(p.table["record_id"], p.table["fingerprint"]))
     assert fp["1"] == fp["3"]
@@ -285,7 +363,7 @@ def test_bad_lead_counts_are_reported(tmp_path, capsys):
 
 
 @pytest.mark.realdata
-def test_real_ptbxl_duplicate_recordings_share_a_fingerprint(ptbxl_root, tmp_path):
+def test_real_ptbxl_duplicate_recordings_share_a_fingerprint(ptbxl_root, real_dataset, tmp_path):
     # In this bundle only ecg_id 1-100 have 500 Hz files, so 145/463 cannot be read at 500 Hz here; the 100 Hz
     # files of 456/457 and of 459/460 are byte-identical recordings under two ecg_ids (PTB-XL 1.0.2 dropped 456
     # and 459 as duplicates, so drop_duplicates=False keeps them).
@@ -301,6 +379,5 @@ def test_real_ptbxl_duplicate_recordings_share_a_fingerprint(ptbxl_root, tmp_pat
     assert ok.all()
     assert p.table.loc[p.table["record_id"] == "456", "patient_key"].item() == "ptbxl:16773"
     # the CinC-2024 copy of PTB-XL 841 (another header, same samples) has the same fingerprint
-    copy = ptbxl_root.parent / "ptbxl_cinc2024" / "records100" / "00000" / "00841_lr"
-    if copy.with_suffix(".hea").is_file():
-        assert record_fingerprint(read_record(copy)) == fp["841"]
+    copy = real_dataset("ptbxl_cinc2024") / "records100" / "00000" / "00841_lr"
+    assert record_fingerprint(read_record(copy)) == fp["841"]
