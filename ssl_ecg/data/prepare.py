@@ -38,8 +38,8 @@ from ssl_ecg.data.index import load_index
 from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
 
-__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "CachePool", "record_fingerprint",
-           "SPLIT_FILE", "SPLIT_NAMES"]
+__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "CachePool",
+           "record_fingerprint", "SPLIT_FILE", "SPLIT_NAMES"]
 
 #: File name of the split artefact in a run folder.
 SPLIT_FILE = "split.json"

@@ -233,8 +233,8 @@ def write_ptbxl_and_cinc(tmp_path, write_wfdb, ecg_like):
 
 
 def test_cinc_ids_of_ptbxl_patients_key_as_ptbxl_patients(tmp_path, write_wfdb, ecg_like):
-    from ssl_ecg.evaluate.provenance import check_overlap
     from ssl_ecg.errors import LeakageError
+    from ssl_ecg.evaluate.provenance import check_overlap
 
     ptbxl, cinc = write_ptbxl_and_cinc(tmp_path, write_wfdb, ecg_like)
     cinc_member = {"dataset": "cinc2021", "root": str(cinc),
