@@ -275,12 +275,14 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
                 episode_patients: Sequence, n_way: int, k_shot: int, n_query: int = 5, n_episodes: int = 200,
                 train_classes: Sequence | None = None, episode_classes: Sequence | None = None,
                 mode: str = "bce", head_steps: int = 1000, seed: int = 0, encoder_hash: str | None = None,
-                split_hash: str = "") -> FewShotResult:
+                split_hash: str = "", inputs: np.ndarray | None = None) -> FewShotResult:
     """Train a Siamese head on ``head_patients`` and evaluate N-way K-shot episodes on ``episode_patients``.
 
     The result's ``fingerprint`` covers the encoder (``encoder_hash``), the
-    split (``split_hash``), the items' labels and patients, the head and
-    episode patient sets, every setting of this call and
+    split (``split_hash``), the items' input signals (a digest of ``inputs``'
+    bytes, so the data's preprocessing: rate, leads, normalisation, band,
+    bad-lead policy), the items' labels and patients, the head and episode
+    patient sets, every setting of this call and
     :data:`~ssl_ecg.evaluate.curve.RESULTS_SCHEMA`; the git commit, library
     versions and hardware go to ``provenance`` instead.
 
@@ -296,7 +298,10 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
             caller, whatever else decides the features (window, lead mode). None:
             the features' bytes stand in for it (exact, but then a result
             computed on other hardware never matches).
-        split_hash: the hash of the run's ``split.json`` (it names the data cache).
+        split_hash: the hash of the run's ``split.json`` (patients only: it does not name the preprocessing).
+        inputs: the items' input signals as given to the encoder (e.g. ``(n, L, T)`` from the record cache).
+            None: the features' bytes stand in for them (exact, but then a result computed on other hardware
+            never matches), so a caller that has the inputs should pass them.
     """
     labels, patients = np.asarray(labels), np.asarray(patients, dtype=str)
     head_patients = set(map(str, head_patients))
@@ -319,6 +324,8 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
     fingerprint = result_fingerprint({
         "kind": "fewshot", "encoder": encoder_hash if encoder_hash is not None else array_digest(features),
         "split_hash": split_hash, "label_dtype": labels.dtype.str,
+        "inputs": (array_digest(inputs) if inputs is not None
+                   else array_digest(features) if encoder_hash is not None else None),
         "items": array_digest(np.stack([labels.astype(str), patients])),
         "head_patients": sorted(head_patients), "episode_patients": sorted(episode_patients),
         "settings": {"n_way": n_way, "k_shot": k_shot, "n_query": n_query, "n_episodes": n_episodes,

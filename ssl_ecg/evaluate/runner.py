@@ -444,7 +444,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
                           train_classes=cfg.train_classes, episode_classes=cfg.episode_classes, mode=cfg.head,
                           head_steps=cfg.head_steps, seed=cfg.seed,
                           encoder_hash=f"{state_dict_hash(encoder)}|window={window}|per_lead={per_lead}",
-                          split_hash=prepared.split.hash)
+                          split_hash=prepared.split.hash, inputs=x)
         results[f"{k}-shot"] = {**res.summary, "fingerprint": res.fingerprint}
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(np.isin(patients, list(episode_p)),
                                                                       name="episode_pool"))

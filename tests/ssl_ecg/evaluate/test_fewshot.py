@@ -120,6 +120,15 @@ def test_fewshot_results_carry_a_fingerprint_keyed_on_encoder_settings_and_split
     relabelled = labels.copy()
     relabelled[0] = 1
     assert run_fewshot(x, relabelled, patients, head_p, eval_p, **kw).fingerprint != a.fingerprint
+    # the inputs' bytes (so the preprocessing) enter it: the same signals normalised per lead, not per record
+    rng = np.random.default_rng(3)
+    signals = rng.standard_normal((len(labels), 2, 50)) * np.array([[[1.0], [3.0]]])
+    per_record = ((signals - signals.mean(-1, keepdims=True)) / signals.std((1, 2), keepdims=True)).astype("f4")
+    per_lead = ((signals - signals.mean(-1, keepdims=True)) / signals.std(-1, keepdims=True)).astype("f4")
+    r = run_fewshot(x, labels, patients, head_p, eval_p, **kw, inputs=per_record)
+    assert r.fingerprint == run_fewshot(x, labels, patients, head_p, eval_p, **kw, inputs=per_record.copy()).fingerprint
+    assert r.fingerprint != run_fewshot(x, labels, patients, head_p, eval_p, **kw, inputs=per_lead).fingerprint
+    assert r.fingerprint != a.fingerprint  # without inputs the features' bytes stand in for them
     no_hash = {**kw, "encoder_hash": None}  # the features stand in for the encoder
     c = run_fewshot(x, labels, patients, head_p, eval_p, **no_hash)
     assert c.fingerprint != run_fewshot(x + 1, labels, patients, head_p, eval_p, **no_hash).fingerprint
