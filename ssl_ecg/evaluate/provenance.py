@@ -13,9 +13,10 @@ Evaluation (``probe``, ``finetune``, ``curve``) and ``fewshot`` use these checks
 - :func:`check_overlap`: refuses (:class:`~ssl_ecg.errors.LeakageError`) when an evaluated patient was in an
   encoder's pool, by patient key (``dataset:patient_id``) or by record fingerprint (the same signal under another
   id), unless ``allow_overlap``.
-- :func:`check_labels`: refuses cells whose labelled training patients do not hold every patient whose labels
-  the encoder used in pretraining (``sclst``, label monitors): any fraction < 1, and any cell at all when the
-  encoder used labels of patients outside the training split, unless ``allow_overlap``.
+- :func:`check_labels`: refuses cells where the encoder used labels (``sclst``, label monitors) that the cell
+  treats as unlabelled: any fraction < 1 (only a subset of the training patients is labelled there), and any
+  cell at all when the encoder used labels of patients outside train and val (every cell labels all of
+  train at fraction 1 and uses all val labels for model selection), unless ``allow_overlap``.
 - :func:`check_known`: refuses encoders without provenance unless ``allow_unknown_provenance``.
 """
 
@@ -236,12 +237,15 @@ def check_overlap(arm: str, provenance: dict | None, split, table: pd.DataFrame,
 
 
 def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[float],
-                 allow_overlap: bool = False, train: str = "train", source: str | None = None) -> dict | None:
+                 allow_overlap: bool = False, train: str = "train", source: str | None = None,
+                 val: str = "val") -> dict | None:
     """Refuse cells where the encoder used labels of patients that the cell treats as unlabelled.
 
-    A cell at fraction 1 labels every training patient, so it is clean when the encoder's label patients all
-    lie in the ``train`` split. A cell at fraction < 1 labels only a subset, so a label-using encoder is refused
-    there. An encoder that used no labels passes every cell.
+    Every cell uses the labels of all ``val`` patients (model selection, early stopping), and a cell at
+    fraction 1 labels every ``train`` patient, so fraction 1 is clean when the encoder's label patients all
+    lie in ``train`` or ``val`` (sCL-ST uses val labels to stop early, or pretrains on train + val). A cell at
+    fraction < 1 labels only a subset of ``train``, so a label-using encoder is refused there. An encoder that
+    used no labels passes every cell.
 
     Args:
         arm: the arm name.
@@ -251,10 +255,11 @@ def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[f
         allow_overlap: record the refused fractions instead of raising.
         train: the split name of the labelled training patients.
         source: how to name the encoder (default ``arm``).
+        val: the split name of the validation patients (labelled in every cell).
 
     Returns:
-        ``{"label_patients": n, "outside_train": n, "refused_fractions": [...], "allowed": bool}``; None for
-        unknown provenance.
+        ``{"label_patients": n, "outside_train": n, "refused_fractions": [...], "allowed": bool}``
+        (``outside_train``: label patients outside ``train`` and ``val``); None for unknown provenance.
 
     Raises:
         LeakageError: a refused fraction and not ``allow_overlap``; names the encoder, the count, a few patient
@@ -263,7 +268,8 @@ def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[f
     if provenance is None:
         return None
     used = set(map(str, provenance.get("label_patients") or ()))
-    outside = sorted(used - set(map(str, split.patients.get(train, ()))))
+    labelled = set(map(str, split.patients.get(train, ()))) | set(map(str, split.patients.get(val, ())))
+    outside = sorted(used - labelled)
     if not used:
         refused: list[float] = []
     elif outside:
@@ -274,12 +280,13 @@ def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[f
               "allowed": bool(allow_overlap)}
     if refused and not allow_overlap:
         if outside:
-            why = (f"{len(outside)} of its {len(used)} label patients are outside the {train!r} split "
-                   f"(e.g. {_shown(outside)})")
-            fix = f"pretrain it on the labels of {train} patients only"
+            why = (f"{len(outside)} of its {len(used)} label patients are outside the {train!r} and {val!r} "
+                   f"splits (e.g. {_shown(outside)})")
+            fix = (f"pretrain it on the labels of {train} and {val} patients only (evaluate on its own split: "
+                   "split: null)")
         else:
-            why = (f"it used the labels of {len(used)} {train} patients (e.g. {_shown(used)}), which a label "
-                   f"fraction below 1 treats as unlabelled")
+            why = (f"it used the labels of {len(used)} {train}/{val} patients (e.g. {_shown(used)}), which a "
+                   f"label fraction below 1 treats as unlabelled")
             fix = "use fractions: [1.0] or an encoder pretrained without labels"
         raise LeakageError(f"{source or arm}: pretraining used labels the curve hides: {why}; refused fractions "
                            f"{[f'{f:g}' for f in refused]}; {fix}, or set allow_overlap: true")

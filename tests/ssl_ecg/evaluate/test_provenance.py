@@ -132,19 +132,32 @@ def test_label_using_encoder_is_refused_below_fraction_one():
     prov = _prov(train, labels=train[:3])
     assert check_labels("a", prov, split, [1.0]) == {"label_patients": 3, "outside_train": 0,
                                                      "refused_fractions": [], "allowed": False}
-    with pytest.raises(LeakageError, match=r"sclst: pretraining used labels.*3 train patients.*"
+    with pytest.raises(LeakageError, match=r"sclst: pretraining used labels.*3 train/val patients.*"
                                            r"refused fractions \['0.1', '0.5'\]"):
         check_labels("sclst", prov, split, [0.1, 0.5, 1.0])
     report = check_labels("sclst", prov, split, [0.1, 0.5, 1.0], allow_overlap=True)
     assert report["refused_fractions"] == [0.1, 0.5] and report["allowed"]
 
 
-def test_label_patients_outside_train_refuse_every_fraction():
+def test_label_patients_outside_train_and_val_refuse_every_fraction():
     split = _split()
-    prov = _prov(split.patients["train"], labels=[split.patients["train"][0], split.patients["val"][0]])
-    with pytest.raises(LeakageError, match=r"1 of its 2 label patients are outside the 'train' split "
-                                           r"\(e.g. ludb:6\).*\['1'\]"):
+    prov = _prov(split.patients["train"], labels=[split.patients["train"][0], split.patients["test"][0]])
+    test0 = split.patients["test"][0]
+    with pytest.raises(LeakageError, match=rf"1 of its 2 label patients are outside the 'train' and 'val' splits "
+                                           rf"\(e.g. {test0}\).*\['1'\]; pretrain it on the labels of train and "
+                                           r"val patients only"):
         check_labels("sclst", prov, split, [1.0])
+
+
+def test_sclst_labels_of_train_and_val_patients_pass_at_fraction_one_and_are_refused_below():
+    split = _split()
+    used = list(split.patients["train"]) + list(split.patients["val"])  # sCL-ST: train + val labels
+    prov = _prov(used, labels=used)
+    assert check_labels("sclst", prov, split, [1.0]) == {"label_patients": len(used), "outside_train": 0,
+                                                         "refused_fractions": [], "allowed": False}
+    with pytest.raises(LeakageError, match=rf"sclst: pretraining used labels the curve hides: it used the labels "
+                                           rf"of {len(used)} train/val patients.*refused fractions \['0.25'\]"):
+        check_labels("sclst", prov, split, [0.25, 1.0])
 
 
 def test_allow_flags_line():

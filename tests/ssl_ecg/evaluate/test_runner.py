@@ -298,7 +298,7 @@ def test_a_label_using_encoder_is_refused_below_fraction_one(tmp_path):
     train = prepare(_spec(tmp_path, root)).split.patients["train"]
     path, _ = _pretrained(tmp_path, root, "sclst", labels=train)
     with pytest.raises(LeakageError, match=r"encoders.s \(.*sclst\): pretraining used labels the curve hides: "
-                                           r"it used the labels of 18 train patients.*refused fractions \['0.5'\]"):
+                                           r"it used the labels of 18 train/val patients.*refused fractions \['0.5'\]"):
         _eval(tmp_path, root, {"s": str(path)}, fractions=[0.5, 1.0])
     res = _eval(tmp_path, root, {"s": str(path)}, fractions=[1.0], random_init=False)
     assert res["provenance"]["s"]["labels"] == {"label_patients": 18, "outside_train": 0, "refused_fractions": [],
