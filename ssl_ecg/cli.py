@@ -82,7 +82,9 @@ def _pretrain(args: argparse.Namespace) -> int:
               f"patients in the pool, labels of {result.get('label_patients', 0)})")
     if result.get("cross_lead_positive_rate") is not None:
         print(f"anchors with a positive from another lead in their batch (expected): "
-              f"{result['cross_lead_positive_rate']:.1%} at batch {cfg.batch_size}")
+              f"{result['cross_lead_positive_rate']:.1%} at batch {result.get('loss_batch_size', cfg.batch_size)}")
+    if result.get("record_level_patient_ids") is not None:
+        print(f"warning: {result['record_level_patient_ids']['message']}")
     if result.get("reused"):
         print("reused the finished run of this recipe, data and code (no training); --overwrite to retrain")
     print(f"encoder: {result['encoder']}  (load with ssl_ecg.load_encoder)")

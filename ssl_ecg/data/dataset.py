@@ -152,19 +152,36 @@ class CacheLeadWindows(CacheWindows):
     same patient is a positive, as in CLOCS), or with ``same_lead`` the code
     ``patient * L + lead`` (``positives: patient_lead``).
 
+    ``instance_patients`` and ``instance_leads`` (one per item) give the pool to
+    :func:`~ssl_ecg.data.sampler.cross_lead_positive_rate`; patients are counted
+    by patient key (``patients``, default the cache table's ``patient_key`` column,
+    else ``(dataset, patient_id)``, else ``patient_id``), so equal ids of two
+    datasets in a pool are two patients and one patient keyed in two datasets is one.
+
     Args:
         cache, window, seed, records, targets, labels: as in :class:`CacheWindows`.
         same_lead: make the target lead-specific.
+        patients: patient key of each cache record (e.g. the prepared table's
+            ``patient_key``), for ``instance_patients``.
     """
 
     def __init__(self, cache: RecordCache, window: int, seed: int = 0, records=None, targets=None, labels=None,
-                 same_lead: bool = False):
+                 same_lead: bool = False, patients=None):
         super().__init__(cache, window, seed=seed, records=records, targets=targets, labels=labels)
         self.n_leads = int(cache.n_leads)
         self.same_lead = bool(same_lead)
         if self.same_lead and np.ndim(self.patient_codes) != 1:
             raise DatasetError("same_lead: lead-specific targets need integer codes, not multi-hot rows")
-        patients = pd.factorize(cache.table["patient_id"].astype(str))[0][self.records]
+        if patients is None:
+            t = cache.table
+            patients = (t["patient_key"] if "patient_key" in t.columns
+                        else t["dataset"].astype(str) + ":" + t["patient_id"].astype(str) if "dataset" in t.columns
+                        else t["patient_id"])
+        patients = np.asarray(patients).astype(str)
+        if len(patients) != len(cache):
+            raise DatasetError(f"patients: expected one patient key per cache record ({len(cache)}), "
+                               f"got {len(patients)}")
+        patients = pd.factorize(patients)[0][self.records]
         self.instance_patients = np.repeat(patients, self.n_leads)
         self.instance_leads = np.tile(np.arange(self.n_leads), len(self.records))
 

@@ -28,6 +28,7 @@ from ssl_ecg.data.dataset import CacheLeadWindows, CacheWindows, contrast_target
 from ssl_ecg.data.prepare import SPLIT_FILE, DataSpec, Prepared, prepare
 from ssl_ecg.data.prepare import Split as PatientSplit
 from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
+from ssl_ecg.data.splits import record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
 from ssl_ecg.paths import run_folder
@@ -94,6 +95,21 @@ class PretrainConfig:
     wandb: bool = False  # also log to wandb (offline unless WANDB_MODE=online)
     resume: bool = False  # continue from runs/<name>/checkpoints/last.ckpt
     overwrite: bool = False  # replace an existing run folder of this name (its checkpoints are removed first)
+
+
+def loss_batch_size(batch_size: int, devices: int | str | list, accelerator: str = "auto") -> int:
+    """Instances the loss sees per step: ``batch_size`` x ranks, since the patient-aware losses gather every
+    rank's embeddings and ids (``gather_distributed``). Ranks: ``devices`` (an int, a list of device ids, or
+    "-1"/"auto": every visible CUDA device where CUDA is used, else 1)."""
+    if isinstance(devices, (list, tuple)):
+        return int(batch_size) * max(len(devices), 1)
+    text = str(devices).strip()
+    if text.lstrip("-").isdigit() and int(text) > 0:
+        return int(batch_size) * int(text)
+    import torch
+
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return int(batch_size) * (max(torch.cuda.device_count(), 1) if cuda else 1)
 
 
 def _data_name(cfg: PretrainConfig) -> str:
@@ -284,15 +300,18 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         if n_classes < 2:
             raise ConfigError(f"monitor_label: column {cfg.monitor_label!r} has {n_classes} class(es), need 2+")
     # record_lead (CMSC): every (record, lead) is its own instance, shuffled independently (CLOCS batching)
-    windows = (partial(CacheLeadWindows, same_lead=needs.lead_specific_ids) if needs.instances == "record_lead"
-               else CacheWindows)
+    # per-lead instances count patients by patient key (a pool's ids are keyed by dataset)
+    windows = (partial(CacheLeadWindows, same_lead=needs.lead_specific_ids, patients=patients.to_numpy())
+               if needs.instances == "record_lead" else CacheWindows)
     data = windows(cache, needs.window_samples, seed=cfg.seed, records=records, targets=targets, labels=monitor)
     val_data = None
     if val_records is not None:
         val_data = windows(cache, needs.window_samples, seed=cfg.seed + 1, records=usable(val_records, "validation"),
                            targets=targets)
-    # expected share of anchors with a positive from another lead in their batch (CMSC: by chance only)
-    cross_lead = (method.cross_lead_positive_rate(n_leads, cfg.batch_size, getattr(data, "instance_patients", None),
+    # expected share of anchors with a positive from another lead in their batch (CMSC: by chance only), at the
+    # batch the loss sees (batch_size x ranks: the losses gather across ranks)
+    loss_batch = loss_batch_size(cfg.batch_size, cfg.devices, cfg.accelerator)
+    cross_lead = (method.cross_lead_positive_rate(n_leads, loss_batch, getattr(data, "instance_patients", None),
                                                   getattr(data, "instance_leads", None))
                   if hasattr(method, "cross_lead_positive_rate") else None)
     encoder_cfg = {"name": "clocs", "input_len": needs.input_samples} if cfg.encoder is None else dict(cfg.encoder)
@@ -347,6 +366,7 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     encoder.cpu().eval()
     summary = {"config": asdict(cfg), "dataset_root": _roots(prepared), "records": int(len(data.records)),
                "instances": int(len(data)), "split_sizes": pool, "cross_lead_positive_rate": cross_lead,
+               "loss_batch_size": loss_batch, "record_level_patient_ids": record_level_ids(table, _data_name(cfg)),
                "labels": label_info,
                "val_records": int(len(val_data.records)) if validate else 0,
                "data_needs": asdict(needs), "split": str(out / SPLIT_FILE), "split_hash": split_hash,

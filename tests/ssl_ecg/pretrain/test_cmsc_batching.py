@@ -116,27 +116,77 @@ def test_cmsc_views_are_adjacent_segments_of_one_lead():
     assert method.instances_per_record(12) == 1 and method.lead_instances
 
 
-def test_all_leads_in_one_batch_is_cmsmlc_but_clocs_batching_is_not():
-    """The issue's finding (cmsc == cmsmlc on one batch), and the fix."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 12, 800, generator=g)
-    ids = torch.tensor([0, 1, 1, 2])
+def _positives_per_anchor(views: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Positives of each (instance, view) anchor as the patient-aware NT-Xent defines them: every other view
+    whose instance carries the same id (the anchor's other views and all views of same-id instances)."""
+    n, v = views.shape[:2]
+    assert ids.shape == (n,)
+    per_view = ids.repeat_interleave(v)
+    return (per_view[:, None] == per_view[None, :]).sum(1) - 1
+
+
+def test_cmsmlc_gives_2l_minus_1_positives_and_clocs_cmsc_batching_1_on_the_same_records():
+    """One batch of records (B, L, T), one generator: CMSMLC makes every lead and segment of a record a view of
+    one instance (2L - 1 positives per anchor); CMSC as CLOCS batches it takes per-lead instances from the
+    (record, lead) pool, so an anchor's positives are its own lead's other segment plus same-patient instances
+    that happen to share the batch (none when every patient appears once)."""
+    b, n_leads = 12, 12
+    x = torch.randn(b, n_leads, 800, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(b)  # one record per patient
     spec = MethodSpec(fs=FS, segment_len=4.0, n_segments=2)
     cmsc, cmsmlc = build_method("cmsc", spec), build_method("cmsmlc", spec)
-    torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(400, 16))
 
-    def loss(method, batch, batch_ids):
-        views = method.views(batch, generator=torch.Generator().manual_seed(9))
-        return method.forward_loss(encoder, None, views, method.instance_ids(batch_ids, batch))[0]
+    views = cmsmlc.views(x, generator=torch.Generator().manual_seed(9))
+    pos = _positives_per_anchor(views, cmsmlc.instance_ids(ids, x))
+    assert views.shape[:2] == (b, 2 * n_leads) and pos.tolist() == [2 * n_leads - 1] * (b * 2 * n_leads)
 
-    # every lead of a record in the batch with one crop: the same embeddings and positives as CMSMLC
-    torch.testing.assert_close(loss(cmsc, x, ids), loss(cmsmlc, x, ids))
-    # CLOCS batching: 48 (record, lead) instances shuffled, 16 per batch
-    order = torch.randperm(48, generator=torch.Generator().manual_seed(1))[:16]
-    single = x.reshape(48, 1, 800)[order]
-    per_lead = loss(cmsc, single, ids.repeat_interleave(12)[order])
-    assert not torch.isclose(per_lead, loss(cmsmlc, x, ids))
+    # the (record, lead) pool of the same records; a batch holding lead (i + k) % L of record i: every patient once
+    pool, pool_ids = x.reshape(b * n_leads, 1, 800), ids.repeat_interleave(n_leads)
+    pick = torch.tensor([i * n_leads + (i + 5) % n_leads for i in range(b)])
+    batch = pool[pick]
+    views = cmsc.views(batch, generator=torch.Generator().manual_seed(9))
+    inst = cmsc.instance_ids(pool_ids[pick], batch)
+    assert views.shape == (b, 2, 1, 400)
+    assert _positives_per_anchor(views, inst).tolist() == [1] * (2 * b)
+    # each instance's two views are adjacent segments of its own lead only
+    for k, i in enumerate(pick.tolist()):
+        rec, lead = divmod(i, n_leads)
+        assert torch.equal(torch.cat([views[k, 0, 0], views[k, 1, 0]]), x[rec, lead])
+
+    # shuffled batches of the pool (CLOCS): an anchor gets 2c - 1 positives, c = instances of its patient in the
+    # batch, so more than 1 exactly when another lead of its record was drawn with it
+    order = torch.as_tensor(list(EpochShuffleSampler(b * n_leads, seed=1)))
+    for k in range(0, len(order), 24):
+        sel = order[k:k + 24]
+        views = cmsc.views(pool[sel], generator=torch.Generator().manual_seed(k))
+        pos = _positives_per_anchor(views, cmsc.instance_ids(pool_ids[sel], pool[sel]))
+        counts = torch.bincount(pool_ids[sel], minlength=b)[pool_ids[sel]]
+        assert pos.tolist() == (2 * counts - 1).repeat_interleave(2).tolist()
+        assert pos.max() < 2 * n_leads - 1  # never the CMSMLC set: 24 draws from 144 never hold a whole record
+
+
+def test_the_cmsc_dataset_never_puts_two_leads_of_one_record_in_one_instance(cache):
+    ds = CacheLeadWindows(cache, 800, seed=4)
+    method = build_method("cmsc", MethodSpec(fs=FS, segment_len=4.0, n_segments=2))
+    sampler = EpochShuffleSampler(len(ds), seed=0)
+    seen = 0
+    for xb, target, lead in DataLoader(ds, batch_size=16, sampler=sampler):
+        views = method.views(xb, generator=torch.Generator().manual_seed(0))
+        assert xb.shape[1] == 1 and views.shape[2] == 1  # one channel per instance and per view
+        for k in range(len(xb)):
+            whole = torch.cat([views[k, 0, 0], views[k, 1, 0]]).numpy()
+            matches = {(r, lead_) for r in range(len(cache)) for lead_ in range(cache.n_leads)
+                       if _contains(np.asarray(cache.record(r))[lead_], whole)}
+            assert len(matches) == 1, f"instance {seen + k}: its views come from {sorted(matches)}"
+            rec, found = matches.pop()
+            assert found == int(lead[k]) and int(target[k]) == int(ds.patient_codes[rec])
+        seen += len(xb)
+    assert seen == len(ds)
+
+
+def _contains(row: np.ndarray, window: np.ndarray) -> bool:
+    starts = np.flatnonzero(row[:len(row) - len(window) + 1] == window[0])
+    return any(np.array_equal(row[s:s + len(window)], window) for s in starts)
 
 
 def test_cross_lead_rate_on_a_synthetic_pool_matches_sampled_batches():
@@ -171,14 +221,21 @@ def test_run_pretrain_cmsc_uses_lead_instances_and_records_the_rate(cinc_folder,
     out = run_pretrain(cfg, runs=tmp_path / "runs", progress=False)
     assert out["records"] == 10 and out["instances"] == 120
     expected = cross_lead_positive_rate(np.repeat(np.arange(10), 12), np.tile(np.arange(12), 10), 16)
-    assert out["cross_lead_positive_rate"] == pytest.approx(expected)
+    assert out["cross_lead_positive_rate"] == pytest.approx(expected) and out["loss_batch_size"] == 16
+    # the fixture's headers give no patient: the run says so in its outputs
+    import json
+
+    note = json.loads((tmp_path / "runs" / "run" / "pretrain.json").read_text())["record_level_patient_ids"]
+    assert note == out["record_level_patient_ids"] and (note["record_level"], note["records"]) == (10, 10)
+    assert note["message"].startswith("cinc2021: 10 of 10 records have record-level patient ids")
     assert 0.5 < expected < 0.9  # 120 instances, batch 16, 11 other leads per anchor
     cmsmlc = run_pretrain(_config(cinc_folder, tmp_path, method="cmsmlc", name="ml"), runs=tmp_path / "runs",
                           progress=False)
     assert cmsmlc["cross_lead_positive_rate"] == 1.0 and cmsmlc["instances"] == 10
-    # same data and seed: the two methods are no longer the same objective
-    assert math.isfinite(out["losses"][0]) and not math.isclose(out["losses"][0], cmsmlc["losses"][0],
-                                                                rel_tol=1e-4)
+    assert math.isfinite(out["losses"][0])
+    # positives per anchor as logged by each run: CMSMLC's 2L - 1 (one batch holds the 10 records, one patient each)
+    ml_logs = pd.read_csv(next((tmp_path / "runs" / "ml" / "logs").rglob("metrics.csv")))
+    assert ml_logs["positives_per_view"].dropna().iloc[0] == pytest.approx(2 * 12 - 1)
     logs = pd.read_csv(next((tmp_path / "runs" / "run" / "logs").rglob("metrics.csv")))
     # 1 + 2 * (chance partners: 15 * 11 / 119 = 1.4 expected) = 3.8 expected, not CMSMLC's 2 * 12 - 1 = 23
     assert 1 <= logs["positives_per_view"].dropna().iloc[0] < 12
@@ -191,7 +248,59 @@ def test_run_pretrain_cmsc_uses_lead_instances_and_records_the_rate(cinc_folder,
                       f"accelerator: cpu\ncache_dir: {tmp_path / 'cache'}\n")
     capsys.readouterr()
     assert cli.main(["pretrain", str(recipe), "--runs", str(tmp_path / "runs"), "--quiet"]) == 0
-    assert f"another lead in their batch (expected): {expected:.1%} at batch 16" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"another lead in their batch (expected): {expected:.1%} at batch 16" in printed
+    assert "warning: cinc2021: 10 of 10 records have record-level patient ids" in printed
+
+
+def test_the_rate_uses_the_batch_the_gathering_loss_sees():
+    from ssl_ecg.pretrain.run import loss_batch_size
+
+    assert loss_batch_size(16, 1) == 16 and loss_batch_size(16, 4) == 64 and loss_batch_size(16, "2") == 32
+    assert loss_batch_size(16, [0, 3]) == 32 and loss_batch_size(16, "auto", accelerator="cpu") == 16
+    method = build_method("cmsc", MethodSpec(fs=FS, segment_len=4.0, n_segments=2))
+    patients, leads = np.repeat(np.arange(10), 12), np.tile(np.arange(12), 10)
+    # two ranks of 16: the loss sees 32 instances, and the rate is that of one batch of 32
+    assert method.cross_lead_positive_rate(12, loss_batch_size(16, 2), patients, leads) == pytest.approx(
+        cross_lead_positive_rate(patients, leads, 32))
+    assert cross_lead_positive_rate(patients, leads, 32) > cross_lead_positive_rate(patients, leads, 16)
+
+
+def test_lead_instances_count_patients_by_patient_key(cache):
+    n = len(cache)
+    # given keys: records 0 and 1 are one patient (one person keyed in two datasets), the rest one each
+    keys = ["ptbxl:7", "ptbxl:7"] + [f"cinc2021:{i}" for i in range(2, n)]
+    ds = CacheLeadWindows(cache, 800, seed=0, patients=keys)
+    assert ds.instance_patients.tolist() == np.repeat([0, 0, *range(1, n - 1)], 12).tolist()
+    # default: the table's (dataset, patient id), so one id in two datasets is two patients
+    table = cache.table
+    try:
+        cache.table = table.assign(patient_id="1", dataset=["a", "b"] * (n // 2))
+        ds = CacheLeadWindows(cache, 800, seed=0)
+        assert ds.instance_patients.tolist() == np.repeat([0, 1] * (n // 2), 12).tolist()
+        cache.table = cache.table.assign(patient_key=["k"] * n)  # a patient_key column wins
+        assert set(CacheLeadWindows(cache, 800, seed=0).instance_patients.tolist()) == {0}
+    finally:
+        cache.table = table
+    from ssl_ecg.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="patients: expected one patient key per cache record"):
+        CacheLeadWindows(cache, 800, patients=keys[:3])
+
+
+def test_run_pretrain_gives_the_lead_pool_the_prepared_patient_keys(cinc_folder, tmp_path, monkeypatch):
+    from ssl_ecg.data import dataset as dataset_module
+
+    seen = []
+    init = dataset_module.CacheLeadWindows.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("patients"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module.CacheLeadWindows, "__init__", spy)
+    run_pretrain(_config(cinc_folder, tmp_path, method="cmsc"), runs=tmp_path / "runs", progress=False)
+    assert seen and list(seen[0]) == [f"cinc2021:E{i:05d}" for i in range(10)]
 
 
 def test_contrast_targets_multi_hot_single_label_and_empty_sets():
@@ -266,3 +375,28 @@ def test_clocs_recipes_run_cmsc_on_lead_instances(name):
     method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len, positives=cfg.positives))
     assert cfg.method == "cmsc" and cfg.positives == "patient" and method.lead_instances
     assert cfg.n_segments == 2 and method.segment_samples() == 2500
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["ludb", "ptbxl", "mitdb"])
+def test_bundled_cmsc_recipes_state_their_cross_lead_rate(name, tmp_path, request):
+    """The rate each bundled cmsc recipe states in its comment is the closed form on its real pool."""
+    import re
+
+    from ssl_ecg.pretrain.run import pool_rows, prepare_pool
+    from ssl_ecg.recipe import load_recipe
+
+    root = request.getfixturevalue(f"{name}_root")
+    path = Path(__file__).parents[3] / "experiments" / f"{name}_cmsc.yaml"
+    cfg = load_recipe(PretrainConfig, path, {"root": str(root), "cache_dir": str(tmp_path / "cache")})
+    stated = re.search(r"rate at (\d+) on this pool \(.*?\): ([\d.]+)%", path.read_text(), re.S)
+    assert stated and int(stated[1]) == cfg.batch_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pool(cfg)
+    records = pool_rows(cfg, prepared)[0]
+    n_leads = int(prepared.cache.n_leads)
+    keys = prepared.table["patient_key"].astype(str).to_numpy()[records]
+    rate = cross_lead_positive_rate(np.repeat(keys, n_leads), np.tile(np.arange(n_leads), len(records)),
+                                    cfg.batch_size)
+    assert 100 * rate == pytest.approx(float(stated[2]), abs=0.05)
