@@ -279,7 +279,10 @@ def run_curve(
     written before fingerprints, is dropped from ``curve.csv`` (and
     ``supervised_grid.csv``) with a warning and recomputed. A different git
     commit, library version or machine does not invalidate a row. Rows of cells
-    outside this grid are left in the file untouched and are not returned. So
+    outside this grid stay in the file (not returned) only when their fingerprint
+    is what this call would compute for them (same encoders, settings and data);
+    every row whose fingerprint differs, in the grid or not, is moved to
+    ``curve.stale.csv`` beside it, so ``curve.csv`` never mixes encoders. So
     an interrupted run resumes, and a re-run after any result-affecting change
     recomputes exactly the affected cells.
 
@@ -323,15 +326,31 @@ def run_curve(
 
     done = _read_done(csv_path)
     keys = _row_keys(done)
+
+    def current(key):  # the fingerprint this call gives a stored row's cell; None when it cannot say
+        if key in fingerprints:
+            return fingerprints[key]
+        if key is None or key[0] not in labels or key[1] not in encoder_keys:
+            return None
+        return cell_fingerprint(spec, *key, encoder_key=encoder_keys[key[1]], data_key={**shared,
+                                                                                       "labels": labels[key[0]]})
+
     in_grid = np.array([k in fingerprints for k in keys], dtype=bool)
     matches = np.array([k in fingerprints and fp == fingerprints[k] for k, fp in zip(keys, done["fingerprint"])],
                        dtype=bool)
-    stale = ~matches & (in_grid | (done["fingerprint"] == "").to_numpy())
+    stale = np.array([fp != current(k) for k, fp in zip(keys, done["fingerprint"])], dtype=bool)
     if stale.any() or (len(done) and list(done.columns) != CURVE_COLUMNS):
         if stale.any():
             n_cells = len({k for k, s in zip(keys, stale) if s})
+            stale_path = out_dir / "curve.stale.csv"
+            moved = done.loc[stale]
+            if stale_path.is_file():
+                moved = pd.concat([pd.read_csv(stale_path, dtype=_TEXT_COLUMNS), moved], ignore_index=True,
+                                  sort=False)
+            _write_atomic(moved, stale_path)
             warnings.warn(f"{csv_path}: {int(stale.sum())} row(s) of {n_cells} cell(s) were computed with another "
-                          "encoder, setting, split, data or results schema (fingerprint differs) and are "
+                          "encoder, setting, split, data or results schema (fingerprint differs); moved to "
+                          f"{stale_path.name}, and those of this grid ({int((stale & in_grid).sum())}) are "
                           "recomputed", stacklevel=2)
         done = done.loc[~stale].reindex(columns=CURVE_COLUMNS)
         _write_atomic(done, csv_path)

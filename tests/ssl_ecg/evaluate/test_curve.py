@@ -277,3 +277,27 @@ def test_curve_rows_record_the_chosen_setting(tmp_path):
                       progress=False)
     settings = {p: json.loads(s) for p, s in zip(curve["probe"], curve["setting"])}
     assert set(settings["logistic"]) == {"C"} and settings["knn"]["k"] in (5, 10, 20, 50)
+
+
+def test_rows_of_another_encoder_outside_the_grid_move_to_curve_stale_csv(tmp_path, monkeypatch):
+    import warnings
+
+    x, table, splits = synthetic()
+    enc_a, enc_b = {"random_init": _encoder(0)}, {"random_init": _encoder(1)}
+    both, one = (spec(fractions=f, seeds=[0], supervised=None) for f in ([0.5, 1.0], [1.0]))
+    probe = CountingProbe(monkeypatch)
+    old = run_curve(x, table, splits, enc_b, both, tmp_path, progress=False)
+    with pytest.warns(UserWarning, match=r"2 row\(s\) of 2 cell\(s\).*moved to curve.stale.csv.*grid \(1\)"):
+        got = run_curve(x, table, splits, enc_a, one, tmp_path, progress=False)
+    stored = pd.read_csv(tmp_path / "curve.csv", dtype={"fingerprint": str})
+    assert stored["fingerprint"].tolist() == got["fingerprint"].tolist() and stored["fraction"].tolist() == [1.0]
+    stale = pd.read_csv(tmp_path / "curve.stale.csv", dtype={"fingerprint": str})
+    assert sorted(stale["fingerprint"]) == sorted(old["fingerprint"])  # encoder b's rows, kept aside
+    probe.take()
+    run_curve(x, table, splits, enc_a, both, tmp_path, progress=False)
+    assert probe.take() == 1  # fraction 0.5 computed, 1.0 reused
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rows of other cells with a current fingerprint stay, silently
+        run_curve(x, table, splits, enc_a, one, tmp_path, progress=False)
+    assert probe.take() == 0 and sorted(pd.read_csv(tmp_path / "curve.csv")["fraction"]) == [0.5, 1.0]
+    assert len(pd.read_csv(tmp_path / "curve.stale.csv")) == 2
