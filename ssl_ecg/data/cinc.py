@@ -24,15 +24,23 @@ The source database comes from the record-name prefix. Patient ids
 1. ``patient_map``: a CSV with ``record_id`` and ``patient_id`` columns;
 2. PTB-XL records (``HR<ecg_id>``) with ``ptbxl_database`` pointing to PTB-XL's
    ``ptbxl_database.csv``: ``ptbxl:<patient_id>``;
-3. a header comment naming the source patient, as the original databases write
-   it: INCART's ``# patient <n>`` (``incart:<n>``) or a PTB record path
-   ``patientNNN/s0XXXlre`` (``ptb:patientNNN``).
+3. a header comment naming the source patient, as the original INCART database
+   writes it (``# patient <n>``, giving ``incart:<n>``; see :func:`header_patient`).
 
-Everything else keeps the record id (``patient_id_source = "record"``); the
-challenge headers themselves (Age/Sex/Dx/Rx/Hx/Sx) carry no patient, so PTB
-(~516 records from ~290 patients) and INCART (75 records from 32 subjects)
-records can leak across a patient-wise split unless a map is given, and
+Everything else keeps the record id (``patient_id_source = "record"``). The
+challenge headers themselves (Age/Sex/Dx/Rx/Hx/Sx) carry no patient and no
+original record name, so PTB (``S`` records: ~516 records from ~290 patients)
+and INCART (``I`` records: 75 records from 32 subjects) records can leak across
+a patient-wise split unless a map is given, and
 :func:`ssl_ecg.data.splits.table_splits` warns about it.
+
+PTB patients need a user-supplied ``patient_map``. The original PTB Diagnostic
+ECG Database (physionet.org/content/ptbdb) names each record by its patient
+folder in its ``RECORDS`` file (``patient001/s0010_re``: patient 001), but
+neither its headers nor the challenge's ``S`` headers carry that path, and this
+library does not know which ``S`` record is which PTB record. A user who has
+established the correspondence (e.g. by matching signals against the original
+records) writes ``record_id,patient_id`` rows such as ``S0001,ptb:patient001``.
 """
 
 from __future__ import annotations
@@ -103,23 +111,19 @@ def _comments(header: wfdb.Record) -> dict[str, str]:
 
 
 _INCART_PATIENT = re.compile(r"^\s*patient\s+(\d+)\s*$", re.IGNORECASE)
-_PTB_PATIENT = re.compile(r"\b(patient\d{3})/s\d{4}_?[a-z]*\b", re.IGNORECASE)
 
 
 def header_patient(record_id: str, comments: list[str]) -> str | None:
     """The source patient named in a header's comments, or None.
 
-    INCART headers carry ``# patient <n>`` (1-32; the subject of the source
-    Holter recording); a PTB record path ``patientNNN/s0XXXlre`` names its PTB
-    patient folder.
+    Only the original INCART database's headers name one: ``# patient <n>``
+    (1-32; the subject of the source Holter recording). PTB headers (original
+    or challenge) name no patient; see the module docstring for ``patient_map``.
     """
     for line in comments or []:
         m = _INCART_PATIENT.match(line)
         if m:
             return f"incart:{int(m.group(1))}"
-        m = _PTB_PATIENT.search(line)
-        if m:
-            return f"ptb:{m.group(1).lower()}"
     return None
 
 

@@ -40,7 +40,7 @@ def test_ptbxl_records_take_patients_from_ptbxl_database(tmp_path, write_wfdb, e
         load_index("cinc2021", tmp_path, ptbxl_database=str(db))
 
 
-def test_ptb_records_without_a_map_warn_and_with_one_share_patients(tmp_path, write_wfdb, ecg_like):
+def test_ptb_records_take_patients_only_from_a_patient_map(tmp_path, write_wfdb, ecg_like):
     for i, rid in enumerate(["S0001", "S0002", "S0003", "S0004"]):
         _cinc(tmp_path / "ptb" / "g1", write_wfdb, ecg_like, rid, fs=1000.0, dx="164865005", seed=i)
     t = load_index("cinc2020", tmp_path).table
@@ -50,7 +50,9 @@ def test_ptb_records_without_a_map_warn_and_with_one_share_patients(tmp_path, wr
     with pytest.warns(RecordLevelIdsWarning, match="cinc2020: 4 of 4 records"):
         table_splits(t, [0.34, 0.33, 0.33], seed=0, dataset="cinc2020")
 
-    pmap = tmp_path / "ptb_patients.csv"  # user-supplied PTB folders (patientNNN) of the S records
+    # The patient_map path: the only source of PTB patients (no PTB header names its patient folder). The user
+    # writes the PTB folders (patientNNN, from ptbdb's RECORDS file) of the S records they have matched.
+    pmap = tmp_path / "ptb_patients.csv"
     pmap.write_text("record_id,patient_id\nS0001,ptb:patient001\nS0002,ptb:patient001\nS0003,ptb:patient002\n"
                     "S0004,ptb:patient003\n")
     t = load_index("cinc2020", tmp_path, patient_map=str(pmap)).table.set_index("record_id")
@@ -70,7 +72,8 @@ def test_header_comments_naming_the_source_patient():
     assert header_patient("I01", ["<age>: 65 <sex>: F <diagnoses> Coronary artery disease", "patient 1",
                                   "PVCs, noise"]) == "incart:1"
     assert header_patient("S0001", ["Age: 81", "Dx: 164865005"]) is None
-    assert header_patient("S0001", ["original record patient001/s0010_re"]) == "ptb:patient001"
+    # no PTB header names a patient: a record path in a comment is not read as one
+    assert header_patient("S0001", ["original record patient001/s0010_re"]) is None
     assert header_patient("I02", ["patients with PVCs"]) is None
 
 
