@@ -13,14 +13,21 @@ __all__ = ["SupConLoss"]
 class SupConLoss(_InfoNCELoss):
     """Supervised contrastive loss (Khosla et al., "Supervised Contrastive
     Learning", NeurIPS 2020, eq. 2, the "outside" form), the objective of sCL-ST
-    (Le et al., JBHI 2023).
+    (Le et al., "sCL-ST: Supervised Contrastive Learning With Semantic
+    Transformations for Multiple Lead ECG Arrhythmia Classification", IEEE JBHI
+    27(6), 2023, doi:10.1109/JBHI.2023.3246241).
 
     All N*V embeddings are L2-normalised. For anchor r the positive weights over
     the other embeddings c are w(r, c) = [labels equal] for single-label
     ``labels`` (N,), which is exactly :class:`~losses.PatientNTXentLoss` with
     labels as ids, or the Jaccard overlap |y_r & y_c| / |y_r | y_c| for multi-hot
-    ``labels`` (N, C) (our documented extension for multi-label ECG). The anchor
-    loss is
+    ``labels`` (N, C). The multi-label case is sCL-ST's setting (multiple-lead,
+    multi-label PhysioNet 2020 records; its abstract: labels "pull the same class"
+    together and push different classes apart). How the paper weights a pair
+    that shares only some labels could not be checked here (only its abstract
+    was readable): the Jaccard weighting is this library's choice of that
+    generalisation (it reduces to [labels equal] on one-hot rows), not a
+    formula quoted from the paper. The anchor loss is
 
         l(r) = -sum_c w(r, c) / W(r) * log( exp(s_rc / tau) / sum_{k != r} exp(s_rk / tau) )
 
