@@ -128,6 +128,30 @@ def _root(dataset: str, data: str | os.PathLike | None, progress: bool) -> Path:
     return found
 
 
+def _members(cfg: PretrainConfig | EvalConfig) -> list[dict]:
+    """The recipe's datasets as ``{"dataset", "root"}`` mappings: one for a dataset name, each member of a pool."""
+    if isinstance(cfg.dataset, str):
+        return [{"dataset": cfg.dataset.strip().lower(), "root": cfg.root}]
+    return [{**dict(m), "dataset": str(m["dataset"]).strip().lower()} for m in cfg.dataset]
+
+
+def _rooted(cfg: PretrainConfig | EvalConfig, data: str | os.PathLike | None, progress: bool,
+            roots: dict[str, str]) -> PretrainConfig | EvalConfig:
+    """``cfg`` with a folder for every dataset (its ``root``, or each pool member's): the one given, the one
+    already found (``roots``, updated), else :func:`_root`'s."""
+    def folder(name: str, given: str | None) -> str:
+        if given:
+            return str(given)
+        if name not in roots:
+            roots[name] = str(_root(name, data, progress))
+        return roots[name]
+
+    if isinstance(cfg.dataset, str):
+        return replace(cfg, root=folder(cfg.dataset.strip().lower(), cfg.root))
+    pool = [{**dict(m), "root": folder(str(m["dataset"]).strip().lower(), m.get("root"))} for m in cfg.dataset]
+    return replace(cfg, dataset=pool)
+
+
 def _point_at_pretraining(curve: EvalConfig, pre: PretrainConfig, runs: str | os.PathLike) -> EvalConfig:
     """The curve recipe with its arm(s) naming the pretraining run (``runs/<pretrain name>``) set to this run."""
     folder = run_folder(runs, pre.name)
@@ -168,12 +192,12 @@ def run_demo(recipes: DemoRecipes, data: str | os.PathLike | None = None, runs: 
     pre, curve = recipes.pretrain, recipes.curve
     run_folder(runs, curve.name)  # bad names fail before any data is looked up or written
     curve = _point_at_pretraining(curve, pre, runs)
-    roots: dict[str, str] = {pre.dataset: pre.root} if pre.root else {}  # the curve reads what pretraining read
+    roots: dict[str, str] = {}  # dataset name -> folder: the curve reads what pretraining read
     for cfg in (pre, curve):
-        if cfg.root is None and cfg.dataset not in roots:
-            roots[cfg.dataset] = str(_root(cfg.dataset, data, progress))
-    pre = replace(pre, root=pre.root or roots.get(pre.dataset))
-    curve = replace(curve, root=curve.root or roots.get(curve.dataset))
+        for m in _members(cfg):
+            if m.get("root") and m["dataset"] not in roots:
+                roots[m["dataset"]] = str(m["root"])
+    pre, curve = _rooted(pre, data, progress, roots), _rooted(curve, data, progress, roots)
     pretrained = run_pretrain(pre, runs=runs, progress=progress)
     result = run_evaluation(curve, runs=runs, progress=progress)
     return {**result, "pretrain": pretrained}

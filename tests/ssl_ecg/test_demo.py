@@ -188,3 +188,25 @@ def test_format_table_lists_every_arm_and_fraction():
     assert text.splitlines()[0] == "lvh: test AUROC, mean [95% CI] over seeds"
     assert "50%" in text and "100%" in text
     assert "cmsc           0.800 [0.70,0.90]" in text and "random_init" in text
+
+
+def test_a_pool_recipe_gets_a_root_per_member(tmp_path, monkeypatch):
+    import ssl_ecg.demo as demo
+
+    data = tmp_path / "data"
+    make_fake_ludb(data / "ludb", n=2)
+    calls = []
+    monkeypatch.setattr(demo, "run_pretrain", lambda cfg, runs, progress: calls.append(cfg) or {"run": 1})
+    monkeypatch.setattr(demo, "run_evaluation", lambda cfg, runs, progress: calls.append(cfg) or {"curve": 1})
+    pool = [{"dataset": "ludb"}, {"dataset": "mitdb", "root": str(tmp_path / "my_mitdb")}]
+    recipes = load_demo(overrides={"pretrain.dataset": pool, "pretrain.leads": ["II"],
+                                   "curve.dataset": [{"dataset": "LUDB"}], "curve.leads": ["II"]})
+    result = run_demo(recipes, data=data, runs=tmp_path / "runs", progress=False)
+    assert result == {"curve": 1, "pretrain": {"run": 1}}
+    pre, curve = calls
+    assert pre.dataset == [{"dataset": "ludb", "root": str(data / "ludb")},
+                           {"dataset": "mitdb", "root": str(tmp_path / "my_mitdb")}]
+    assert pre.root is None and curve.dataset == [{"dataset": "LUDB", "root": str(data / "ludb")}]
+    calls.clear()
+    run_demo(load_demo(), data=data, runs=tmp_path / "runs", progress=False)  # a dataset name: root= as before
+    assert [(c.dataset, c.root) for c in calls] == [("ludb", str(data / "ludb"))] * 2
