@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssl_ecg.data.cinc import SCORED_CLASSES_2020, SCORED_CLASSES_2021, scored_labels
+from ssl_ecg.data.cinc import scored_labels
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.challenge import (
     challenge_score,
