@@ -4,7 +4,9 @@ The recipe dataclasses (``PretrainConfig``, ``EvalConfig``, ``FewShotConfig``) s
 stdlib dataclasses; their field annotations carry the constraints (``typing.Annotated`` with
 ``annotated_types``), and :func:`load_recipe` checks every given value against its field's annotation with
 pydantic in strict mode (``'16'`` is not an int, ``1.5`` is not an int, ``1`` is a float). The aliases below
-are the constraints the recipes share.
+are the constraints the recipes share. Every float in a recipe must be finite (``.inf`` and ``.nan`` are
+refused), and every count or seed is at most :data:`MAX_INT`, so a mistyped value is a one-line
+:class:`~ssl_ecg.errors.ConfigError` instead of an overflow deep inside training.
 
 YAML is read with PyYAML's safe loader plus the YAML 1.2 float rule, so ``1e-3``, ``1E5`` and ``-2e-4`` are
 numbers (YAML 1.1 reads them as strings).
@@ -24,7 +26,7 @@ from typing import Annotated, Any, Literal, Sequence, TypeVar, Union
 
 import annotated_types as at
 import yaml
-from pydantic import AfterValidator, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter
+from pydantic import AfterValidator, ConfigDict, TypeAdapter
 from pydantic import ValidationError as _ValidationError
 
 from ssl_ecg.errors import ConfigError
@@ -32,7 +34,8 @@ from ssl_ecg.paths import check_run_name
 
 __all__ = ["load_recipe", "parse_overrides", "load_yaml", "RunName", "PositiveInt", "NonNegativeInt",
            "PositiveFloat", "NonNegativeFloat", "Fraction", "Fractions", "Seeds", "Names", "SplitFractions", "Split",
-           "MaxSteps", "describe_type"]
+           "MaxSteps", "Devices", "MAX_INT", "describe_type",
+           "window_samples"]
 
 T = TypeVar("T")
 
@@ -43,6 +46,24 @@ def _sums_to_one(shares: list[float]) -> list[float]:
     return shares
 
 
+#: Largest integer a recipe count or seed may hold (epochs, steps, sizes, seeds): a signed 32-bit int.
+MAX_INT = 2**31 - 1
+
+
+def _at_most_max_int(value: int) -> int:
+    if value > MAX_INT:
+        raise ValueError(f"at most {MAX_INT}")
+    return value
+
+
+#: A count >= 1 (at most :data:`MAX_INT`, named in the error only when exceeded).
+PositiveInt = Annotated[int, at.Gt(0), AfterValidator(_at_most_max_int)]
+#: A count or seed >= 0 (at most :data:`MAX_INT`, named in the error only when exceeded).
+NonNegativeInt = Annotated[int, at.Ge(0), AfterValidator(_at_most_max_int)]
+#: A number > 0 (finite, as every recipe float).
+PositiveFloat = Annotated[float, at.Gt(0)]
+#: A number >= 0 (finite, as every recipe float).
+NonNegativeFloat = Annotated[float, at.Ge(0)]
 #: A run name: one folder inside the runs folder (see :func:`ssl_ecg.paths.run_folder`).
 RunName = Annotated[str, AfterValidator(check_run_name)]
 #: A label fraction in (0, 1].
@@ -59,6 +80,10 @@ SplitFractions = Annotated[list[NonNegativeFloat], at.Len(3, 3), AfterValidator(
 Split = Union[SplitFractions, Literal["official"]]
 #: Lightning's step limit: -1 (none) or a positive count.
 MaxSteps = Union[Literal[-1], PositiveInt]
+#: Lightning's device count: a positive count or "auto".
+Devices = Union[PositiveInt, Literal["auto"]]
+#: Recipe validation: floats must be finite (pydantic refuses inf and nan).
+_RECIPE_CONFIG = ConfigDict(allow_inf_nan=False)
 
 
 class _Loader(yaml.SafeLoader):
@@ -205,7 +230,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _adapter(cls: type, key: str) -> TypeAdapter:
-    return TypeAdapter(_field_types(cls)[key])
+    return TypeAdapter(_field_types(cls)[key], config=_RECIPE_CONFIG)
 
 
 def _check(cls: type, key: str, value: Any, where: str) -> Any:
@@ -214,12 +239,32 @@ def _check(cls: type, key: str, value: Any, where: str) -> Any:
         return _adapter(cls, key).validate_python(value, strict=True)
     except _ValidationError as exc:
         expected = describe_type(_field_types(cls)[key])
-        reasons = sorted({str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"})
+        reasons = sorted({str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"} |
+                         {"finite: inf and nan are not allowed" for e in exc.errors() if e["type"] == "finite_number"})
         if reasons:
             expected += f" ({'; '.join(reasons)})"
         shown = repr(value)
         shown = shown if len(shown) <= 200 else f"{shown[:200]}... ({len(shown)} characters)"
         raise ConfigError(f"{where}: {key}={shown}: expected {expected}") from None
+
+
+def window_samples(seconds: float, fs: float, key: str = "window") -> int:
+    """``seconds`` at ``fs`` Hz as a whole number of samples, checked to be between 1 and :data:`MAX_INT`.
+
+    Args:
+        seconds: a length the recipe gives in seconds.
+        fs: the sampling rate (Hz) it is read at.
+        key: the recipe key holding ``seconds``, named in the error.
+
+    Raises:
+        ConfigError: naming ``key`` and ``fs`` when the length rounds to no sample or is absurdly long.
+    """
+    n = seconds * fs
+    if not (math.isfinite(n) and 0.5 <= n < MAX_INT):
+        shown = f"{n:.3g} samples" if math.isfinite(n) else "no finite number of samples"
+        raise ConfigError(f"{key}={seconds!r} s at fs={fs!r} Hz is {shown}; expected at least one sample "
+                          f"(and at most {MAX_INT})")
+    return int(round(n))
 
 
 def load_recipe(cls: type[T], path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,

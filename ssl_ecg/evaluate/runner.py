@@ -38,7 +38,8 @@ from ssl_ecg.evaluate.provenance import (
 )
 from ssl_ecg.models import build_encoder
 from ssl_ecg.paths import run_folder
-from ssl_ecg.recipe import Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split
+from ssl_ecg.recipe import (Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split,
+                             window_samples)
 from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",
@@ -226,9 +227,9 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
         ConfigError: encoders with provenance were pretrained on different splits and ``split`` is null.
     """
     t0 = time.perf_counter()
+    window = window_samples(cfg.window, cfg.fs)
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
-    window = int(round(cfg.window * cfg.fs))
     sources = {arm: path_source(arm, path) for arm, path in cfg.encoders.items()}
     provs = _provenances(cfg.encoders, cfg.allow_unknown_provenance, sources)
     split_arg = resolve_split(provs, cfg.split, sources)
@@ -409,6 +410,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
         LeakageError: an episode patient was pretrained on, or the encoder has no provenance, unless allowed
             (``allow_overlap`` / ``allow_unknown_provenance``).
     """
+    window_samples(cfg.window, cfg.fs)  # a window under one sample is a recipe error, before any data is read
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"encoder": cfg.encoder} if cfg.encoder else {}

@@ -36,7 +36,7 @@ from ssl_ecg.pretrain.budget import EncoderPassCounter
 from ssl_ecg.pretrain.methods import DataNeeds, MethodSpec, build_method
 from ssl_ecg.pretrain.module import ContrastivePretrainer
 from ssl_ecg.pretrain.train import check_budget, fit, remove_checkpoints
-from ssl_ecg.recipe import MaxSteps, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Split
+from ssl_ecg.recipe import Devices, MaxSteps, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Split
 from ssl_ecg.utils import seeded
 
 __all__ = ["PretrainConfig", "run_pretrain", "run_fingerprint", "prepare_pool", "pool_rows", "RUN_SCHEMA",
@@ -89,7 +89,7 @@ class PretrainConfig:
     cache_dir: str = "cache"
     num_workers: NonNegativeInt = 0
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: Devices = 1  # a count >= 1 or "auto"
     strategy: str = "auto"  # "ddp" for several GPUs (or CPU processes, over gloo)
     precision: str | None = None  # default: bf16-mixed on CUDA, else 32-true
     wandb: bool = False  # also log to wandb (offline unless WANDB_MODE=online)
@@ -246,10 +246,16 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
         raise ConfigError("resume, overwrite: expected at most one (resume continues the run, overwrite replaces it)")
     out = run_folder(runs, cfg.name)  # a bad name fails before anything is written
     # Gathering is a no-op in one process; under DDP the patient-aware losses see every rank's ids.
-    method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
-                                                 n_segments=cfg.n_segments, temperature=cfg.temperature,
-                                                 positives=cfg.positives, gather_distributed=True,
-                                                 projector_dim=cfg.projector_dim))
+    try:
+        method = build_method(cfg.method, MethodSpec(fs=cfg.fs, segment_len=cfg.segment_len,
+                                                     n_segments=cfg.n_segments, temperature=cfg.temperature,
+                                                     positives=cfg.positives, gather_distributed=True,
+                                                     projector_dim=cfg.projector_dim))
+    except ConfigError:
+        raise
+    except (ValueError, OverflowError) as exc:  # the view maker's own checks (e.g. a segment under one sample)
+        raise ConfigError(f"segment_len={cfg.segment_len!r}, fs={cfg.fs!r}, n_segments={cfg.n_segments}: "
+                          f"{' '.join(str(exc).split())}; expected segments of at least one sample") from exc
     # whether labels are needed does not depend on the lead count: refuse before any data is read
     _check_labels(cfg, method.data_needs(len(cfg.leads) if cfg.leads else 1))
     if cfg.early_stopping_patience is not None and cfg.pool != "train+val":

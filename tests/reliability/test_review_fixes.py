@@ -11,6 +11,7 @@ Servers run on 127.0.0.1 only, and each test is bounded in time.
 """
 
 import errno
+import re
 import hashlib
 import socket
 import threading
@@ -197,3 +198,67 @@ def test_unbuffered_writer_writes_everything(tmp_path):
     finally:
         dl.os.close(fd)
     assert part.read_bytes() == b"abc" * 100_000
+
+
+# ---------------------------------------------------------------- recipes through the CLI
+
+from ssl_ecg.cli import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _one_line_exit_2(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "\n" not in err and "internal error" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("fs=.inf", r"fs=inf: expected a number > 0 \(finite: inf and nan are not allowed\)"),
+    ("fs=.nan", r"fs=nan: expected a number > 0 \(finite: inf and nan are not allowed\)"),
+    ("lr=.inf", r"lr=inf: expected a number > 0 \(finite: inf and nan are not allowed\)"),
+    ("temperature=-.inf", r"temperature=-inf: expected a number > 0 \(finite: inf and nan are not allowed\)"),
+    ("segment_len=1e-9", r"segment_len=1e-09, fs=100\.0, n_segments=2: .*shorter than one sample; "
+                         r"expected segments of at least one sample"),
+    ("devices=-3", r"devices=-3: expected an integer > 0 or 'auto'$"),
+    ("devices=0", r"devices=0: expected an integer > 0"),
+    ("devices=gpu", r"devices='gpu': expected an integer > 0 or 'auto'$"),
+    ("epochs=99999999999999999999", r"epochs=99999999999999999999: expected an integer > 0 \(at most 2147483647\)"),
+    ("max_steps=4294967296", r"max_steps=4294967296: expected -1 or an integer > 0 \(at most 2147483647\)"),
+    ("seed=4294967296", r"seed=4294967296: expected an integer >= 0 \(at most 2147483647\)"),
+])
+def test_pretrain_recipe_mistakes_are_one_line_exit_2(capsys, tmp_path, override, expected):
+    err = _one_line_exit_2(capsys, ["pretrain", str(REPO / "experiments" / "ludb_cmsc.yaml"), override,
+                                    "--runs", str(tmp_path / "runs"), "--quiet"])
+    assert re.search(expected, err), err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_devices_auto_and_counts_are_accepted():
+    from ssl_ecg.pretrain import PretrainConfig
+    from ssl_ecg.recipe import load_recipe
+
+    assert load_recipe(PretrainConfig, overrides={"devices": "auto"}).devices == "auto"
+    assert load_recipe(PretrainConfig, overrides={"devices": 2, "epochs": 2**31 - 1}).devices == 2
+
+
+@pytest.mark.parametrize("command, recipe, overrides", [
+    ("curve", "eval_ludb_curve.yaml", ["window=1e-9"]),
+    ("probe", "eval_ludb_curve.yaml", ["window=0.001"]),
+    ("fewshot", "fewshot_ludb.yaml", ["window=1e-9"]),
+    ("fewshot", "fewshot_mitdb.yaml", ["window=0.001", "fs=100"]),
+    ("curve", "eval_ludb_curve.yaml", ["window=1e300"]),
+])
+def test_evaluation_window_under_one_sample_is_one_line_exit_2(capsys, tmp_path, command, recipe, overrides):
+    err = _one_line_exit_2(capsys, [command, str(REPO / "experiments" / recipe), *overrides,
+                                    "--runs", str(tmp_path / "runs")])
+    assert re.search(r"window=\S+ s at fs=\S+ Hz is .*; expected at least one sample", err), err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluation_floats_must_be_finite(capsys, tmp_path):
+    err = _one_line_exit_2(capsys, ["curve", str(REPO / "experiments" / "eval_ludb_curve.yaml"), "lr=.inf",
+                                    "--runs", str(tmp_path / "runs")])
+    assert "lr=inf: expected a number > 0 (finite: inf and nan are not allowed)" in err
