@@ -47,6 +47,10 @@ def _print_curve(result: dict, t0: float) -> None:
     if result.get("allow_flags"):  # allow_overlap / allow_unknown_provenance, with the overlap counts
         print(f"NOTE {result['allow_flags']}")
     print(format_table(result["summary"]))
+    if result.get("bad_leads"):  # printed even with --quiet
+        from ssl_ecg.data.prepare import bad_leads_line
+
+        print(bad_leads_line(result["bad_leads"]))
     out = result["out"]
     print(f"curve: {out / 'curve.png'}  (table {out / 'curve.csv'}, summary {out / 'curve.json'}, labels needed "
           f"{out / 'labels_needed.png'})")
@@ -122,9 +126,15 @@ def _fewshot(args: argparse.Namespace) -> int:
           f"{result['head_patients']}, episode patients {result['episode_patients']}, {cfg.episodes} episodes")
     if result.get("allow_flags"):
         print(f"NOTE {result['allow_flags']}")
+    if result.get("bad_leads"):
+        from ssl_ecg.data.prepare import bad_leads_line
+
+        print(bad_leads_line(result["bad_leads"]))
     print(f"{'shots':<8}{'method':<10}{'accuracy [95% CI]':>26}{'macro F1 [95% CI]':>26}")
     for shots, methods in result["results"].items():
         for method, m in methods.items():
+            if method == "fingerprint":  # the result's fingerprint, not a method
+                continue
             acc, f1 = m["accuracy"], m["macro_f1"]
             print(f"{shots:<8}{method:<10}{acc[0]:>12.3f} [{acc[1]:.3f},{acc[2]:.3f}]"
                   f"{f1[0]:>12.3f} [{f1[1]:.3f},{f1[2]:.3f}]")

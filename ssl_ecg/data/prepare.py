@@ -38,7 +38,7 @@ from ssl_ecg.data.index import load_index
 from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
 
-__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "CachePool",
+__all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "bad_leads_line", "CachePool",
            "record_fingerprint", "SPLIT_FILE", "SPLIT_NAMES"]
 
 #: File name of the split artefact in a run folder.
@@ -508,9 +508,14 @@ class Prepared:
         sizes = ", ".join(f"{n} {len(v)}" for n, v in self.split.patients.items())
         return (f"{'+'.join(self.spec.datasets)}: {len(self.table)} records of "
                 f"{self.table['patient_key'].nunique()} patients at {self.cache.fs:g} Hz, {self.cache.n_leads} leads; "
-                f"split {self.split.hash[:12]} ({sizes} patients); bad leads ({b['policy']}): "
-                f"{b['zeroed_leads']} leads zeroed, {b['dropped_records']} records dropped, "
-                f"{b['nonfinite_samples']} non-finite samples, {b['skipped_records']} unreadable records skipped")
+                f"split {self.split.hash[:12]} ({sizes} patients); {bad_leads_line(b)}")
+
+
+def bad_leads_line(counts: Mapping[str, Any]) -> str:
+    """``"bad leads (<policy>): N leads zeroed, ..."``: :attr:`Prepared.bad_leads` in one line (for printing)."""
+    return (f"bad leads ({counts.get('policy', '?')}): {int(counts.get('zeroed_leads', 0))} leads zeroed, "
+            f"{int(counts.get('dropped_records', 0))} records dropped, {int(counts.get('nonfinite_samples', 0))} "
+            f"non-finite samples, {int(counts.get('skipped_records', 0))} unreadable records skipped")
 
 
 def _bad_lead_counts(manifest: Mapping) -> dict:

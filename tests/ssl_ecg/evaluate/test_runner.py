@@ -231,6 +231,22 @@ def test_allow_overlap_runs_records_and_prints_the_counts(tmp_path, capsys):
     assert n > 0 and meta["allow_overlap"] is True and meta["split_source"] == "recipe"
     assert f"allow_overlap: true (overlapping patients: mine {n} test)" in printed
     assert printed.index("allow_overlap") < printed.index("lad: test AUROC")
+    from ssl_ecg.data.prepare import bad_leads_line
+
+    line = bad_leads_line(meta["bad_leads"])  # printed with --quiet too
+    assert line.startswith("bad leads (zero_lead): ") and line in printed.splitlines()
+
+
+def test_fewshot_command_prints_the_bad_lead_counts(tmp_path, capsys):
+    from ssl_ecg.data.prepare import bad_leads_line
+
+    root = _ludb_like(tmp_path)
+    assert main(["fewshot", "name=fs", "dataset=ludb", f"root={root}", "label=rhythm", f"fs={FS}",
+                 f"window={WINDOW_S}", "leads=[II]", "ways=2", "shots=[1]", "queries=1", "episodes=20",
+                 "head_steps=20", f"cache_dir={tmp_path / 'cache'}", "--runs", str(tmp_path / "runs")]) == 0
+    saved = json.loads((tmp_path / "runs" / "fs" / "fewshot.json").read_text())
+    line = bad_leads_line(saved["bad_leads"])
+    assert line.startswith("bad leads (zero_lead): ") and line in capsys.readouterr().out.splitlines()
 
 
 def test_encoders_pretrained_on_different_splits_are_named(tmp_path):
