@@ -262,3 +262,24 @@ def test_evaluation_floats_must_be_finite(capsys, tmp_path):
     err = _one_line_exit_2(capsys, ["curve", str(REPO / "experiments" / "eval_ludb_curve.yaml"), "lr=.inf",
                                     "--runs", str(tmp_path / "runs")])
     assert "lr=inf: expected a number > 0 (finite: inf and nan are not allowed)" in err
+
+
+# ---------------------------------------------------------------- dependency floor
+
+
+def test_lightning_requirement_admits_only_versions_with_fit_weights_only():
+    import configparser
+    import inspect
+
+    import pytorch_lightning as pl
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    reqs = [Requirement(line) for line in cfg["options"]["install_requires"].split("\n") if line.strip()]
+    (lightning,) = [r for r in reqs if r.name.replace("-", "_") == "pytorch_lightning"]
+    assert "weights_only" in inspect.signature(pl.Trainer.fit).parameters  # what train.py passes to fit
+    assert Version(pl.__version__) in lightning.specifier
+    assert Version("2.5.5") not in lightning.specifier  # fit() has no weights_only before 2.6
+    assert Version("3.0.0") not in lightning.specifier
