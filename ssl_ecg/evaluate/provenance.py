@@ -33,7 +33,8 @@ import pandas as pd
 from ssl_ecg.errors import ConfigError, LeakageError
 
 __all__ = ["PROVENANCE_KEYS", "OverlapReport", "read_provenance", "check_provenance", "check_known",
-           "resolve_split", "check_overlap", "check_labels", "provenance_summary", "allow_flags_line"]
+           "resolve_split", "check_overlap", "check_labels", "provenance_summary", "allow_flags_line",
+           "pretraining_data", "check_preprocessing"]
 
 #: Keys a provenance block must have, with their JSON types.
 PROVENANCE_KEYS = {"pool_patients": list, "pool_fingerprints": list, "label_patients": list, "split": dict}
@@ -291,6 +292,80 @@ def check_labels(arm: str, provenance: dict | None, split, fractions: Sequence[f
         raise LeakageError(f"{source or arm}: pretraining used labels the curve hides: {why}; refused fractions "
                            f"{[f'{f:g}' for f in refused]}; {fix}, or set allow_overlap: true")
     return report
+
+
+def pretraining_data(path: str | os.PathLike) -> dict | None:
+    """The data settings an encoder was pretrained with (``leads``, ``normalization``, ``band``, ``fs``), from the
+    ``pretraining.config`` of its ``encoder.json``; None when it has none (third-party weights) or is unreadable
+    (:func:`~ssl_ecg.checkpoint.load_encoder` names that file)."""
+    import json
+
+    from ssl_ecg.checkpoint import _config_path
+
+    try:
+        meta = json.loads(_config_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    config = (meta.get("pretraining") or {}).get("config") if isinstance(meta, Mapping) else None
+    if not isinstance(config, Mapping):
+        return None
+    return {k: config.get(k) for k in ("leads", "normalization", "band", "fs") if k in config}
+
+
+def _leads(value: Any) -> list[str] | None:
+    from ssl_ecg.data.record import canonical_lead
+
+    return None if value is None else [canonical_lead(str(v)) for v in value]
+
+
+def _band(value: Any) -> list[float] | None:
+    return None if value is None else [float(v) for v in value]
+
+
+def check_preprocessing(arm: str, pretrained: Mapping[str, Any] | None, spec: Any, per_lead: bool = False,
+                        source: str | None = None) -> dict:
+    """Compare the evaluation's data settings with the encoder's pretraining ones.
+
+    Another normalisation or band-pass only warns (``UserWarning`` naming the encoder, the key and both
+    values). Leads given on both sides, as many but not the same list (another order or other leads), feed
+    the encoder's input channels other leads than it learned on: refused for a multi-lead encoder, a warning
+    for a per-lead one (each lead is embedded alone). Other lead counts are left to the checkpoint check.
+
+    Args:
+        arm: the arm name.
+        pretrained: :func:`pretraining_data` of the encoder (None: nothing to compare, returns ``{}``).
+        spec: the evaluation's :class:`~ssl_ecg.data.prepare.DataSpec` (``leads``, ``normalization``, ``band``).
+        per_lead: the encoder embeds one lead at a time.
+        source: how to name the encoder (default ``arm``).
+
+    Returns:
+        ``{key: {"evaluation": value, "pretraining": value}}`` for every differing key.
+
+    Raises:
+        ConfigError: a multi-lead encoder evaluated on another list of as many leads.
+    """
+    import warnings
+
+    if not pretrained:
+        return {}
+    who = source or arm
+    ours = {"leads": _leads(spec.leads), "normalization": spec.normalization, "band": _band(spec.band)}
+    theirs = {"leads": _leads(pretrained.get("leads")), "normalization": pretrained.get("normalization"),
+              "band": _band(pretrained.get("band"))}
+    differs = {k: {"evaluation": ours[k], "pretraining": theirs[k]} for k in ours
+               if k in pretrained and ours[k] != theirs[k]}
+    for key, pair in differs.items():
+        a, b = pair["evaluation"], pair["pretraining"]
+        if key == "leads":
+            if a is None or b is None or len(a) != len(b):
+                continue  # "all leads" or another count: the checkpoint check decides
+            if not per_lead:
+                raise ConfigError(f"{who}: leads {a} differ from its pretraining leads {b} (as many, another "
+                                  "order or other leads), so its input channels would get other leads; set "
+                                  f"leads: {b}")
+        warnings.warn(f"{who}: {key} {a!r} differs from its pretraining {key} {b!r}; its embeddings may suffer",
+                      UserWarning, stacklevel=2)
+    return differs
 
 
 def provenance_summary(provenance: dict | None) -> dict:

@@ -31,7 +31,9 @@ from ssl_ecg.evaluate.provenance import (
     check_known,
     check_labels,
     check_overlap,
+    check_preprocessing,
     path_source,
+    pretraining_data,
     provenance_summary,
     read_provenance,
     resolve_split,
@@ -239,6 +241,8 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
                          fractions=cfg.fractions)
     arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
+    for arm, path in cfg.encoders.items():  # another normalisation/band warns; other leads in order refuse
+        check_preprocessing(arm, pretraining_data(path), prepared.spec, per_lead[arm], sources[arm])
     name = "+".join(prepared.spec.datasets)
     missing = [t for t in cfg.tasks if t not in table.columns]
     if missing:
@@ -435,6 +439,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
         encoder = load_encoder(cfg.encoder)
         per_lead = encoder.config.get("in_channels") == 1
         check_encoder(encoder, per_lead, n_leads, window, source=f"encoder ({cfg.encoder})")
+        check_preprocessing("encoder", pretraining_data(cfg.encoder), prepared.spec, per_lead, sources["encoder"])
     else:
         with seeded(cfg.seed):
             encoder = build_encoder({"name": "clocs", "in_channels": 1, "input_len": window, "embed_dim": 128})

@@ -168,3 +168,32 @@ def test_allow_flags_line():
                              "provenance": {"a": {"known": True, "overlap": rep}, "b": {"known": False}}})
     assert line == ("allow_overlap: true (overlapping patients: a 1 test); "
                     "allow_unknown_provenance: true (unchecked encoders: b)")
+
+
+def test_evaluation_data_settings_are_compared_with_the_encoders_pretraining(tmp_path):
+    import json
+    import warnings
+
+    from ssl_ecg.data.prepare import DataSpec
+    from ssl_ecg.evaluate.provenance import check_preprocessing, pretraining_data
+
+    (tmp_path / "encoder.json").write_text(json.dumps({"encoder": {"name": "clocs"}, "pretraining": {"config": {
+        "dataset": "ludb", "leads": ["I", "II"], "normalization": "record", "band": None, "fs": 100.0}}}))
+    pre = pretraining_data(tmp_path)
+    assert pre == {"leads": ["I", "II"], "normalization": "record", "band": None, "fs": 100.0}
+    assert pretraining_data(tmp_path / "missing") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_preprocessing("a", pre, DataSpec("ludb", leads=("i", "ii"))) == {}  # same leads, spelled apart
+    with pytest.warns(UserWarning, match=r"encoders.a \(runs/a\): normalization 'lead' differs from its "
+                                         r"pretraining normalization 'record'"):
+        got = check_preprocessing("a", pre, DataSpec("ludb", leads=("I", "II"), normalization="lead"),
+                                  source="encoders.a (runs/a)")
+    assert got == {"normalization": {"evaluation": "lead", "pretraining": "record"}}
+    with pytest.warns(UserWarning, match=r"a: band \[0.5, 40.0\] differs from its pretraining band None"):
+        check_preprocessing("a", pre, DataSpec("ludb", leads=("I", "II"), band=(0.5, 40)))
+    with pytest.raises(ConfigError, match=r"a: leads \['II', 'I'\] differ from its pretraining leads \['I', 'II'\]"):
+        check_preprocessing("a", pre, DataSpec("ludb", leads=("II", "I")))
+    with pytest.warns(UserWarning, match=r"a: leads \['II', 'I'\] differs"):  # per-lead: each lead embedded alone
+        check_preprocessing("a", pre, DataSpec("ludb", leads=("II", "I")), per_lead=True)
+    assert check_preprocessing("a", None, DataSpec("ludb", normalization="none")) == {}
