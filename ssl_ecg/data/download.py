@@ -48,7 +48,7 @@ from pathlib import Path
 from ssl_ecg.errors import DatasetError
 
 __all__ = ["user_data_dir", "locate_dataset", "dataset_root", "download", "download_ludb", "MARKERS", "PHYSIONET",
-           "safe_relative_path"]
+           "safe_relative_path", "unsafe_reason"]
 
 # A file that proves a folder holds the dataset.
 MARKERS = {"ludb": "ludb.csv", "ptbxl": "ptbxl_database.csv", "mitdb": "RECORDS"}
@@ -129,7 +129,7 @@ def _check_scheme(url: str, what: str) -> None:
                            "expected an http:// or https:// URL with a host")
 
 
-def _unsafe_reason(rel: str) -> str | None:
+def unsafe_reason(rel: str) -> str | None:
     """Why ``rel`` is not a plain relative path, or ``None`` when it is one."""
     if not rel:
         return "is empty"
@@ -168,7 +168,7 @@ def safe_relative_path(base: Path, rel: str, source: str) -> Path:
         DatasetError: naming the entry and ``source`` when ``rel`` is unsafe or resolves outside ``base``
             (through a symbolic link already in the destination).
     """
-    reason = _unsafe_reason(rel)
+    reason = unsafe_reason(rel)
     if reason is None:
         target = base / rel
         resolved = target.resolve()

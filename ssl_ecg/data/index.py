@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -13,7 +13,7 @@ from ssl_ecg.data.record import Record
 from ssl_ecg.errors import DatasetError, RecordError, SslEcgError
 
 __all__ = ["DatasetIndex", "load_index", "register_dataset", "DATASETS", "REQUIRED_COLUMNS", "read_csv_checked",
-           "require_columns", "check_unique"]
+           "require_columns", "check_unique", "confine_paths"]
 
 REQUIRED_COLUMNS = ("record_id", "patient_id", "patient_id_source", "fs", "n_samples")
 
@@ -159,3 +159,53 @@ def check_unique(path: Path, ids: pd.Series | list, what: str = "record id") -> 
             first.setdefault(value, []).append(pos + 1)
         shown = "; ".join(f"{v!r} in rows {rows}" for v, rows in list(first.items())[:5])
         raise DatasetError(f"{path}: {len(first)} {what}s appear more than once ({shown}); expected each once")
+
+
+def confine_paths(root: Path, entries: Iterable[object], source: Path, labels: Iterable[str],
+                  what: str = "entry", suffix: str = ".hea") -> list[str]:
+    """``str(root / entry)`` for each path a dataset's own file lists, each checked to stay inside ``root``.
+
+    PTB-XL's ``filename_lr``/``filename_hr`` columns and LUDB's or MIT-BIH's ``RECORDS`` lines name the
+    records to read; an edited or planted file must not make the reader open a header outside the
+    dataset. Every entry must be a plain relative path (see :func:`ssl_ecg.data.download.unsafe_reason`:
+    no absolute path, ``..``, ``.``, empty segment, backslash, drive letter or control character), and
+    ``root / (entry + suffix)`` must resolve inside ``root`` (no symbolic link leading out). Folder
+    resolutions are cached, so a 21,000-row index costs one ``lstat`` per entry.
+
+    Args:
+        root: the dataset folder.
+        entries: the paths as listed (record stems such as ``data/1`` or ``records100/00000/00001_lr``).
+        source: the file that lists them, named in the error.
+        labels: where each entry sits in ``source`` (e.g. ``"line 3"``, ``"row 5 (ecg_id 5)"``).
+        what: what an entry is, for the message (e.g. ``"record path"``, ``"filename_lr"``).
+        suffix: appended to an entry to name the file that is opened first (the header).
+
+    Returns:
+        The unresolved paths ``str(root / entry)``, in order.
+
+    Raises:
+        DatasetError: naming ``source``, the entry's place and the entry, when one is not a plain relative
+            path or resolves outside ``root``.
+    """
+    from ssl_ecg.data.download import unsafe_reason
+
+    base = Path(os.path.realpath(root))
+    parents: dict[str, Path] = {}
+    out = []
+    for entry, label in zip(entries, labels):
+        reason = unsafe_reason(entry) if isinstance(entry, str) else f"is {type(entry).__name__}, not text"
+        if reason is None:
+            target = root / entry
+            key = str(target.parent)
+            if key not in parents:
+                parents[key] = Path(os.path.realpath(target.parent))
+            final = parents[key] / (target.name + suffix)
+            if final.is_symlink():
+                final = Path(os.path.realpath(final))
+            if final == base or not final.is_relative_to(base):
+                reason = f"resolves to {final} through a symbolic link"
+        if reason is not None:
+            raise DatasetError(f"{source}: {what} {entry!r} leaves the dataset folder ({reason}) at {label}; "
+                               f"expected a relative path inside {root}")
+        out.append(str(root / entry))
+    return out

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import DatasetIndex, check_unique, read_csv_checked, register_dataset, require_columns
+from ssl_ecg.data.index import (DatasetIndex, check_unique, confine_paths, read_csv_checked, register_dataset,
+                                require_columns)
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError
 
@@ -97,13 +98,12 @@ def load_ludb(root: Path) -> DatasetIndex:
     records_file = root / "RECORDS"
     if records_file.is_file():
         try:
-            paths = [line.strip() for line in records_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            text = records_file.read_text(encoding="utf-8")
+            lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         except UnicodeDecodeError as exc:
             raise DatasetError(f"{records_file}: not UTF-8 text ({exc}); expected one record path per line") from None
-        for p in paths:
-            if p.startswith(("/", "\\")) or ".." in p.replace("\\", "/").split("/"):
-                raise DatasetError(f"{records_file}: record path {p!r} leaves the dataset folder; expected a "
-                                   "relative path such as 'data/1'")
+        paths = [p for _, p in lines]
+        confine_paths(root, paths, records_file, (f"line {n}" for n, _ in lines), what="record path")  # 'data/1'
         check_unique(records_file, [p.split("/")[-1] for p in paths], "record")
     else:
         stems = [p.stem for p in (root / "data").glob("*.hea")]

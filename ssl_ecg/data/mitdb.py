@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import wfdb
 
-from ssl_ecg.data.index import DatasetIndex, check_unique, register_dataset
+from ssl_ecg.data.index import DatasetIndex, check_unique, confine_paths, register_dataset
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError, RecordError
 
@@ -48,15 +48,18 @@ def load_mitdb(root: Path) -> DatasetIndex:
     if not records_file.is_file():
         raise DatasetError(f"{records_file}: MIT-BIH record list not found")
     try:
-        ids = records_file.read_text(encoding="utf-8").split()
+        lines = [(n, w) for n, line in enumerate(records_file.read_text(encoding="utf-8").splitlines(), 1)
+                 for w in line.split()]
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{records_file}: not UTF-8 text ({exc}); expected one record name per line") from None
-    if not ids:
+    if not lines:
         raise DatasetError(f"{records_file}: no records listed")
-    for rid in ids:
+    ids = [w for _, w in lines]
+    for n, rid in lines:
         if "/" in rid or "\\" in rid or rid in (".", ".."):
-            raise DatasetError(f"{records_file}: record {rid!r} is not a plain record name; expected names such "
-                               "as 100 beside RECORDS")
+            raise DatasetError(f"{records_file}: record {rid!r} is not a plain record name (line {n}); expected "
+                               "names such as 100 beside RECORDS")
+    confine_paths(root, ids, records_file, (f"line {n}" for n, _ in lines), what="record")  # 100.hea stays inside
     check_unique(records_file, ids, "record")
     rows = []
     for rid in ids:

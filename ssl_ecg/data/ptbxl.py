@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import DatasetIndex, check_unique, read_csv_checked, register_dataset, require_columns
+from ssl_ecg.data.index import (DatasetIndex, check_unique, confine_paths, read_csv_checked, register_dataset,
+                                require_columns)
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError
 
@@ -120,13 +121,9 @@ def load_ptbxl(root: Path, fs: int = 100, missing: str = "warn", drop_duplicates
     if drop_duplicates:
         db = db[~db["ecg_id"].isin(V102_DUPLICATES)]
     column = "filename_lr" if fs == 100 else "filename_hr"
-    bad_name = db[column].map(lambda p: not isinstance(p, str) or not p.strip() or p.startswith("/")
-                              or ".." in p.replace("\\", "/").split("/"))
-    if bad_name.any():
-        k = int(np.flatnonzero(bad_name.to_numpy())[0])
-        raise DatasetError(f"{db_path}: ecg_id {db['ecg_id'].iloc[k]}: {column} {db[column].iloc[k]!r}; expected a "
-                           "relative path inside the dataset folder, e.g. records100/00000/00001_lr")
-    paths = db[column].map(lambda p: str(root / p))
+    # data rows count from 1 (the header is not counted); the index is read_csv's, kept through the filter
+    labels = (f"row {i + 1} (ecg_id {e})" for i, e in zip(db.index, db["ecg_id"]))
+    paths = pd.Series(confine_paths(root, db[column].tolist(), db_path, labels, what=column), index=db.index)
     exists = paths.map(lambda p: Path(p + ".hea").is_file())
     if not exists.all():
         lost = db.loc[~exists, "ecg_id"].tolist()

@@ -283,3 +283,129 @@ def test_lightning_requirement_admits_only_versions_with_fit_weights_only():
     assert Version(pl.__version__) in lightning.specifier
     assert Version("2.5.5") not in lightning.specifier  # fit() has no weights_only before 2.6
     assert Version("3.0.0") not in lightning.specifier
+
+
+# ---------------------------------------------------------------- paths listed inside a dataset's own files
+
+import importlib.util  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from ssl_ecg.data import load_index  # noqa: E402
+
+
+def _sibling(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "ssl_ecg" / "data" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def outside(tmp_path, write_wfdb, ecg_like):
+    """A valid WFDB record ``evil`` outside every dataset folder (what an escaping entry would read)."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    write_wfdb(folder, "evil", ecg_like(12, 1000, 100.0), 100.0, ["I", "II", "III", "aVR", "aVL", "aVF",
+                                                                 "V1", "V2", "V3", "V4", "V5", "V6"])
+    return folder
+
+
+@pytest.fixture
+def ptbxl(tmp_path, write_wfdb, ecg_like):
+    root = tmp_path / "ptbxl"
+    root.mkdir()
+    _sibling("test_ptbxl").make_fake_ptbxl(root, write_wfdb, ecg_like)
+    return root
+
+
+def _set_filename(root, row, value):
+    db = pd.read_csv(root / "ptbxl_database.csv", dtype=str)
+    db.loc[row, "filename_lr"] = value
+    db.to_csv(root / "ptbxl_database.csv", index=False)
+    return db.loc[row, "ecg_id"]
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ("ABS", r"is absolute"),
+    ("../outside/evil", r"has a '\.\.' segment"),
+    ("records100/../../outside/evil", r"has a '\.\.' segment"),
+    ("records100\\..\\..\\outside\\evil", r"contains a backslash"),
+    ("records100//00000/x", r"has an empty segment"),
+])
+def test_ptbxl_filename_outside_the_root_is_refused(ptbxl, outside, entry, reason):
+    entry = str(outside / "evil") if entry == "ABS" else entry
+    ecg_id = _set_filename(ptbxl, 1, entry)
+    with pytest.raises(DatasetError, match=rf"ptbxl_database\.csv: filename_lr '.*' leaves the dataset folder "
+                                           rf"\({reason}\) at row 2 \(ecg_id {ecg_id}\); expected a relative path "
+                                           rf"inside") as err:
+        load_index("ptbxl", ptbxl)
+    assert entry in str(err.value) or repr(entry) in str(err.value)
+
+
+def test_ptbxl_filename_through_a_planted_folder_link_is_refused(ptbxl, outside):
+    (ptbxl / "records100" / "escape").symlink_to(outside)
+    ecg_id = _set_filename(ptbxl, 0, "records100/escape/evil")
+    with pytest.raises(DatasetError, match=rf"filename_lr 'records100/escape/evil' leaves the dataset folder "
+                                           rf"\(resolves to {outside}/evil\.hea through a symbolic link\) at row 1 "
+                                           rf"\(ecg_id {ecg_id}\)"):
+        load_index("ptbxl", ptbxl)
+
+
+def test_ptbxl_header_linked_outside_is_refused(ptbxl, outside):
+    db = pd.read_csv(ptbxl / "ptbxl_database.csv", dtype=str)
+    header = ptbxl / (db.loc[0, "filename_lr"] + ".hea")
+    header.unlink()
+    header.symlink_to(outside / "evil.hea")
+    with pytest.raises(DatasetError, match=r"leaves the dataset folder \(resolves to .*outside/evil\.hea"):
+        load_index("ptbxl", ptbxl)
+
+
+def test_ptbxl_links_inside_the_root_are_fine(ptbxl):
+    before = load_index("ptbxl", ptbxl).table["path"].tolist()
+    link = ptbxl.parent / "ptbxl_link"
+    link.symlink_to(ptbxl)  # the root itself may be a link (a shared data folder)
+    after = load_index("ptbxl", link).table["path"].tolist()
+    assert [p.replace(str(link), str(ptbxl)) for p in after] == before
+
+
+@pytest.fixture
+def ludb(tmp_path):
+    root = tmp_path / "ludb"
+    root.mkdir()
+    _sibling("test_ludb").make_fake_ludb(root, n=3)
+    return root
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ("ABS", "is absolute"),
+    ("data/../../outside/evil", r"has a '\.\.' segment"),
+    ("./data/2", r"has a '\.' segment"),
+])
+def test_ludb_records_entries_are_confined(ludb, outside, entry, reason):
+    entry = str(outside / "evil") if entry == "ABS" else entry
+    (ludb / "RECORDS").write_text(f"data/1\n\n{entry}\n")
+    with pytest.raises(DatasetError, match=rf"RECORDS: record path '.*' leaves the dataset folder \({reason}\) "
+                                           rf"at line 3; expected a relative path inside {ludb}"):
+        load_index("ludb", ludb)
+
+
+def test_ludb_records_through_a_linked_folder_is_refused(ludb, outside):
+    (ludb / "elsewhere").symlink_to(outside)
+    (ludb / "RECORDS").write_text("data/1\nelsewhere/evil\n")
+    with pytest.raises(DatasetError, match=r"RECORDS: record path 'elsewhere/evil' leaves the dataset folder "
+                                           r"\(resolves to .*outside/evil\.hea through a symbolic link\) at line 2"):
+        load_index("ludb", ludb)
+
+
+def test_mitdb_records_header_linked_outside_is_refused(tmp_path, outside, write_wfdb, ecg_like):
+    root = tmp_path / "mitdb"
+    root.mkdir()
+    write_wfdb(root, "100", ecg_like(2, 720, 360.0), 360.0, ["MLII", "V5"])
+    (root / "101.hea").symlink_to(outside / "evil.hea")
+    (root / "RECORDS").write_text("100\n101\n")
+    with pytest.raises(DatasetError, match=r"mitdb/RECORDS: record '101' leaves the dataset folder \(resolves to "
+                                           r".*outside/evil\.hea through a symbolic link\) at line 2"):
+        load_index("mitdb", root)
+    (root / "RECORDS").write_text("100\n")
+    assert load_index("mitdb", root).table["record_id"].tolist() == ["100"]
