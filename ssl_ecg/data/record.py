@@ -16,7 +16,11 @@ from scipy.signal import resample_poly
 
 from ssl_ecg.errors import RecordError
 
-__all__ = ["Record", "read_record", "read_tolerant", "check_signal_file_name", "canonical_lead", "STANDARD_LEADS"]
+__all__ = ["Record", "read_record", "read_tolerant", "check_signal_file_name", "canonical_lead", "STANDARD_LEADS",
+           "MAX_HEADER_BYTES", "read_header_bytes"]
+
+#: Largest WFDB header (.hea) read (bytes). Real headers are under 10 KiB (CinC 2021's longest are ~2 KiB).
+MAX_HEADER_BYTES = 1 << 20
 
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _CANON = {name.lower(): name for name in STANDARD_LEADS}
@@ -191,6 +195,25 @@ def _resample_channel(channel: np.ndarray, spf: int, top: int) -> np.ndarray:
     return resample_poly(channel, top, spf)
 
 
+def read_header_bytes(header: str | os.PathLike, limit: int = MAX_HEADER_BYTES) -> bytes:
+    """The bytes of a header file, refused before reading when it is larger than ``limit``.
+
+    Raises:
+        RecordError: naming the file, its size and the cap, when it holds more than ``limit`` bytes
+            (checked on the open file's size and again while reading, for a file that grows).
+    """
+    with open(header, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise RecordError(f"{header}: header is {size} bytes; expected a WFDB header of at most {limit} bytes "
+                              "(MAX_HEADER_BYTES)")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise RecordError(f"{header}: header is over {limit} bytes; expected a WFDB header of at most {limit} bytes "
+                          "(MAX_HEADER_BYTES)")
+    return raw
+
+
 def _scan_header(header: str) -> list[int]:
     """Check a header's bytes and signal lines before wfdb parses it.
 
@@ -198,7 +221,7 @@ def _scan_header(header: str) -> list[int]:
     ``µV`` would become ``V``), substitutes 200 for a gain of 0 and follows any
     signal-file path. Returns the indices of the signals whose ADC gain is 0.
     """
-    raw = Path(header).read_bytes()
+    raw = read_header_bytes(header)
     if not raw.strip():
         raise RecordError(f"{header}: header is empty ({len(raw)} bytes); expected a WFDB record line")
     try:
@@ -352,7 +375,7 @@ def read_tolerant(path: str | os.PathLike, record_id: str | None = None, patient
         if not header.is_file():
             raise
         try:
-            lines = header.read_bytes().decode("utf-8").splitlines()
+            lines = read_header_bytes(header).decode("utf-8").splitlines()
         except UnicodeDecodeError:
             raise first from None
         data_lines = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]

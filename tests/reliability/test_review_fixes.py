@@ -409,3 +409,44 @@ def test_mitdb_records_header_linked_outside_is_refused(tmp_path, outside, write
         load_index("mitdb", root)
     (root / "RECORDS").write_text("100\n")
     assert load_index("mitdb", root).table["record_id"].tolist() == ["100"]
+
+
+# ---------------------------------------------------------------- header size cap
+
+from ssl_ecg.data import read_record  # noqa: E402
+from ssl_ecg.data.record import MAX_HEADER_BYTES, read_tolerant  # noqa: E402
+from ssl_ecg.errors import RecordError  # noqa: E402
+
+
+@pytest.mark.parametrize("reader", [read_record, read_tolerant], ids=["read_record", "read_tolerant"])
+def test_a_2_mib_header_is_refused_before_it_is_read(tmp_path, write_wfdb, ecg_like, reader, monkeypatch):
+    write_wfdb(tmp_path, "r1", ecg_like(1, 500, 100.0), 100.0, ["I"])
+    header = tmp_path / "r1.hea"
+    with header.open("a") as f:  # a valid header padded with 2 MiB of comment lines
+        f.write(("#" + "x" * 1023 + "\n") * 2048)
+    size = header.stat().st_size
+    assert size > 2 << 20 and MAX_HEADER_BYTES == 1 << 20
+    read = []
+    real_open = open
+
+    def spy_open(file, mode="r", *args, **kwargs):  # noqa: A002 - records what is read from the header
+        fh = real_open(file, mode, *args, **kwargs)
+        if str(file) == str(header):
+            orig = fh.read
+            fh.read = lambda n=-1: read.append(n) or orig(n)
+        return fh
+
+    monkeypatch.setattr("builtins.open", spy_open)
+    with pytest.raises(RecordError) as err:
+        reader(str(tmp_path / "r1"))
+    monkeypatch.undo()
+    assert str(err.value) == (f"{header}: header is {size} bytes; expected a WFDB header of at most 1048576 bytes "
+                              "(MAX_HEADER_BYTES)")
+    assert read == []  # refused on its size, not after reading it
+
+
+def test_a_header_under_the_cap_still_reads(tmp_path, write_wfdb, ecg_like):
+    write_wfdb(tmp_path, "r1", ecg_like(1, 500, 100.0), 100.0, ["I"])
+    with (tmp_path / "r1.hea").open("a") as f:
+        f.write(("#" + "x" * 1023 + "\n") * 512)  # 512 KiB of comments
+    assert read_record(str(tmp_path / "r1")).signal.shape == (1, 500)
