@@ -42,6 +42,7 @@ DEMO_CURVE: dict[str, Any] = {
     "name": "demo_curve", "dataset": "ludb", "fs": 100.0, "window": 5.0, "encoders": {"cmsc": "runs/demo_pretrain"},
     "random_init": True, "supervised": True, "tasks": ["lvh", "lad"], "fractions": [0.05, 0.1, 0.25, 0.5, 1.0],
     "seeds": [0, 1, 2, 3, 4], "probes": ["logistic"], "split": None, "epochs": 60, "lr": 0.001,
+    "supervised_lrs": [0.001, 0.0003], "supervised_batch_sizes": [16],
 }
 _STEPS = ("pretrain", "curve")
 
