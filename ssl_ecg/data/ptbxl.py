@@ -22,8 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssl_ecg.data.index import (DatasetIndex, check_unique, confine_paths, read_csv_checked, register_dataset,
-                                require_columns)
+from ssl_ecg.data.index import (
+    DatasetIndex,
+    check_unique,
+    confine_paths,
+    read_csv_checked,
+    register_dataset,
+    require_columns,
+)
 from ssl_ecg.data.record import read_record
 from ssl_ecg.errors import DatasetError
 

@@ -40,8 +40,17 @@ from ssl_ecg.evaluate.provenance import (
 )
 from ssl_ecg.models import build_encoder
 from ssl_ecg.paths import run_folder
-from ssl_ecg.recipe import (Fractions, Names, NonNegativeInt, PositiveFloat, PositiveInt, RunName, Seeds, Split,
-                             window_samples)
+from ssl_ecg.recipe import (
+    Fractions,
+    Names,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunName,
+    Seeds,
+    Split,
+    window_samples,
+)
 from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",

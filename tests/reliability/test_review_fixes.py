@@ -11,8 +11,8 @@ Servers run on 127.0.0.1 only, and each test is bounded in time.
 """
 
 import errno
-import re
 import hashlib
+import re
 import socket
 import threading
 import time
