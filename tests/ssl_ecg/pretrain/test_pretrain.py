@@ -12,10 +12,18 @@ from ssl_ecg.pretrain import PretrainConfig, run_pretrain
 
 
 def _ludb_subset(ludb_root, folder, n):
-    """The first ``n`` real LUDB records as a LUDB-layout folder (links to the real files; nothing copied)."""
-    folder.mkdir()
-    (folder / "data").symlink_to(ludb_root / "data")
-    (folder / "ludb.csv").symlink_to(ludb_root / "ludb.csv")
+    """The first ``n`` real LUDB records as a LUDB-layout folder in the test's tmp dir.
+
+    The header and signal files are copied (about 120 kB a record): listed paths that lead out of a dataset
+    folder through a symbolic link are refused by the adapters, so the subset cannot link to the shared copy.
+    """
+    import shutil
+
+    (folder / "data").mkdir(parents=True)
+    shutil.copyfile(ludb_root / "ludb.csv", folder / "ludb.csv")
+    for i in range(1, n + 1):
+        for ext in (".hea", ".dat"):
+            shutil.copyfile(ludb_root / "data" / f"{i}{ext}", folder / "data" / f"{i}{ext}")
     (folder / "RECORDS").write_text("".join(f"data/{i}\n" for i in range(1, n + 1)))
     return folder
 
