@@ -794,6 +794,11 @@ def _refresh(folder: Path, manifest: dict, src: _Sources, stat_key: str, others:
     _write_json_atomic(folder / _FILES, _files_record(src))
     _write_json_atomic(folder / _MANIFEST, {**manifest, "stat_key": stat_key,
                                             "header_files": sorted({r for v in src.refs.values() for r in v})})
+    _unclaim(others, folder, stat_key)
+
+
+def _unclaim(others: list[tuple[Path, dict]], folder: Path, stat_key: str) -> None:
+    """Clear ``stat_key`` from every other cache folder that claims it (best effort: unwritable ones stay)."""
     for other, m in others:
         if other != folder and m.get("stat_key") == stat_key:
             try:
@@ -886,12 +891,7 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for other, m in found:
-        if other != folder and m.get("stat_key") == skey:
-            try:
-                _write_json_atomic(other / _MANIFEST, {**m, "stat_key": None})
-            except OSError:
-                pass
+    _unclaim(found, folder, skey)
     cache = RecordCache.load(folder)
     if cache.manifest.get("n_skipped"):
         first = cache.manifest["skipped"][0]
