@@ -101,6 +101,8 @@ class ProbeResult:
         val_scores: validation predictions at that setting (e.g. to tune thresholds).
         grid: every tried setting with its validation AUROC (empty where the
             setting is an epoch of one training run).
+        model: the fitted probe at the chosen setting, where the probe keeps one: for
+            ``logistic``, ``(scaler, classifier)`` (scikit-learn); None otherwise.
     """
 
     val_auroc: float
@@ -109,6 +111,7 @@ class ProbeResult:
     test_scores: np.ndarray
     val_scores: np.ndarray
     grid: list[dict] = field(default_factory=list)
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 def fit_probe(kind: str, data: ProbeData, encoder: nn.Module | dict | None = None, **options: Any) -> ProbeResult:
@@ -169,7 +172,7 @@ def logistic_probe(data: ProbeData, Cs=DEFAULT_CS, seed: int = 0) -> ProbeResult
     val, c, clf, val_scores = best
     scores = _scores(clf, xs, kind)
     return ProbeResult(val_auroc=float(val), test_auroc=auroc(data.y_test, scores, kind), setting={"C": c},
-                       test_scores=scores, val_scores=val_scores, grid=grid)
+                       test_scores=scores, val_scores=val_scores, grid=grid, model=(scaler, clf))
 
 
 def _fit(x, y, c, seed, kind):
