@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
@@ -49,13 +50,15 @@ def count_macs(module: nn.Module, in_channels: int, input_len: int) -> int:
 
     model = copy.deepcopy(module).eval()  # ptflops adds hooks and methods to the module it is given
     log = io.StringIO()
-    macs, _ = get_model_complexity_info(
-        model, (in_channels, input_len), print_per_layer_stat=False, as_strings=False, ost=log,
-        input_constructor=lambda shape: torch.zeros(1, *shape), ignore_modules=list(_ELEMENTWISE),
-        backend="pytorch", backend_specific_config={"count_functional": False})
-    if macs is None:  # ptflops prints the exception and returns None
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # ptflops prints failures
+        macs, _ = get_model_complexity_info(
+            model, (in_channels, input_len), print_per_layer_stat=False, as_strings=False, ost=log,
+            input_constructor=lambda shape: torch.zeros(1, *shape), ignore_modules=list(_ELEMENTWISE),
+            backend="pytorch", backend_specific_config={"count_functional": False})
+    if macs is None:  # ptflops caught an exception from the forward pass and returned None
+        reason = next((line for line in reversed(log.getvalue().splitlines()) if line.strip()), "no reason given")
         raise ConfigError(f"encoder {type(module).__name__}: MACs could not be counted for an input of shape "
-                          f"(1, {in_channels}, {input_len}); expected a shape the encoder accepts")
+                          f"(1, {in_channels}, {input_len}) ({reason.strip()}); expected a shape the encoder accepts")
     return int(macs)
 
 
