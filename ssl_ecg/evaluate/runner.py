@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from torch import nn
 from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.prepare import DataSpec, prepare
+from ssl_ecg.data.prepare import Split as PatientSplit
 from ssl_ecg.data.preprocess import BadLeadPolicy
 from ssl_ecg.data.splits import patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, RecordError
@@ -223,6 +224,58 @@ def _eval_data(cfg, prepared, window: int):
     return signals, table
 
 
+@dataclass
+class EvalInputs:
+    """What an evaluation recipe resolves to before anything is fitted (see :func:`evaluation_inputs`).
+
+    Attributes:
+        window: samples per evaluation window.
+        prepared: the prepared pool (cache, table, split).
+        split: the patient split every arm was checked against; split_source: where it came from.
+        signals, table: (R, L, T) train/val/test records and their table (``patient_id`` = patient key).
+        checks: per encoder, its provenance summary and overlap/label checks.
+        arms, per_lead, config: the loaded arms (plus ``random_init`` when asked), their lead mode, and the
+            architecture config of the baselines.
+    """
+
+    window: int
+    prepared: Any
+    split: PatientSplit
+    split_source: str
+    signals: np.ndarray
+    table: pd.DataFrame
+    checks: dict
+    arms: dict
+    per_lead: dict
+    config: dict
+
+    @property
+    def splits(self) -> dict[str, list]:
+        """``{"train", "val", "test"}`` -> patient ids."""
+        return {name: list(self.split.patients[name]) for name in ("train", "val", "test")}
+
+
+def evaluation_inputs(cfg: EvalConfig, progress: bool = False) -> EvalInputs:
+    """Resolve a recipe's encoders, split and data, with every provenance check of :func:`run_evaluation`
+    (overlap of test patients with each pool, label use, preprocessing) done before anything is fitted.
+
+    Export, quantisation, saliency and distillation read their data through this, so they obey the same checks.
+    """
+    window = window_samples(cfg.window, cfg.fs)
+    sources = {arm: path_source(arm, path) for arm, path in cfg.encoders.items()}
+    provs = _provenances(cfg.encoders, cfg.allow_unknown_provenance, sources)
+    split_arg = resolve_split(provs, cfg.split, sources)
+    prepared, split_source = _prepare(cfg, _data_spec(cfg), split_arg, provs, progress)
+    signals, table = _eval_data(cfg, prepared, window)
+    split = prepared.split
+    checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
+                         fractions=cfg.fractions)
+    arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
+    for arm, path in cfg.encoders.items():  # another normalisation/band warns; other leads in order refuse
+        check_preprocessing(arm, pretraining_data(path), prepared.spec, per_lead[arm], sources[arm])
+    return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config)
+
+
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
     """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png``, ``labels_needed.png`` and
     ``split.json`` under ``runs/<name>/``.
@@ -238,20 +291,12 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
         ConfigError: encoders with provenance were pretrained on different splits and ``split`` is null.
     """
     t0 = time.perf_counter()
-    window = window_samples(cfg.window, cfg.fs)
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
-    sources = {arm: path_source(arm, path) for arm, path in cfg.encoders.items()}
-    provs = _provenances(cfg.encoders, cfg.allow_unknown_provenance, sources)
-    split_arg = resolve_split(provs, cfg.split, sources)
-    prepared, split_source = _prepare(cfg, _data_spec(cfg), split_arg, provs, progress)
-    signals, table = _eval_data(cfg, prepared, window)
-    split = prepared.split
-    checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
-                         fractions=cfg.fractions)
-    arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
-    for arm, path in cfg.encoders.items():  # another normalisation/band warns; other leads in order refuse
-        check_preprocessing(arm, pretraining_data(path), prepared.spec, per_lead[arm], sources[arm])
+    inputs = evaluation_inputs(cfg, progress)
+    window, prepared, split_source, signals, table = (inputs.window, inputs.prepared, inputs.split_source,
+                                                      inputs.signals, inputs.table)
+    split, checks, arms, per_lead, config = inputs.split, inputs.checks, inputs.arms, inputs.per_lead, inputs.config
     name = "+".join(prepared.spec.datasets)
     missing = [t for t in cfg.tasks if t not in table.columns]
     if missing:
