@@ -173,6 +173,23 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from ssl_ecg.models.summary import summarize_registry
+
+    table = summarize_registry(fs=args.fs, seconds=args.seconds, leads=args.leads, threads=args.threads,
+                               in_channels=args.in_channels)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+    shown = table.assign(params=table["params"].map("{:,}".format), trainable_params=table["trainable_params"].map(
+        "{:,}".format), macs=table["macs"].map(lambda m: f"{m / 1e6:.3f} M"))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"MACs and latency per record of {args.leads} lead(s) x {args.seconds:g} s at {args.fs:g} Hz (batch 1, "
+          f"{args.threads} CPU thread(s), median of 20); size = float32 weights in MB"
+          + (f"; table {args.csv}" if args.csv else ""))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (``ssl-ecg pretrain: error: ...``), exit code 2."""
 
@@ -259,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--deadline", type=float, default=None, help="seconds the whole download may take (86400)")
     dl.add_argument("--max-file-mb", type=float, default=None, help="largest data file accepted, MiB (2048)")
     dl.set_defaults(func=_download)
+
+    models = sub.add_parser("models", help="parameters, MACs, size and CPU latency of every registered encoder")
+    models.add_argument("--fs", type=float, default=250.0, help="sampling rate in Hz (default 250)")
+    models.add_argument("--seconds", type=float, default=10.0, help="record length in seconds (default 10)")
+    models.add_argument("--leads", type=int, default=12, help="leads per record (default 12)")
+    models.add_argument("--threads", type=int, default=1, help="CPU threads for the latency (default 1)")
+    models.add_argument("--in-channels", type=int, default=None,
+                        help="build every encoder with this many channels: 1 (per lead) or LEADS (whole records); "
+                             "default: each encoder's own (1)")
+    models.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    models.set_defaults(func=_models)
     return parser
 
 

@@ -32,7 +32,7 @@ def test_roundtrip_through_load_encoder(config, tmp_path):
 
 
 def test_registry_and_bad_config():
-    assert set(ENCODERS) == {"clocs", "resnet1d", "transformer"}
+    assert set(ENCODERS) == {"clocs", "resnet1d", "transformer", "mobilenet1d", "mobilenetv2_1d"}
     with pytest.raises(ValueError, match="odd"):
         ResNet1d(kernel=4)
     with pytest.raises(ValueError, match="divisible"):
