@@ -37,23 +37,37 @@ from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights
 from ssl_ecg.evaluate.embed import LEAD_FEATURES, embed_records, state_dict_hash
 from ssl_ecg.evaluate.knn import KNN_KS, knn_probe  # noqa: F401 (knn_probe: re-export)
 from ssl_ecg.evaluate.metrics import tune_thresholds
-from ssl_ecg.evaluate.plots import plot_curve, plot_labels_needed
+from ssl_ecg.evaluate.plots import plot_curve, plot_differences, plot_labels_needed
 from ssl_ecg.evaluate.probe import DEFAULT_CS, ProbeData, fit_probe
-from ssl_ecg.evaluate.tasks import is_challenge_task, patient_labels, task_labels, task_y
+from ssl_ecg.evaluate.stats import (
+    HIERARCHICAL_BOOTSTRAP,
+    SplitPredictions,
+    aulc,
+    bootstrap_p_value,
+    hierarchical_replicates,
+    holm,
+    labels_needed_distribution,
+    percentile_interval,
+    task_rng,
+    verdict,
+)
+from ssl_ecg.evaluate.tasks import is_challenge_task, patient_labels, task_kind, task_labels, task_y
 
-__all__ = ["CurveSpec", "run_curve", "summarize", "plot_curve", "write_outputs", "labels_needed",
+__all__ = ["CurveSpec", "run_curve", "summarize", "summarize_runs", "save_predictions", "load_predictions",
+           "PREDICTIONS", "plot_differences", "plot_curve", "write_outputs", "labels_needed",
            "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES",
            "RESULTS_SCHEMA", "PROVENANCE_COLUMNS", "cell_fingerprint", "result_fingerprint", "environment",
            "array_digest"]
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2
 """Version of how results are computed. Bump it in any change that alters a curve or few-shot value (a probe's
-defaults, label encoding, scoring): stored rows of an older schema are then recomputed, never reused."""
+defaults, label encoding, scoring): stored rows of an older schema are then recomputed, never reused.
+2: every cell stores its test predictions (``predictions/<fingerprint>.npz``) and rows carry ``real_fraction``."""
 
 PROVENANCE_COLUMNS = ["git_commit", "ssl_ecg_version", "torch_version", "sklearn_version", "numpy_version",
                       "platform", "cpu_count", "cuda_device"]
 CURVE_COLUMNS = [
-    "task", "arm", "probe", "fraction", "seed", "metric", "value", "val_value", "n_train_patients",
+    "task", "arm", "probe", "fraction", "real_fraction", "seed", "metric", "value", "val_value", "n_train_patients",
     "n_train_records", "setting", "fingerprint", *PROVENANCE_COLUMNS,
 ]
 PROBES = ("logistic", "torch", "knn", "finetune")
@@ -258,6 +272,52 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+PREDICTIONS = "predictions"
+"""Folder (beside ``curve.csv``) of each cell's test predictions: ``<fingerprint>.npz``."""
+STALE_PREDICTIONS = "predictions.stale"
+"""Where the predictions of rows moved to ``curve.stale.csv`` go."""
+
+
+def save_predictions(path: str | Path, test_scores: np.ndarray, y_test: np.ndarray, patients: np.ndarray,
+                     rows: np.ndarray, kind: str) -> Path:
+    """Write one cell's test predictions atomically as a compressed npz (no pickled objects).
+
+    Keys: ``test_scores`` (n,) or (n, C), ``y_test`` (n,) or (n, C), ``patients`` (n,)
+    test patient ids (text), ``rows`` (n,) the records' row numbers in the curve's
+    table, ``kind`` (``binary``, ``multiclass`` or ``multilabel``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, test_scores=np.asarray(test_scores), y_test=np.asarray(y_test),
+                            patients=np.asarray(patients).astype(str), rows=np.asarray(rows, dtype=np.int64),
+                            kind=np.array(kind))
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictions(path: str | Path) -> dict:
+    """One cell's predictions written by :func:`save_predictions` (read with ``allow_pickle=False``)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in ("test_scores", "y_test", "patients", "rows", "kind")}
+    except (OSError, KeyError, ValueError) as err:
+        raise ConfigError(f"{path}: not a predictions file of ssl-ecg curve ({err}); expected an npz with "
+                          "test_scores, y_test, patients, rows and kind") from err
+    out["kind"] = str(out["kind"])
+    return out
+
+
+def _move_predictions(fingerprints: set, src: Path, dst: Path) -> None:
+    for fp in fingerprints:
+        f = src / f"{fp}.npz"
+        if f.is_file():
+            dst.mkdir(parents=True, exist_ok=True)
+            os.replace(f, dst / f.name)
+
+
 def run_curve(
     signals: np.ndarray,
     table: pd.DataFrame,
@@ -339,7 +399,14 @@ def run_curve(
     matches = np.array([k in fingerprints and fp == fingerprints[k] for k, fp in zip(keys, done["fingerprint"])],
                        dtype=bool)
     stale = np.array([fp != current(k) for k, fp in zip(keys, done["fingerprint"])], dtype=bool)
-    if stale.any() or (len(done) and list(done.columns) != CURVE_COLUMNS):
+    pred_dir = out_dir / PREDICTIONS
+    unanalysable = np.array([not st and not (pred_dir / f"{fp}.npz").is_file()
+                             for st, fp in zip(stale, done["fingerprint"])], dtype=bool)
+    matches &= ~unanalysable
+    if unanalysable.any():  # a value without its predictions gets no interval: recomputed, never half-used
+        warnings.warn(f"{csv_path}: {int(unanalysable.sum())} row(s) have no stored predictions in "
+                      f"{pred_dir.name}/ (<fingerprint>.npz); dropped and recomputed", stacklevel=2)
+    if stale.any() or unanalysable.any() or (len(done) and list(done.columns) != CURVE_COLUMNS):
         if stale.any():
             n_cells = len({k for k, s in zip(keys, stale) if s})
             stale_path = out_dir / "curve.stale.csv"
@@ -348,11 +415,13 @@ def run_curve(
                 moved = pd.concat([pd.read_csv(stale_path, dtype=_TEXT_COLUMNS), moved], ignore_index=True,
                                   sort=False)
             _write_atomic(moved, stale_path)
+            _move_predictions(set(moved["fingerprint"].dropna().astype(str)), pred_dir,
+                              out_dir / STALE_PREDICTIONS)
             warnings.warn(f"{csv_path}: {int(stale.sum())} row(s) of {n_cells} cell(s) were computed with another "
                           "encoder, setting, split, data or results schema (fingerprint differs); moved to "
                           f"{stale_path.name}, and those of this grid ({int((stale & in_grid).sum())}) are "
                           "recomputed", stacklevel=2)
-        done = done.loc[~stale].reindex(columns=CURVE_COLUMNS)
+        done = done.loc[~stale & ~unanalysable].reindex(columns=CURVE_COLUMNS)
         _write_atomic(done, csv_path)
     if grid_path.is_file():
         grid = pd.read_csv(grid_path, dtype={"fingerprint": str})
@@ -385,8 +454,10 @@ def run_curve(
         key = (task, seed)
         if key not in subsets_cache:
             train_pat = patient_labels(patients, y_all, idx["train"])
-            subsets_cache[key] = label_fraction_subsets(list(train_pat), spec.fractions, labels=train_pat, seed=seed)
-        chosen = set(subsets_cache[key][frac])
+            subsets_cache[key] = (label_fraction_subsets(list(train_pat), spec.fractions, labels=train_pat,
+                                                         seed=seed), len(train_pat))
+        subsets, n_train_pat = subsets_cache[key]
+        chosen = set(subsets[frac])
         tr = np.array([i for i in idx["train"] if patients[i] in chosen])
         y = np.nan_to_num(y_all).astype(int)
         va, te = idx["val"], idx["test"]
@@ -408,7 +479,11 @@ def run_curve(
                             epochs=spec.supervised_epochs, seed=seed)
         else:
             res = fit_probe(probe, data, seed=seed)
-        base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac), "seed": int(seed),
+        te_kind = task_kind(y[np.concatenate([tr, va, te])])
+        save_predictions(pred_dir / f"{fp}.npz", test_scores=res.test_scores, y_test=y[te], patients=patients[te],
+                         rows=te, kind=te_kind)  # before the row, so every row has its predictions
+        base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac),
+                "real_fraction": len(chosen) / n_train_pat, "seed": int(seed),
                 "n_train_patients": len(chosen), "n_train_records": len(tr),
                 "setting": json.dumps(res.setting, sort_keys=True), "fingerprint": fp, **env}
         new_rows = [{**base, "metric": "auroc", "value": res.test_auroc, "val_value": res.val_auroc}]
@@ -442,29 +517,235 @@ def _challenge_row(names, y_val, val_scores, y_test, test_scores, year: int | No
             "val_value": challenge_score(full(y_val), full(val_scores >= thr), weights, classes)}
 
 
-def summarize(curve: pd.DataFrame, confidence: float = 0.95) -> dict:
-    """Mean and t-based confidence interval over seeds for every task/arm/fraction."""
-    out: dict = {}
+NO_PREDICTIONS = "t over seeds (no stored predictions: the test set's variance is not covered)"
+NOT_BOOTSTRAPPED = "t over seeds (this metric has no patient bootstrap: the test set's variance is not covered)"
+
+
+def _panels(curve: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``line`` (:func:`line_name`) and ``panel`` (the task; ``"task [metric]"`` for metrics other than AUROC)."""
     curve = curve.copy()
-    if "probe" in curve.columns:
-        curve["arm"] = [line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])]
-    if "metric" in curve.columns:  # one panel per task and metric: "task" (AUROC), "task [challenge]"
-        curve["task"] = [t if m == "auroc" else f"{t} [{m}]" for t, m in zip(curve["task"], curve["metric"])]
-    for (task, arm, frac), g in curve.groupby(["task", "arm", "fraction"], sort=False):
-        v = g["value"].to_numpy(dtype=float)
-        mean = float(v.mean())
-        half = float("nan")
-        if len(v) > 1:
-            half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-        out.setdefault(task, {}).setdefault(arm, {})[f"{frac:g}"] = {
-            "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n_seeds": int(len(v))}
+    curve["line"] = ([line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])] if "probe" in curve.columns
+                     else curve["arm"])
+    curve["base_arm"] = curve["arm"]
+    curve["panel"] = ([t if m == "auroc" else f"{t} [{m}]" for t, m in zip(curve["task"], curve["metric"])]
+                      if "metric" in curve.columns else curve["task"])
+    return curve
+
+
+def _t_interval(v: np.ndarray, confidence: float) -> tuple[float, float]:
+    mean, half = float(v.mean()), float("nan")
+    if len(v) > 1:
+        half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean - half, mean + half
+
+
+def _test_sets(panel_rows: list[pd.DataFrame], pred_dirs: list[Path | None]) -> tuple[list, set]:
+    """Per run: a :class:`~ssl_ecg.evaluate.stats.SplitPredictions` of the panel's cells with predictions, and the cells
+    (line, fraction) that lack predictions in some run (those fall back to the t interval)."""
+    sets, missing = [], set()
+    for rows, pdir in zip(panel_rows, pred_dirs):
+        scores: dict = {}
+        ref = None
+        for line, frac, seed, fp, metric in zip(rows["line"], rows["fraction"], rows["seed"],
+                                                rows.get("fingerprint", pd.Series([None] * len(rows))),
+                                                rows.get("metric", pd.Series(["auroc"] * len(rows)))):
+            cell = (str(line), float(frac))
+            path = None if pdir is None or not isinstance(fp, str) else Path(pdir) / f"{fp}.npz"
+            if metric != "auroc" or path is None or not path.is_file():
+                missing.add(cell)
+                continue
+            pred = load_predictions(path)
+            if ref is None:
+                ref = (path, pred)
+            elif not np.array_equal(pred["rows"], ref[1]["rows"]) or not np.array_equal(pred["y_test"],
+                                                                                         ref[1]["y_test"]):
+                raise ConfigError(f"{path}: its test records differ from those of {ref[0].name}; expected one "
+                                  "test set per task and split")
+            scores.setdefault(cell, {})[int(seed)] = pred["test_scores"]
+        sets.append((ref, scores))
+    out = []
+    for ref, scores in sets:
+        kept = {c: v for c, v in scores.items() if c not in missing}
+        if ref is not None and kept:
+            pred = ref[1]
+            out.append(SplitPredictions(pred["y_test"], pred["patients"], pred["kind"], kept))
+    return out, missing
+
+
+def _pct(f: float) -> str:
+    return f"{100 * float(f):g}%"
+
+
+def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, confidence: float) -> list[dict]:
+    """Paired differences of the panel's bootstrapped cells, Holm-adjusted over the panel's family."""
+    pairs = []
+    for line, (arm, probe) in lines.items():
+        if arm in ("random_init", "supervised"):
+            continue
+        fracs = sorted(f for (ln, f) in cells if ln == line)
+        for ref in (line_name("random_init", probe), "supervised"):
+            pairs += [((line, f), (ref, f)) for f in fracs if (ref, f) in cells]
+        low = low_fraction if low_fraction in fracs else min(fracs)
+        if low < 1.0 and (line, low) in cells and ("supervised", 1.0) in cells:
+            pairs.append(((line, low), ("supervised", 1.0)))
+    out = []
+    for a, b in pairs:
+        if a not in boot["replicates"] or b not in boot["replicates"]:
+            continue
+        d = boot["replicates"][a] - boot["replicates"][b]
+        lo, hi = percentile_interval(d, confidence)
+        name = (f"{a[0]} - {b[0]} at {_pct(a[1])}" if a[1] == b[1]
+                else f"{a[0]} - {b[0]} at {_pct(a[1])} vs {_pct(b[1])}")
+        out.append({"name": name, "a": [a[0], a[1]], "b": [b[0], b[1]],
+                    "estimate": boot["estimate"][a] - boot["estimate"][b], "ci_low": lo, "ci_high": hi,
+                    "p": bootstrap_p_value(d)})
+    for c, p in zip(out, holm([c["p"] for c in out])):
+        c["p_holm"] = float(p)
+        c["verdict"] = verdict(c["name"], c["estimate"], c["ci_low"], c["ci_high"], c["p_holm"], "Holm")
     return out
+
+
+def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, skip: tuple,
+            confidence: float) -> dict | None:
+    """Labels needed to reach ``reference`` at 100%: point (from the estimates) and, when bootstrapped, per
+    replicate (:func:`~ssl_ecg.evaluate.stats.labels_needed_distribution`)."""
+    if (reference, 1.0) not in estimates:
+        return None
+    target = estimates[(reference, 1.0)]
+    out: dict = {"target": target, "reference": f"{reference} at 100%", "fractions": {}, "bootstrap": {}}
+    for line in lines:
+        if line == reference or line in skip:
+            continue
+        fracs = sorted(f for (ln, f) in estimates if ln == line)
+        reached = [f for f in fracs if estimates[(line, f)] >= target]
+        out["fractions"][line] = reached[0] if reached else None
+        reps = boot["replicates"] if boot else {}
+        if (reference, 1.0) in reps and all((line, f) in reps for f in fracs):
+            out["bootstrap"][line] = labels_needed_distribution(
+                fracs, np.stack([reps[(line, f)] for f in fracs], axis=1), reps[(reference, 1.0)], confidence)
+    return out
+
+
+def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | None]], n_boot: int = 1000, seed: int = 0,
+                   confidence: float = 0.95, low_fraction: float = 0.1) -> dict:
+    """Estimates, intervals, paired comparisons, AULC and labels needed of one or several curve runs.
+
+    Each run is one split (its ``curve.csv`` rows and its ``predictions/`` folder,
+    or None); several runs of the same grid on different split seeds combine into
+    one summary. Intervals come from :func:`~ssl_ecg.evaluate.stats.hierarchical_replicates`:
+    every replicate resamples the splits, then the label draws (seeds) within a
+    split, then the test patients within that split's test set; the estimate is
+    the mean over splits and draws of the full-test-set AUROC. A cell with a row
+    lacking stored predictions (or a metric other than AUROC, e.g. the challenge
+    score) falls back to a t interval over its rows, and its ``interval`` says so.
+
+    Every line of a task shares the replicates, so differences are paired:
+    each encoder line vs ``random_init`` (same probe) and vs ``supervised`` at
+    every fraction, and at ``low_fraction`` (10%; else its smallest fraction)
+    vs ``supervised`` at 100%; p-values are two-sided bootstrap p-values,
+    Holm-adjusted within each task's family of comparisons.
+
+    Args:
+        runs: ``[(curve rows, predictions folder or None), ...]``, one per split.
+        n_boot: bootstrap replicates.
+        seed: seed of the replicates (each task draws from its own stream, :func:`~ssl_ecg.evaluate.stats.task_rng`).
+        confidence: interval coverage.
+        low_fraction: the fraction compared with supervised at 100%.
+
+    Returns:
+        ``{"summary": {task: {line: {fraction: cell}}}, "aulc": {task: {line: {...}}}, "comparisons": {task:
+        [...]}, "labels_needed": {task: ...} (vs random_init at 100%), "labels_needed_vs_supervised": {task: ...},
+        "bootstrap": settings}``; a cell holds ``mean`` (= ``estimate``), ``ci_low``, ``ci_high``,
+        ``interval`` (the method), ``n_seeds``, ``n_splits``, ``n_test_patients``, ``real_fraction``,
+        ``t_ci_low``/``t_ci_high`` (the t interval over its rows) and, bootstrapped, ``patient_se`` (and
+        ``delong_se`` for binary tasks: the cross-check of the patient bootstrap's standard error).
+    """
+    if not runs:
+        raise ConfigError("runs: expected at least one (curve rows, predictions folder) pair, got none")
+    frames = [_panels(df) for df, _ in runs]
+    dirs = [None if d is None else Path(d) for _, d in runs]
+    result: dict = {"summary": {}, "aulc": {}, "comparisons": {}, "labels_needed": {},
+                    "labels_needed_vs_supervised": {},
+                    "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "confidence": float(confidence),
+                                  "method": HIERARCHICAL_BOOTSTRAP, "n_splits": len(runs), "n_redrawn": {},
+                                  "p_value": "two-sided bootstrap p-value of the paired difference",
+                                  "correction": "Holm (statsmodels multipletests) within each task's comparisons",
+                                  "aulc": "trapezoid on log10(fraction), divided by the axis range",
+                                  "redraw": "replicates missing a class are redrawn (n_redrawn)"}}
+    panels = list(dict.fromkeys(p for f in frames for p in f["panel"]))
+    for panel in panels:
+        rows = [f.loc[f["panel"] == panel] for f in frames]
+        allrows = pd.concat(rows, ignore_index=True)
+        probes = allrows["probe"] if "probe" in allrows else ["logistic"] * len(allrows)
+        lines = {ln: (a, p) for ln, a, p in zip(allrows["line"], allrows["base_arm"], probes)}
+        sets, missing = _test_sets(rows, dirs)
+        boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel)) if sets
+                else {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}})
+        boot["replicates"] = {c: r for c, r in boot["replicates"].items() if c not in missing}
+        result["bootstrap"]["n_redrawn"][panel] = int(boot["n_redrawn"])
+        n_test = [len(np.unique(ts.patients)) for ts in sets]
+        estimates: dict = {}
+        summary = result["summary"].setdefault(panel, {})
+        for (line, frac), g in allrows.groupby(["line", "fraction"], sort=False):
+            cell = (str(line), float(frac))
+            v = g["value"].to_numpy(dtype=float)
+            t_lo, t_hi = _t_interval(v, confidence)
+            entry = {"n_seeds": int(len(v)), "n_splits": int(sum(len(r.loc[(r["line"] == line)
+                                                                           & (r["fraction"] == frac)]) > 0
+                                                                for r in rows)),
+                     "real_fraction": (float(g["real_fraction"].mean()) if "real_fraction" in g
+                                       and g["real_fraction"].notna().all() else None),
+                     "t_ci_low": t_lo, "t_ci_high": t_hi}
+            if cell in boot["replicates"]:
+                est = boot["estimate"][cell]
+                lo, hi = percentile_interval(boot["replicates"][cell], confidence)
+                entry.update(interval=HIERARCHICAL_BOOTSTRAP, n_test_patients=n_test[0] if len(n_test) == 1
+                             else n_test, patient_se=boot["patient_se"][cell])
+                if cell in boot["delong_se"]:
+                    entry["delong_se"] = boot["delong_se"][cell]
+            else:
+                est, (lo, hi) = float(v.mean()), (t_lo, t_hi)
+                entry.update(interval=NO_PREDICTIONS if "[" not in panel else NOT_BOOTSTRAPPED,
+                             n_test_patients=None)
+            estimates[cell] = est
+            summary.setdefault(str(line), {})[f"{frac:g}"] = {"mean": est, "estimate": est, "ci_low": lo,
+                                                               "ci_high": hi, **entry}
+        aulcs = result["aulc"].setdefault(panel, {})
+        for line in lines:
+            fracs = sorted(f for (ln, f) in estimates if ln == line)
+            if len(fracs) < 2:
+                continue
+            entry = {"estimate": aulc(fracs, [estimates[(line, f)] for f in fracs]), "ci_low": None,
+                     "ci_high": None, "fractions": fracs}
+            if all((line, f) in boot["replicates"] for f in fracs):
+                reps = aulc(fracs, np.stack([boot["replicates"][(line, f)] for f in fracs], axis=1))
+                entry["ci_low"], entry["ci_high"] = percentile_interval(reps, confidence)
+            aulcs[line] = entry
+        result["comparisons"][panel] = _comparisons(lines, estimates, boot, low_fraction, confidence)
+        for key, ref, skip in (("labels_needed", "random_init", ("supervised",)),
+                               ("labels_needed_vs_supervised", "supervised", ())):
+            needed = _needed(lines, estimates, boot, ref, skip, confidence)
+            if needed is not None:
+                result[key][panel] = needed
+    return result
+
+
+def summarize(curve: pd.DataFrame, predictions: str | Path | None = None, confidence: float = 0.95,
+              n_boot: int = 1000, seed: int = 0) -> dict:
+    """Per task, line and fraction: the estimate and its interval (:func:`summarize_runs` of one run).
+
+    With ``predictions`` (the run's ``predictions/`` folder) the interval is the
+    hierarchical bootstrap over label draws and test patients; without, a t
+    interval over seeds (named in each cell's ``interval``).
+    """
+    return summarize_runs([(curve, predictions)], n_boot=n_boot, seed=seed, confidence=confidence)["summary"]
 
 
 def labels_needed(summary: dict, reference: str = "random_init", skip=("supervised",)) -> dict:
     """Per task and line: the smallest labelled fraction whose mean reaches ``reference`` at 100%.
 
     ``None`` where the line never reaches it (or no reference at 100% exists).
+    Point estimates only; :func:`summarize_runs` adds the bootstrap distribution.
     """
     out: dict = {}
     for task, lines in summary.items():
@@ -481,22 +762,30 @@ def labels_needed(summary: dict, reference: str = "random_init", skip=("supervis
     return out
 
 
-def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_run=None) -> dict:
-    """Write ``curve.json`` (summary, labels needed, meta), ``curve.png`` and ``labels_needed.png``.
+def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_run=None, n_boot: int = 1000,
+                  boot_seed: int = 0) -> dict:
+    """Write ``curve.json``, ``curve.png`` (bootstrap bands), ``differences.png`` and ``labels_needed.png``.
 
-    With a wandb run, also log the table, both figures and the summary to it.
+    ``curve.json`` holds :func:`summarize_runs` of this run (intervals from the
+    stored ``predictions/``; ``n_boot`` replicates seeded with ``boot_seed``, both
+    recorded under ``bootstrap``), every comparison's one-line verdict, and ``meta``.
+    With a wandb run, also log the table, the figures and the labels needed to it.
+
+    Returns:
+        The per-cell summary (``summary`` of :func:`summarize_runs`).
     """
     out_dir = Path(out_dir)
-    summary = summarize(curve)
-    needed = labels_needed(summary)
-    (out_dir / "curve.json").write_text(json.dumps({"summary": summary, "labels_needed": needed, **meta}, indent=2,
-                                                   default=str))
-    plot_curve(summary, out_dir / "curve.png")
-    plot_labels_needed(needed, out_dir / "labels_needed.png")
+    res = summarize_runs([(curve, out_dir / PREDICTIONS)], n_boot=n_boot, seed=boot_seed)
+    res["verdicts"] = {task: [c["verdict"] for c in comps] for task, comps in res["comparisons"].items()}
+    (out_dir / "curve.json").write_text(json.dumps({**res, **meta}, indent=2, default=str))
+    plot_curve(res["summary"], out_dir / "curve.png")
+    plot_differences(res["comparisons"], out_dir / "differences.png")
+    plot_labels_needed(res["labels_needed"], out_dir / "labels_needed.png")
     if wandb_run is not None:
         import wandb
 
         wandb_run.log({"curve": wandb.Table(dataframe=curve), "curve_plot": wandb.Image(str(out_dir / "curve.png")),
+                       "differences": wandb.Image(str(out_dir / "differences.png")),
                        "labels_needed": wandb.Image(str(out_dir / "labels_needed.png"))})
-        wandb_run.summary.update({"labels_needed": needed})
-    return summary
+        wandb_run.summary.update({"labels_needed": res["labels_needed"]})
+    return res["summary"]

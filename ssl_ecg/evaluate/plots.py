@@ -1,4 +1,5 @@
-"""Figures of a label-efficiency curve: ``curve.png`` and ``labels_needed.png`` (matplotlib, Agg backend)."""
+"""Figures of a label-efficiency curve: ``curve.png``, ``differences.png`` and ``labels_needed.png`` (matplotlib,
+Agg backend)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_curve", "plot_labels_needed"]
+__all__ = ["plot_curve", "plot_labels_needed", "plot_differences"]
 
 
 def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> Path:
-    """One panel per task: x = labelled fraction (log scale), a line per arm with a shaded 95% CI."""
+    """One panel per task: x = labelled fraction (log scale), a line per arm with its shaded 95% interval
+    (each cell's ``ci_low``/``ci_high``: the hierarchical patient bootstrap, or the t interval it names)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,6 +67,50 @@ def plot_labels_needed(needed: dict, path: str | Path) -> Path:
         ax.set_ylabel("labelled patients needed (%)")
         ax.set_title(f"{task}: to match {entry['reference']} ({entry['target']:.3f})", fontsize=9)
         ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_differences(comparisons: dict, path: str | Path) -> Path:
+    """One panel per task: the paired difference of each encoder line and its reference at the same fraction
+    (x = labelled fraction, log scale) with its bootstrap 95% interval as a band, and a zero line.
+
+    Args:
+        comparisons: ``{task: [comparison, ...]}`` as in ``curve.json`` (``a``/``b`` = [line, fraction],
+            ``estimate``, ``ci_low``, ``ci_high``); comparisons across fractions are left out.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t, comps in comparisons.items() if any(c["a"][1] == c["b"][1] for c in comps)] or ["(none)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        series: dict = {}
+        for c in comparisons.get(task, []):
+            if c["a"][1] == c["b"][1]:
+                series.setdefault(f"{c['a'][0]} - {c['b'][0]}", []).append(
+                    (float(c["a"][1]) * 100, c["estimate"], c["ci_low"], c["ci_high"]))
+        for name, pts in series.items():
+            x, m, lo, hi = (np.array(v, dtype=float) for v in zip(*sorted(pts)))
+            ax.plot(x, m, marker="o", label=name)
+            ax.fill_between(x, lo, hi, alpha=0.2)
+        ax.axhline(0.0, color="0.3", lw=1)
+        if series:
+            ax.set_xscale("log")
+            ticks = sorted({p[0] for pts in series.values() for p in pts})
+            ax.set_xticks(ticks)
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.legend(fontsize=8)
+        ax.set_xlabel("labelled training patients (%)")
+        ax.set_ylabel("paired difference (95% bootstrap interval)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

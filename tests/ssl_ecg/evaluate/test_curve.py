@@ -1,3 +1,6 @@
+import shutil
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,9 +42,13 @@ def test_curve_rows_resume_and_outputs(tmp_path):
     assert n100 == [35]  # 36 train patients, one unlabelled
     # Interrupted run: keep the first 5 rows, resume, compare with the uninterrupted run.
     part = tmp_path / "b"
-    part.mkdir()
+    (part / "predictions").mkdir(parents=True)
     full.iloc[:5].to_csv(part / "curve.csv", index=False)
-    resumed = run_curve(x, table, splits, enc, spec(), part, progress=False)
+    for fp in full["fingerprint"].iloc[:5]:  # their predictions come along: the 5 rows are reused
+        shutil.copy(tmp_path / "a" / "predictions" / f"{fp}.npz", part / "predictions")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = run_curve(x, table, splits, enc, spec(), part, progress=False)
     key = ["task", "arm", "fraction", "seed"]
     pd.testing.assert_frame_equal(full.sort_values(key).reset_index(drop=True),
                                   resumed.sort_values(key).reset_index(drop=True))
@@ -50,13 +57,17 @@ def test_curve_rows_resume_and_outputs(tmp_path):
     v = full[(full.arm == "random_init") & (full.fraction == 0.25)]["value"].to_numpy()
     cell = summary["y"]["random_init"]["0.25"]
     half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
-    assert cell["mean"] == pytest.approx(v.mean()) and cell["ci_high"] == pytest.approx(v.mean() + half)
+    assert cell["mean"] == pytest.approx(v.mean()) and cell["t_ci_high"] == pytest.approx(v.mean() + half)
+    assert cell["interval"].startswith("hierarchical bootstrap") and cell["n_test_patients"] == 12
+    assert 0 <= cell["ci_low"] <= cell["mean"] <= cell["ci_high"] <= 1
+    n25 = full.loc[(full.arm == "random_init") & (full.fraction == 0.25), "n_train_patients"]
+    assert cell["real_fraction"] == pytest.approx((n25 / 35).mean()) and full["real_fraction"].max() == 1.0
 
 
 def test_summarize_single_seed_has_nan_ci():
     df = pd.DataFrame({"task": ["t"], "arm": ["a"], "fraction": [1.0], "seed": [0], "value": [0.7]})
     cell = summarize(df)["t"]["a"]["1"]
-    assert cell["mean"] == 0.7 and np.isnan(cell["ci_low"])
+    assert cell["mean"] == 0.7 and np.isnan(cell["ci_low"]) and cell["interval"].startswith("t over seeds (no stored")
 
 
 def test_every_probe_type_and_a_categorical_task(tmp_path):
@@ -150,8 +161,10 @@ def test_multilabel_tasks_and_the_challenge_metric(tmp_path):
     curve = run_curve(x, table, splits, enc, spec(tasks=["scored"], seeds=[0, 1], fractions=[0.5, 1.0],
                                                   supervised=None), tmp_path, progress=False)
     assert set(curve["metric"]) == {"auroc", "challenge"} and len(curve) == 2 * 2 * 2
-    summary = summarize(curve)
+    summary = summarize(curve, tmp_path / "predictions", n_boot=200)
     assert set(summary) == {"scored", "scored [challenge]"}
+    assert summary["scored"]["random_init"]["1"]["interval"].startswith("hierarchical bootstrap")
+    assert "no patient bootstrap" in summary["scored [challenge]"]["random_init"]["1"]["interval"]
     # the challenge row is the official score at thresholds tuned on validation
     record_split = np.array(["train"] * 50 + ["val"] * 20 + ["test"] * 20)
     y, names = _task_y(table["scored"], record_split, "scored", {})
@@ -293,6 +306,9 @@ def test_rows_of_another_encoder_outside_the_grid_move_to_curve_stale_csv(tmp_pa
     assert stored["fingerprint"].tolist() == got["fingerprint"].tolist() and stored["fraction"].tolist() == [1.0]
     stale = pd.read_csv(tmp_path / "curve.stale.csv", dtype={"fingerprint": str})
     assert sorted(stale["fingerprint"]) == sorted(old["fingerprint"])  # encoder b's rows, kept aside
+    moved = sorted(p.stem for p in (tmp_path / "predictions.stale").glob("*.npz"))
+    assert moved == sorted(old["fingerprint"])  # their predictions went with them
+    assert sorted(p.stem for p in (tmp_path / "predictions").glob("*.npz")) == got["fingerprint"].tolist()
     probe.take()
     run_curve(x, table, splits, enc_a, both, tmp_path, progress=False)
     assert probe.take() == 1  # fraction 0.5 computed, 1.0 reused
@@ -301,3 +317,96 @@ def test_rows_of_another_encoder_outside_the_grid_move_to_curve_stale_csv(tmp_pa
         run_curve(x, table, splits, enc_a, one, tmp_path, progress=False)
     assert probe.take() == 0 and sorted(pd.read_csv(tmp_path / "curve.csv")["fraction"]) == [0.5, 1.0]
     assert len(pd.read_csv(tmp_path / "curve.stale.csv")) == 2
+    # a row whose predictions file is gone is never half-used: dropped and recomputed
+    (tmp_path / "predictions" / f"{got['fingerprint'].iloc[0]}.npz").unlink()
+    with pytest.warns(UserWarning, match=r"1 row\(s\) have no stored predictions"):
+        again = run_curve(x, table, splits, enc_a, one, tmp_path, progress=False)
+    assert probe.take() == 1 and again["value"].tolist() == got["value"].tolist()
+    assert (tmp_path / "predictions" / f"{got['fingerprint'].iloc[0]}.npz").is_file()
+
+
+def test_real_fraction_counts_the_patients_rare_class_forcing_adds(tmp_path):
+    x, table, splits = synthetic(n=90)
+    table["rhythm"] = np.where(table["y"] == 1, "sinus", "afib")
+    table.loc[[0, 2, 60, 62, 80, 82], "rhythm"] = "flutter"  # one rare class: 2 train, 2 val, 2 test patients
+    pats = table["patient_id"].tolist()
+    splits = {"train": pats[:50], "val": pats[50:70], "test": pats[70:]}
+    curve = run_curve(x, table, splits, {"random_init": _encoder(0)},
+                      spec(tasks=["rhythm"], fractions=[0.05, 1.0], seeds=[0], supervised=None), tmp_path,
+                      progress=False)
+    low = curve.loc[curve.fraction == 0.05].iloc[0]  # 5% of 50: 2.5 patients, but one per class is kept (3)
+    assert low["real_fraction"] == pytest.approx(low["n_train_patients"] / 50) and low["real_fraction"] > 0.05
+    assert curve.loc[curve.fraction == 1.0, "real_fraction"].tolist() == [1.0]
+
+
+def fake_run(folder, seed, effect, n_pat=24, seeds=(0, 1)):
+    """curve rows and stored predictions of a binary task: cmsc > random_init, supervised in between."""
+    from ssl_ecg.evaluate.curve import save_predictions
+
+    rng = np.random.default_rng(seed)
+    pid = np.repeat(np.arange(n_pat), 2).astype(str)
+    y = np.repeat(np.arange(n_pat) % 2, 2)
+    rows = []
+    for arm, probe, gain in (("cmsc", "logistic", effect), ("random_init", "logistic", 0.3),
+                             ("supervised", "supervised", 0.6)):
+        for frac in (0.1, 0.5, 1.0):
+            for sd in seeds:
+                scores = gain * frac ** 0.2 * y + rng.standard_normal(len(y))
+                fp = f"{arm}-{frac}-{sd}-{seed}"
+                save_predictions(folder / f"{fp}.npz", scores, y, pid, np.arange(len(y)), "binary")
+                rows.append({"task": "t", "arm": arm, "probe": probe, "fraction": frac, "real_fraction": frac,
+                             "seed": sd, "metric": "auroc", "value": roc_auc(y, scores), "fingerprint": fp})
+    return pd.DataFrame(rows)
+
+
+def roc_auc(y, s):
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s))
+
+
+def test_summarize_runs_pairs_lines_holm_adjusts_and_combines_splits(tmp_path):
+    from ssl_ecg.evaluate.curve import summarize_runs
+    from ssl_ecg.evaluate.stats import aulc
+
+    one = fake_run(tmp_path / "s0", 0, effect=2.0)
+    res = summarize_runs([(one, tmp_path / "s0")], n_boot=300, seed=0)
+    cell = res["summary"]["t"]["cmsc"]["0.5"]
+    assert cell["estimate"] == pytest.approx(one.loc[(one.arm == "cmsc") & (one.fraction == 0.5), "value"].mean())
+    assert 0 <= cell["ci_low"] < cell["estimate"] < cell["ci_high"] <= 1 and cell["n_test_patients"] == 24
+    assert cell["delong_se"] > 0 and cell["patient_se"] > 0 and cell["n_seeds"] == 2
+    comps = {c["name"]: c for c in res["comparisons"]["t"]}
+    assert set(comps) == {f"cmsc - {r} at {f}" for r in ("random_init", "supervised") for f in ("10%", "50%", "100%")
+                          } | {"cmsc - supervised at 10% vs 100%"}
+    c = comps["cmsc - random_init at 100%"]
+    assert c["ci_low"] > 0 and c["p"] <= c["p_holm"] <= 1 and "Holm-adjusted p=" in c["verdict"]
+    est = {f: res["summary"]["t"]["cmsc"][f"{f:g}"]["estimate"] for f in (0.1, 0.5, 1.0)}
+    assert res["aulc"]["t"]["cmsc"]["estimate"] == pytest.approx(aulc(list(est), list(est.values())))
+    needed = res["labels_needed"]["t"]["bootstrap"]["cmsc"]
+    assert sum(needed["shares"].values()) + needed["never"] == pytest.approx(1.0)
+    assert "cmsc" in res["labels_needed_vs_supervised"]["t"]["fractions"]
+    assert summarize_runs([(one, tmp_path / "s0")], n_boot=300, seed=0) == res  # seeded: same replicates
+    # two splits: one summary over both; its estimate is the mean of the two splits
+    two = fake_run(tmp_path / "s1", 1, effect=2.0)
+    both = summarize_runs([(one, tmp_path / "s0"), (two, tmp_path / "s1")], n_boot=300, seed=0)
+    sec = summarize_runs([(two, tmp_path / "s1")], n_boot=300, seed=0)["summary"]["t"]["cmsc"]["0.5"]
+    got = both["summary"]["t"]["cmsc"]["0.5"]
+    assert got["estimate"] == pytest.approx((cell["estimate"] + sec["estimate"]) / 2) and got["n_splits"] == 2
+    assert got["n_seeds"] == 4 and got["n_test_patients"] == [24, 24]
+    # a cell with one row lacking predictions falls back to the t interval, and leaves the comparisons
+    (tmp_path / "s0" / f"{one['fingerprint'].iloc[0]}.npz").unlink()
+    part = summarize_runs([(one, tmp_path / "s0")], n_boot=100, seed=0)
+    assert part["summary"]["t"]["cmsc"]["0.1"]["interval"].startswith("t over seeds")
+    assert not any(c["a"] == ["cmsc", 0.1] for c in part["comparisons"]["t"])
+
+
+def test_write_outputs_records_the_bootstrap_and_draws_the_difference_plot(tmp_path):
+    import json
+
+    pred = tmp_path / "predictions"
+    curve = fake_run(pred, 0, effect=2.0)
+    write_outputs(curve, tmp_path, {"note": 1}, n_boot=200, boot_seed=3)
+    out = json.loads((tmp_path / "curve.json").read_text())
+    assert out["bootstrap"]["n_boot"] == 200 and out["bootstrap"]["seed"] == 3 and out["note"] == 1
+    assert "Holm" in out["bootstrap"]["correction"] and len(out["verdicts"]["t"]) == 7
+    assert (tmp_path / "differences.png").stat().st_size > 1000
