@@ -1,4 +1,4 @@
-"""Label-efficiency curves: arms x label fractions x seeds, with 95% CIs.
+"""Label-efficiency curves: arms x label fractions x seeds, with bootstrap 95% intervals and paired comparisons.
 
 Fractions are drawn per patient, nested and seeded (see
 :func:`ssl_ecg.data.splits.label_fraction_subsets`); validation and test
@@ -9,7 +9,10 @@ and the figures in :mod:`ssl_ecg.evaluate.plots`.
 Every ``curve.csv`` row carries a ``fingerprint`` (see :func:`cell_fingerprint`)
 of what decides its value, and the software and hardware it was computed on
 (:data:`PROVENANCE_COLUMNS`, not part of the fingerprint); a resumed run reuses
-only rows whose fingerprint matches (see :func:`run_curve`).
+only rows whose fingerprint matches and whose cell's test predictions are stored
+(``predictions/<fingerprint>.npz``, see :func:`run_curve`). :func:`summarize_runs`
+turns rows and predictions of one or several splits into estimates, intervals,
+paired comparisons, AULC and labels needed (maths in :mod:`ssl_ecg.evaluate.stats`).
 """
 
 from __future__ import annotations
@@ -342,7 +345,10 @@ def run_curve(
     outside this grid stay in the file (not returned) only when their fingerprint
     is what this call would compute for them (same encoders, settings and data);
     every row whose fingerprint differs, in the grid or not, is moved to
-    ``curve.stale.csv`` beside it, so ``curve.csv`` never mixes encoders. So
+    ``curve.stale.csv`` beside it (their predictions to ``predictions.stale/``), so
+    ``curve.csv`` never mixes encoders. Each computed cell writes its test predictions
+    (:func:`save_predictions`) before its row; a matching row whose predictions file
+    is missing is dropped with a warning and recomputed. So
     an interrupted run resumes, and a re-run after any result-affecting change
     recomputes exactly the affected cells.
 
