@@ -36,12 +36,13 @@ from ecg_augmentations import (
 )
 
 from augmentations.peaks import detect_r_peaks, match_peaks, peak_indices, r_peak_positions
+from augmentations.peaks_scoring import matched_peak_pairs, score_peaks_in_span
 from augmentations.presets import default_ecg_augmentation
 from augmentations.semantic import PeakNoiseSmoothing, SplitJoin
 from augmentations.views import LeadViews, MultiView, SegmentLeadViews, SegmentViews, per_lead_ids
 
 __all__ = [
-    "detect_r_peaks", "r_peak_positions", "peak_indices", "match_peaks",
+    "detect_r_peaks", "r_peak_positions", "peak_indices", "match_peaks", "matched_peak_pairs", "score_peaks_in_span",
     "SplitJoin", "PeakNoiseSmoothing",
     "SegmentViews", "LeadViews", "SegmentLeadViews", "MultiView", "per_lead_ids",
     "default_ecg_augmentation",
