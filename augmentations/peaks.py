@@ -376,28 +376,13 @@ def match_peaks(detected, reference, tolerance: int) -> tuple[int, int, int]:
     """One-to-one matching of detected and reference peak indices within ``tolerance`` samples.
 
     Each reference beat is matched to the nearest unused detection within the
-    tolerance (greedy in order of distance). Returns ``(tp, fp, fn)``.
+    tolerance (greedy in order of distance; see
+    :func:`augmentations.peaks_scoring.matched_peak_pairs`). Returns ``(tp, fp, fn)``.
     """
     import numpy as np
 
-    det = np.sort(np.asarray(detected, dtype=np.int64))
-    ref = np.sort(np.asarray(reference, dtype=np.int64))
-    if len(det) == 0 or len(ref) == 0:
-        return 0, len(det), len(ref)
-    # Candidate pairs: each reference with its two nearest detections.
-    pos = np.searchsorted(det, ref)
-    pairs = []
-    for shift in (-1, 0):
-        j = np.clip(pos + shift, 0, len(det) - 1)
-        dist = np.abs(det[j] - ref)
-        ok = dist <= tolerance
-        pairs.append(np.stack([dist[ok], np.flatnonzero(ok), j[ok]], 1))
-    cand = np.concatenate(pairs)
-    cand = cand[np.lexsort((cand[:, 2], cand[:, 1], cand[:, 0]))]
-    used_r, used_d, tp = set(), set(), 0
-    for _, r, d in cand.tolist():
-        if r not in used_r and d not in used_d:
-            used_r.add(r)
-            used_d.add(d)
-            tp += 1
-    return tp, len(det) - tp, len(ref) - tp
+    from augmentations.peaks_scoring import matched_peak_pairs
+
+    n_det, n_ref = np.asarray(detected).size, np.asarray(reference).size
+    tp = len(matched_peak_pairs(detected, reference, tolerance)[0])
+    return tp, n_det - tp, n_ref - tp
