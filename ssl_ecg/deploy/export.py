@@ -1,0 +1,426 @@
+"""Deployable forms of an encoder (or an encoder with its probe): ONNX checked against PyTorch, safetensors with a
+model card, and an inference-only ONNX Runtime wrapper.
+
+Exporter. ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based exporter, default since torch 2.9;
+it needs ``onnxscript``) is used with one dynamic axis, the batch. The TorchScript exporter (``dynamo=False``) also
+works for every registered encoder in torch 2.14 but is deprecated; both gave the same outputs to ~1e-7 on the
+CLOCS CNN. Weights are stored inside the ``.onnx`` file (``external_data=False``): our encoders are far below
+ONNX's 2 GB protobuf limit, and one file is easier to move than two.
+
+Check. Every export is run with ONNX Runtime (``CPUExecutionProvider``) on seeded random inputs and, where given,
+real windows, at a batch size other than the example's (so the dynamic axis is exercised), and compared with
+PyTorch. The bound is ``max |onnx - torch| <= ONNX_ATOL + ONNX_RTOL * max |torch|``: both run float32, but ONNX
+Runtime's convolution and GEMM kernels (MLAS) sum in another order than PyTorch's, so each output differs by a few
+float32 roundings (relative ~1e-7 per operation, growing roughly with the square root of the reduction length over
+a dozen layers). Measured differences on the registered encoders are ~1e-7 relative; the 1e-4 relative bound
+leaves a thousandfold margin for that, while a wrong graph (a dropped BatchNorm, training-mode dropout, a frozen
+batch size) changes outputs at the 1e-2-1e0 scale and fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_ecg.checkpoint import MODEL_CARD_FILE, SAFETENSORS_FILE
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.embed import state_dict_hash
+from ssl_ecg.evaluate.head import ProbeModel, save_probe_head
+
+__all__ = ["ExportReport", "export_onnx", "export_safetensors", "model_card", "load_onnx_encoder", "OnnxEncoder",
+           "onnx_session", "pool_hash", "confined", "ONNX_RTOL", "ONNX_ATOL", "CARD_VERSION", "CARD_METADATA_KEY",
+           "PROBE_HEAD_FILE"]
+
+#: Relative and absolute parts of the ONNX-vs-PyTorch bound (see the module docstring for why).
+ONNX_RTOL = 1e-4
+ONNX_ATOL = 1e-5
+#: Version of ``model_card.json`` (bumped when a field changes meaning).
+CARD_VERSION = 1
+#: ONNX ``metadata_props`` key holding the model card as JSON, so an ``.onnx`` file describes itself.
+CARD_METADATA_KEY = "ssl_ecg.model_card"
+#: The probe head beside an exported encoder (safetensors, with its JSON card).
+PROBE_HEAD_FILE = "probe_head.safetensors"
+
+
+def confined(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/name`` for a fixed output file name, refusing a path that leaves ``folder`` (through ``..`` or an
+    existing link).
+
+    Raises:
+        ConfigError: the resolved path is outside ``folder``.
+    """
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise ConfigError(f"{path}: resolves to {path.resolve()}, outside the output folder {folder.resolve()}; "
+                          f"expected a file directly inside it")
+    return path
+
+
+def pool_hash(pool_patients: Sequence[str]) -> str:
+    """SHA-256 of the sorted pretraining pool patient keys (``dataset:patient_id``), newline-joined.
+
+    A hash of the patients rather than of the cache keys: the same pool cached at another rate or path hashes the
+    same, and any other pool hashes differently.
+    """
+    return hashlib.sha256("\n".join(sorted(map(str, pool_patients))).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: expected a JSON object ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _cache_leads(cache_dir: str | None, cache_keys: Sequence[str]) -> list[str] | None:
+    """Lead names from the manifest of the pretraining cache, when that cache is still on this machine."""
+    if not cache_dir or len(cache_keys) != 1:
+        return None
+    for manifest in sorted(Path(cache_dir).glob(f"*-{cache_keys[0][:16]}/manifest.json")):
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(meta, dict) and meta.get("key") == cache_keys[0] and isinstance(meta.get("leads"), list):
+            return [str(lead) for lead in meta["leads"]]
+    return None
+
+
+def model_card(encoder: nn.Module, source: str | os.PathLike | None = None, *, fs: float | None = None,
+               window: int | None = None, leads: Sequence[str] | None = None, per_lead: bool | None = None,
+               method: str | None = None) -> dict[str, Any]:
+    """What a user of the exported encoder needs to feed it, and where it came from.
+
+    Fields: ``encoder`` (the architecture config), ``n_parameters``, ``weights_sha256`` (of the full state dict,
+    :func:`~ssl_ecg.evaluate.embed.state_dict_hash`), ``input`` (``fs``, ``window_samples``, ``window_seconds``,
+    ``leads``, ``n_leads``, ``per_lead``, ``in_channels``, ``normalization``), ``pretraining`` (``method``,
+    ``datasets``, ``pool_hash`` = :func:`pool_hash` of the pool patients, ``pool_patients`` count, ``cache_keys``,
+    ``split_hash``, ``label_patients`` count), ``ssl_ecg_version``, and ``onnx`` / ``probe`` (filled by the
+    export).
+
+    Args:
+        encoder: the encoder (with its ``config``).
+        source: the ``encoder.pt`` / run folder it was loaded from; its ``encoder.json`` supplies the pretraining
+            recipe (rate, leads, window, method) and provenance. None: only the explicit arguments.
+        fs, window, leads, per_lead, method: override what ``source`` says (e.g. from an evaluation recipe).
+
+    Raises:
+        ConfigError: the encoder has no config dict.
+    """
+    from ssl_ecg import __version__
+
+    config = getattr(encoder, "config", None)
+    if not isinstance(config, dict):
+        raise ConfigError(f"encoder {type(encoder).__name__}: has no config dict; expected an ssl-ecg encoder "
+                          "(ssl_ecg.models.build_encoder) so the card can say how to rebuild it")
+    meta: dict[str, Any] = {}
+    if source is not None:
+        path = Path(source)
+        path = path / "encoder.json" if path.is_dir() else path.with_suffix(".json")
+        if path.is_file():
+            meta = _read_json(path)
+    pre = meta.get("pretraining") or {}
+    recipe = pre.get("config") or {}
+    prov = meta.get("provenance") or {}
+    fs = fs if fs is not None else recipe.get("fs")
+    in_channels = config.get("in_channels")
+    per_lead = per_lead if per_lead is not None else in_channels == 1
+    if window is None:
+        window = config.get("input_len") or (pre.get("data_needs") or {}).get("input_samples")
+        if window is None and fs and recipe.get("segment_len"):
+            window = int(round(recipe["segment_len"] * fs))
+    leads = list(leads) if leads is not None else (recipe.get("leads") or _cache_leads(recipe.get("cache_dir"),
+                                                                                      prov.get("cache_keys") or []))
+    n_leads = len(leads) if leads else (None if per_lead else in_channels)
+    return {
+        "card_version": CARD_VERSION,
+        "ssl_ecg_version": __version__,
+        "encoder": dict(config),
+        "n_parameters": int(sum(p.numel() for p in encoder.parameters())),
+        "weights_sha256": state_dict_hash(encoder),
+        "input": {"fs": fs, "window_samples": window,
+                  "window_seconds": (window / fs) if window and fs else None,
+                  "leads": leads, "n_leads": n_leads, "per_lead": bool(per_lead), "in_channels": in_channels,
+                  "normalization": recipe.get("normalization"), "units": "mV"},
+        "pretraining": {"method": method or meta.get("method"), "datasets": prov.get("datasets"),
+                        "pool_hash": pool_hash(prov["pool_patients"]) if prov.get("pool_patients") else None,
+                        "pool_hash_of": "SHA-256 of the sorted pool patient keys (dataset:patient_id), one a line",
+                        "pool_patients": len(prov.get("pool_patients") or []) or None,
+                        "cache_keys": prov.get("cache_keys"),
+                        "split_hash": (prov.get("split") or {}).get("hash") or pre.get("split_hash"),
+                        "label_patients": len(prov["label_patients"]) if "label_patients" in prov else None,
+                        "source": str(source) if source is not None else None},
+        "onnx": None,
+        "probe": None,
+    }
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely ONNX Runtime reproduces PyTorch.
+
+    Attributes:
+        path: the ``.onnx`` file; bytes: its size.
+        exporter: which torch exporter and opset.
+        input_name, output_name: graph input and output names.
+        input_shape: ``["batch", C, S]``; output_shape: ``["batch", D]``.
+        max_abs_diff_random: max |ONNX - PyTorch| on seeded standard-normal inputs.
+        max_abs_diff_real: the same on the real windows given (None when none were).
+        bound: the largest difference allowed (``ONNX_ATOL + ONNX_RTOL * max |PyTorch|``, the smaller of the two
+            input sets' bounds).
+    """
+
+    path: str
+    bytes: int
+    exporter: str
+    input_name: str
+    output_name: str
+    input_shape: list
+    output_shape: list
+    max_abs_diff_random: float
+    max_abs_diff_real: float | None
+    bound: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = 1):
+    """An ONNX Runtime CPU session (``threads`` intra-op threads, one inter-op; None: ONNX Runtime's default).
+
+    Raises:
+        ConfigError: the file is missing or is not a model ONNX Runtime can load.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: ONNX file not found")
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+    opts.log_severity_level = 3  # errors only: the one-line ConfigError below says what went wrong
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, NoSuchFile, ...
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{path}: not a loadable ONNX model ({type(exc).__name__}: {reason}); expected an .onnx "
+                          "file written by ssl-ecg export") from None
+
+
+def _example_check(model: nn.Module, example_shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in example_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"example_shape: expected (N, C, S) with positive sizes, got {tuple(example_shape)}")
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape))
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"example_shape {shape}: the model refuses an input of this shape ({exc}); expected "
+                          "(N, channels or leads, window samples) as the model was built for") from None
+    return shape
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequence[int], *,
+                input_name: str = "x", output_name: str | None = None, real_inputs: np.ndarray | None = None,
+                card: dict | None = None, seed: int = 0, n_check: int = 3) -> ExportReport:
+    """Export an encoder ((N, C, S) -> (N, E)) or a :class:`~ssl_ecg.evaluate.head.ProbeModel` ((N, L, S) ->
+    (N, K) logits) to ONNX with a dynamic batch axis, validate it, and check it against PyTorch.
+
+    Steps: ``torch.onnx.export(dynamo=True)`` in eval mode (the model's training flag is restored);
+    ``onnx.checker.check_model(full_check=True)`` (structure and shape inference); the model card, if given, goes
+    into the file's ``metadata_props`` under :data:`CARD_METADATA_KEY`; then ONNX Runtime runs ``n_check``
+    seeded standard-normal inputs and ``real_inputs`` (if given) and the results are compared with PyTorch within
+    ``ONNX_ATOL + ONNX_RTOL * max |PyTorch|`` (see the module docstring).
+
+    Args:
+        model: the module; path: the ``.onnx`` file to write (its folder is created).
+        example_shape: (N, C, S) of one input used for tracing.
+        input_name, output_name: graph names (output default: ``logits`` for a probe, ``z`` for an encoder).
+        real_inputs: (M, C, S) float32 windows to check on too (e.g. training windows).
+        card: the model card to embed (see :func:`model_card`).
+        seed: seed of the random check inputs; n_check: their batch size (other than N, so the dynamic axis is used).
+
+    Returns:
+        :class:`ExportReport`.
+
+    Raises:
+        ConfigError: a bad ``example_shape`` or ``real_inputs``; ONNX Runtime's outputs differ by more than the bound.
+    """
+    import onnx
+
+    path = Path(path)
+    output_name = output_name or ("logits" if isinstance(model, ProbeModel) else "z")
+    was_training = model.training
+    model.eval()
+    try:
+        shape = _example_check(model, example_shape)
+        if real_inputs is not None:
+            real_inputs = np.asarray(real_inputs)
+            if real_inputs.ndim != 3 or real_inputs.shape[1:] != shape[1:] or not len(real_inputs):
+                raise ConfigError(f"real_inputs: shape {real_inputs.shape}; expected (M >= 1, {shape[1]}, {shape[2]}) "
+                                  "like example_shape")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # torch.export's notes on the graph it traces are not the user's concern
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (torch.zeros(shape),), dynamo=True, verbose=False,
+                                        input_names=[input_name], output_names=[output_name],
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
+        proto = program.model_proto
+        if card is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card, default=str)
+        onnx.save_model(proto, str(path))
+        onnx.checker.check_model(str(path), full_check=True)
+        session = onnx_session(path)
+        rng = np.random.default_rng(seed)
+        batch = n_check if n_check != shape[0] else n_check + 1
+        checks = {"random": rng.standard_normal((batch, *shape[1:])).astype(np.float32),
+                  "real": None if real_inputs is None else real_inputs.astype(np.float32)}
+        diffs, bound = {}, np.inf
+        for name, x in checks.items():
+            if x is None:
+                diffs[name] = None
+                continue
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x)).numpy()
+            got = session.run([output_name], {input_name: x})[0]
+            diffs[name] = float(np.abs(got.astype(np.float64) - ref).max())
+            allowed = ONNX_ATOL + ONNX_RTOL * float(np.abs(ref).max())
+            bound = min(bound, allowed)
+            if not diffs[name] <= allowed:
+                raise ConfigError(f"{path}: ONNX Runtime differs from PyTorch by {diffs[name]:.3g} on the {name} "
+                                  f"inputs; expected at most {allowed:.3g} ({ONNX_ATOL:g} + {ONNX_RTOL:g} x max|out|)")
+    finally:
+        model.train(was_training)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    out_dim = session.get_outputs()[0].shape[-1]
+    return ExportReport(path=str(path), bytes=path.stat().st_size,
+                        exporter=f"torch.onnx.export(dynamo=True) torch {torch.__version__}, opset {opset}",
+                        input_name=input_name, output_name=output_name, input_shape=["batch", *shape[1:]],
+                        output_shape=["batch", out_dim], max_abs_diff_random=diffs["random"],
+                        max_abs_diff_real=diffs["real"], bound=float(bound))
+
+
+def export_safetensors(encoder: nn.Module, folder: str | os.PathLike, card: dict | None = None,
+                       probe: ProbeModel | None = None, probe_meta: dict | None = None) -> dict[str, Path]:
+    """Write ``encoder.safetensors`` (the full state dict, BatchNorm buffers included; the architecture config in
+    the header metadata) and ``model_card.json`` into ``folder``; with ``probe``, also its head
+    (``probe_head.safetensors`` + ``.json``, :func:`~ssl_ecg.evaluate.head.save_probe_head`) and the card's
+    ``probe`` block (``probe_meta``: task, fraction, seed, label-patient count, ...).
+
+    :func:`ssl_ecg.load_encoder` reads the result back (the folder or the ``.safetensors`` file) with
+    bit-identical outputs; nothing is pickled.
+
+    Returns:
+        name -> path of every file written.
+
+    Raises:
+        ConfigError: the encoder has no config, or ``probe`` wraps another encoder.
+    """
+    from safetensors.torch import save_file
+
+    card = dict(card) if card is not None else model_card(encoder)
+    config = getattr(encoder, "config", None)
+    if not isinstance(config, dict):
+        raise ConfigError(f"encoder {type(encoder).__name__}: has no config dict; expected an ssl-ecg encoder")
+    if probe is not None and probe.features.encoder is not encoder:
+        raise ConfigError("probe: wraps another encoder than the one exported; expected the probe fitted on it")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = confined(folder, SAFETENSORS_FILE)
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(weights), metadata={"encoder": json.dumps(config), "format": "ssl-ecg encoder"})
+    written = {"weights": weights}
+    if probe is not None:
+        head = save_probe_head(probe, confined(folder, PROBE_HEAD_FILE), meta=probe_meta)
+        written["probe_head"] = head
+        card["probe"] = {"kind": probe.kind, "classes": probe.classes, "n_outputs": probe.n_outputs,
+                         "lead_features": probe.features.lead_features, "head": PROBE_HEAD_FILE, **(probe_meta or {})}
+    card_path = confined(folder, MODEL_CARD_FILE)
+    card_path.write_text(json.dumps(card, indent=2, default=str))
+    written["card"] = card_path
+    return written
+
+
+class OnnxEncoder:
+    """An exported ONNX model run by ONNX Runtime on the CPU: numpy float32 (N, C, S) -> (N, E) embeddings, or
+    (N, K) logits for an encoder+probe export.
+
+    Inference only: no gradients, no training, no device choice; the PyTorch encoder
+    (:func:`ssl_ecg.load_encoder`) is the one to fine-tune.
+
+    Attributes:
+        path: the ``.onnx`` file. card: its embedded model card ({} when it has none).
+        input_shape: (None, C, S), None standing for the dynamic batch axis.
+        input_name, output_name: the graph's names.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = 1):
+        self.path = Path(path)
+        self.session = onnx_session(self.path, threads)
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.output_name = inp.name, out.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        props = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.card = json.loads(props[CARD_METADATA_KEY]) if CARD_METADATA_KEY in props else {}
+        except json.JSONDecodeError:
+            raise ConfigError(f"{self.path}: metadata {CARD_METADATA_KEY!r} is not JSON; expected the model card "
+                              "written by ssl-ecg export") from None
+        if len(self.input_shape) != 3:
+            raise ConfigError(f"{self.path}: input {self.input_name!r} has shape {inp.shape}; expected (N, C, S)")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on ``x`` (N, C, S) float32; returns float32 (N, E) or (N, K).
+
+        Raises:
+            ConfigError: ``x`` is not a float32 numpy array of shape (N, C, S) with this model's C and S.
+        """
+        _, channels, samples = self.input_shape
+        if not isinstance(x, np.ndarray):
+            raise ConfigError(f"x: got {type(x).__name__}; expected a numpy float32 array (N, {channels}, {samples})")
+        if x.dtype != np.float32:
+            raise ConfigError(f"x: dtype {x.dtype}; expected float32 (use x.astype(np.float32))")
+        if x.ndim != 3 or len(x) == 0:
+            raise ConfigError(f"x: shape {x.shape}; expected (N >= 1, {channels}, {samples})")
+        info = self.card.get("input") or {}
+        if channels is not None and x.shape[1] != channels:
+            leads = info.get("leads")
+            what = (f"{channels} lead(s) in order {leads}" if leads and channels == len(leads)
+                    else f"{channels} channel(s)" + (" (one lead at a time)" if channels == 1 else ""))
+            raise ConfigError(f"x: {x.shape[1]} leads/channels (shape {x.shape}); expected {what}")
+        if samples is not None and x.shape[2] != samples:
+            at = (f" ({info['window_seconds']:g} s at {info['fs']:g} Hz)"
+                  if info.get("window_seconds") and info.get("fs") else "")
+            raise ConfigError(f"x: {x.shape[2]} samples per window (shape {x.shape}); expected {samples}{at}")
+        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+
+
+def load_onnx_encoder(path: str | os.PathLike, threads: int | None = 1) -> OnnxEncoder:
+    """Open an exported ``.onnx`` file (or a folder holding ``encoder.onnx``) for inference.
+
+    Args:
+        path: the file or folder.
+        threads: ONNX Runtime intra-op threads (None: its default).
+
+    Raises:
+        ConfigError: the file is missing, corrupt, or not an (N, C, S) model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "encoder.onnx"
+    return OnnxEncoder(path, threads)
