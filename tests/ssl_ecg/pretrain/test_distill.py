@@ -207,3 +207,9 @@ def test_a_teacher_without_provenance_is_refused(runs, tmp_path):
     torch.save(enc.state_dict(), tmp_path / "encoder.pt")
     with pytest.raises(ConfigError, match="has no provenance"):
         run_distill(replace(_cfg(runs), teacher=str(tmp_path)), runs=runs, progress=False)
+
+
+def test_the_bundled_recipe_validates():
+    path = Path(__file__).parents[3] / "experiments" / "distill_ludb_lead2.yaml"
+    cfg = load_recipe(DistillConfig, path)
+    assert cfg.name == path.stem and cfg.student_leads == ["II"] and cfg.pool == "train" and cfg.logits is None
