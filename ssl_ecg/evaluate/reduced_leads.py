@@ -1,0 +1,301 @@
+"""Reduced-lead evaluation: the label-efficiency curve at the PhysioNet/CinC 2021 lead sets.
+
+The CinC 2021 challenge (Reyna et al., "Will two do? Varying dimensions in electrocardiography", CinC 2021)
+scored 12, 6, 4, 3 and 2-lead ECGs; :data:`LEAD_SETS` adds lead II alone. For each lead set every arm is
+evaluated on the same patients, split, fractions and seeds, as a deployed model would see the recording:
+
+- **per-lead encoders** embed only the available leads (never a missing one); their probe features are the
+  mean over those lead embeddings (``lead_features: mean``, E, the default here), so every lead set and the
+  multi-lead arms have the same feature dimension; ``concat`` (k*E) is the alternative, named in the table;
+- **multi-lead encoders** get all L channels with the missing ones zero-filled (:class:`ZeroFilled`), as a model
+  trained on 12 leads meets a reduced-lead device;
+- the **supervised** arm is trained from scratch on the lead set (a multi-lead one with k input channels):
+  pretraining or training on each lead set is the option a zero-filled arm is compared with;
+- the **feature** arm (``feature_arm``) sees the available leads.
+
+With ``renormalize`` (default) and ``normalization: record`` the available leads are divided by their own
+overall standard deviation, which is the cache's record normalisation applied to those leads alone (exact when
+the records were not cut to a shorter length): a device with k leads normalises over k leads.
+
+Outputs (``runs/<name>/``): ``leads_<n>/`` per lead set (``curve.csv``, ``curve.json``, ``curve.png``,
+``split.json``, all with the one split), ``reduced_leads.csv`` (task, metric, arm, lead set, n_leads, leads,
+arm_input, fraction, mean, n_seeds), ``reduced_leads.png`` (AUROC against lead count, a panel per task) and
+``reduced_leads.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Literal, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from annotated_types import MinLen
+from torch import Tensor, nn
+
+from ssl_ecg.data.record import canonical_lead
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.curve import line_name, run_curve, write_outputs
+from ssl_ecg.evaluate.runner import FEATURE_ARM, EvalConfig, curve_spec, evaluation_inputs, feature_arm_curve
+from ssl_ecg.recipe import RunName
+
+__all__ = ["LEAD_SETS", "ReducedLeadsConfig", "ZeroFilled", "lead_set_signals", "resolve_lead_sets",
+           "run_reduced_leads", "format_reduced_table", "plot_reduced_leads", "REDUCED_COLUMNS"]
+
+#: The CinC 2021 lead sets (Reyna et al. 2021), plus lead II alone.
+LEAD_SETS: dict[int, tuple[str, ...]] = {
+    12: ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
+    6: ("I", "II", "III", "aVR", "aVL", "aVF"),
+    4: ("I", "II", "III", "V2"),
+    3: ("I", "II", "V2"),
+    2: ("I", "II"),
+    1: ("II",),
+}
+REDUCED_COLUMNS = ["task", "metric", "arm", "lead_set", "n_leads", "leads", "arm_input", "fraction", "mean", "n_seeds"]
+
+LeadSet = Union[Literal[12, 6, 4, 3, 2, 1], Annotated[list[str], MinLen(1)]]
+
+
+@dataclass
+class ReducedLeadsConfig(EvalConfig):
+    """An :class:`~ssl_ecg.evaluate.runner.EvalConfig` evaluated at several lead sets (``ssl-ecg reduced-leads``).
+
+    ``lead_sets``: each a CinC 2021 lead count (:data:`LEAD_SETS`) or a list of lead names of the data.
+    """
+
+    name: RunName = "reduced_leads"
+    lead_sets: Annotated[list[LeadSet], MinLen(1)] = field(default_factory=lambda: [12, 6, 4, 3, 2, 1])
+    lead_features: Literal["concat", "mean"] = "mean"  # per-lead arms: E (matched dimension) or k*E
+    renormalize: bool = True  # record normalisation re-applied to the available leads
+
+
+def resolve_lead_sets(lead_sets: Sequence, leads: Sequence[str]) -> dict[str, list[str]]:
+    """``{label: lead names}`` for each lead set (label ``"6"`` for a CinC set, names joined by ``-`` else).
+
+    Raises:
+        ConfigError: naming ``lead_sets[k]``, for a count that is not a CinC set, a name that is not a lead of
+            the data (``leads``), a repeated lead, or a repeated lead set.
+    """
+    have = {canonical_lead(n).lower(): canonical_lead(n) for n in leads}
+    out: dict[str, list[str]] = {}
+    for k, item in enumerate(lead_sets):
+        where = f"lead_sets[{k}]"
+        if isinstance(item, int) and not isinstance(item, bool):
+            if item not in LEAD_SETS:
+                raise ConfigError(f"{where}={item!r}: expected a lead count of {sorted(LEAD_SETS)} or a list of "
+                                  "lead names")
+            names, label = list(LEAD_SETS[item]), str(item)
+        elif isinstance(item, (list, tuple)) and item and all(isinstance(n, str) for n in item):
+            names = [canonical_lead(n) for n in item]
+            label = "-".join(names)
+        else:
+            raise ConfigError(f"{where}={item!r}: expected a lead count of {sorted(LEAD_SETS)} or a list of lead "
+                              "names")
+        unknown = [n for n in names if n.lower() not in have]
+        if unknown:
+            raise ConfigError(f"{where}: {unknown} are not leads of the evaluation data; expected names among "
+                              f"{list(have.values())} (set leads= to the 12 leads)")
+        if len({n.lower() for n in names}) != len(names):
+            raise ConfigError(f"{where}={item!r}: a lead is named twice")
+        names = [have[n.lower()] for n in names]
+        twin = next((lab for lab, other in out.items() if set(other) == set(names)), None)
+        if twin is not None:
+            raise ConfigError(f"{where}={item!r}: lead set {twin} is given twice")
+        out[label] = names
+    return out
+
+
+def _positions(leads: Sequence[str], subset: Sequence[str]) -> list[int]:
+    """Channel positions of ``subset`` in ``leads``, in the data's lead order."""
+    low = [canonical_lead(n).lower() for n in leads]
+    return sorted(low.index(canonical_lead(n).lower()) for n in subset)
+
+
+def _renormalized(x: np.ndarray) -> np.ndarray:
+    """Each record divided by its overall standard deviation (records with none are left as they are)."""
+    std = x.reshape(len(x), -1).std(axis=1, dtype=np.float64)
+    return (x / np.where(std > 0, std, 1.0)[:, None, None]).astype(np.float32)
+
+
+def lead_set_signals(signals: np.ndarray, leads: Sequence[str], subset: Sequence[str], per_lead: bool,
+                     renormalize: bool = False) -> np.ndarray:
+    """The evaluation signals of one lead set.
+
+    Args:
+        signals: (R, L, T) records with leads ``leads``.
+        subset: the available leads (any order; the data's order is kept).
+        per_lead: True: the (R, k, T) available leads only; False: (R, L, T) with the missing leads zero.
+        renormalize: divide the available leads by their own overall standard deviation per record (the
+            record normalisation over k leads).
+
+    Raises:
+        ConfigError: a lead of ``subset`` is not in ``leads``.
+    """
+    missing = [n for n in subset if canonical_lead(n).lower() not in {canonical_lead(m).lower() for m in leads}]
+    if missing:
+        raise ConfigError(f"lead_sets: {missing} are not leads of the data {list(leads)}")
+    pos = _positions(leads, subset)
+    sub = np.asarray(signals[:, pos], dtype=np.float32)
+    if renormalize:
+        sub = _renormalized(sub)
+    if per_lead:
+        return sub
+    full = np.zeros((len(sub), len(leads), sub.shape[-1]), dtype=np.float32)
+    full[:, pos] = sub
+    return full
+
+
+class ZeroFilled(nn.Module):
+    """A multi-lead encoder fed a lead subset: (N, k, T) -> the encoder on (N, L, T) with the other leads zero.
+
+    Same output as the encoder on ``lead_set_signals(..., per_lead=False)``, without storing L channels per
+    lead set. ``config`` adds the available leads to the encoder's, so curve fingerprints tell lead sets apart.
+    """
+
+    def __init__(self, encoder: nn.Module, positions: Sequence[int], n_leads: int, leads: Sequence[str]):
+        super().__init__()
+        self.encoder = encoder
+        self.positions = [int(p) for p in positions]
+        self.n_leads = int(n_leads)
+        self.embed_dim = getattr(encoder, "embed_dim", None)
+        self.config = {**(getattr(encoder, "config", None) or {}), "zero_filled": {"available": list(leads),
+                                                                                    "n_leads": self.n_leads}}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != len(self.positions):
+            raise ConfigError(f"ZeroFilled: input has {x.shape[1]} leads; expected {len(self.positions)}")
+        full = x.new_zeros(x.shape[0], self.n_leads, x.shape[-1])
+        full[:, self.positions] = x
+        return self.encoder(full)
+
+
+def _arm_input(arm: str, per_lead: bool, lead_features: str) -> str:
+    if arm == FEATURE_ARM:
+        return "available leads (hand-crafted)"
+    if arm == "supervised":
+        return "available leads (trained on the lead set)"
+    return f"per lead, {lead_features} over available leads" if per_lead else "all leads, missing zero-filled"
+
+
+def _reduced_rows(curve: pd.DataFrame, label: str, names: list[str], inputs: dict[str, str]) -> list[dict]:
+    rows = []
+    if curve.empty:
+        return rows
+    curve = curve.assign(line=[line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])])
+    for (task, metric, line, arm, frac), g in curve.groupby(["task", "metric", "line", "arm", "fraction"],
+                                                             sort=False):
+        rows.append({"task": task, "metric": metric, "arm": line, "lead_set": label, "n_leads": len(names),
+                     "leads": " ".join(names), "arm_input": inputs[arm], "fraction": float(frac),
+                     "mean": float(g["value"].astype(float).mean()), "n_seeds": int(len(g))})
+    return rows
+
+
+def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
+    """Evaluate ``cfg`` at each of its lead sets; see the module doc for what each arm sees and what is written.
+
+    The data, split, provenance checks and arms are resolved once (:func:`evaluation_inputs`), so every
+    ``leads_<n>/`` holds the same ``split.json`` and the same label-fraction draws.
+
+    Raises:
+        ConfigError: a bad lead set (naming ``lead_sets[k]``), and everything :func:`run_evaluation` raises.
+    """
+    t0 = time.perf_counter()
+    inputs = evaluation_inputs(cfg, runs, progress)
+    sets = resolve_lead_sets(cfg.lead_sets, inputs.leads)
+    spec = curve_spec(cfg, inputs)
+    renormalize = cfg.renormalize and cfg.normalization == "record"
+    rows, curves = [], {}
+    for label, names in sets.items():
+        folder = inputs.out / f"leads_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        inputs.prepared.split.save(folder / "split.json")
+        pos = _positions(inputs.leads, names)
+        everything = pos == list(range(len(inputs.leads)))
+        # all leads: the plain curve's signals, so leads_12/ equals `ssl-ecg curve` with the same settings
+        sub = lead_set_signals(inputs.signals, inputs.leads, names, per_lead=True,
+                               renormalize=renormalize and not everything)
+        arms = {arm: enc if inputs.per_lead[arm] or everything else ZeroFilled(enc, pos, len(inputs.leads), names)
+                for arm, enc in inputs.arms.items()}
+        supervised = spec.supervised
+        if supervised is not None and not spec.lead_mode("supervised"):
+            supervised = {**supervised, "in_channels": len(names)}
+        own = replace(spec, supervised=supervised)
+        curve = run_curve(sub, inputs.table, inputs.splits, arms, own, folder, progress=progress)
+        if cfg.feature_arm:
+            curve = pd.concat([curve, feature_arm_curve(sub, inputs.table, inputs.splits, own, cfg.fs,
+                                                        [inputs.leads[p] for p in pos], folder, progress)],
+                              ignore_index=True)
+        write_outputs(curve, folder, {"config": asdict(cfg), "lead_set": label, "leads": names,
+                                      "split_hash": inputs.prepared.split.hash})
+        kinds = {arm: _arm_input(arm, inputs.per_lead.get(arm, True), cfg.lead_features) for arm in curve["arm"]}
+        rows += _reduced_rows(curve, label, names, kinds)
+        curves[label] = curve
+    table = pd.DataFrame(rows, columns=REDUCED_COLUMNS)
+    table.to_csv(inputs.out / "reduced_leads.csv", index=False)
+    plot_reduced_leads(table, inputs.out / "reduced_leads.png")
+    inputs.prepared.split.save(inputs.out / "split.json")
+    meta = {"config": asdict(cfg), "lead_sets": sets, "split_hash": inputs.prepared.split.hash,
+            "split_source": inputs.split_source, "per_lead": inputs.per_lead, "renormalized": renormalize,
+            "records": int(len(inputs.table)), "provenance": inputs.checks, "bad_leads": inputs.prepared.bad_leads,
+            "wall_seconds": round(time.perf_counter() - t0, 1)}
+    (inputs.out / "reduced_leads.json").write_text(json.dumps(meta, indent=2, default=str))
+    return {"out": inputs.out, "table": table, "curves": curves, **meta}
+
+
+def plot_reduced_leads(table: pd.DataFrame, path: str | Path) -> Path:
+    """AUROC against the number of leads, a line per arm (and fraction when several), one panel per task."""
+    table = table.assign(lead_set=table["lead_set"].astype(str))  # read back from csv: counts are ints
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    auroc = table[table["metric"] == "auroc"]
+    tasks = list(dict.fromkeys(auroc["task"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    order = list(dict.fromkeys(table["lead_set"]))
+    fractions = sorted(set(auroc["fraction"]))
+    for ax, task in zip(axes[0], tasks):
+        g = auroc[auroc["task"] == task]
+        for k, arm in enumerate(dict.fromkeys(g["arm"])):
+            for frac in fractions:
+                line = g[(g["arm"] == arm) & (g["fraction"] == frac)].set_index("lead_set").reindex(order)
+                label = arm if len(fractions) == 1 else f"{arm} ({frac:.0%})"
+                ax.plot(range(len(order)), line["mean"], marker="o", color=f"C{k % 10}", label=label,
+                        alpha=0.4 + 0.6 * (frac == fractions[-1]))
+        ax.set_xticks(range(len(order)), [f"{lab}" if lab.isdigit() else lab.replace("-", "\n") for lab in order])
+        ax.set_xlabel("leads")
+        ax.set_ylabel("test AUROC (mean over seeds)")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_reduced_table(table: pd.DataFrame, fraction: float | None = None) -> str:
+    """Text table per task: arms x lead sets, test AUROC mean over seeds at ``fraction`` (default the largest)."""
+    table = table.assign(lead_set=table["lead_set"].astype(str))  # read back from csv: counts are ints
+    auroc = table[table["metric"] == "auroc"]
+    if auroc.empty:
+        return "(no AUROC rows)"
+    fraction = max(auroc["fraction"]) if fraction is None else fraction
+    auroc = auroc[auroc["fraction"] == fraction]
+    order = list(dict.fromkeys(table["lead_set"]))
+    blocks = []
+    for task, g in auroc.groupby("task", sort=False):
+        wide = g.pivot_table(index="arm", columns="lead_set", values="mean", sort=False).reindex(columns=order)
+        inputs = g.drop_duplicates("arm").set_index("arm")["arm_input"]
+        head = f"{'arm':<16}" + "".join(f"{lab + ' leads' if lab.isdigit() else lab:>12}" for lab in order)
+        lines = [f"{task}: test AUROC at {fraction:.0%} of the labels, mean over seeds", head]
+        for arm, vals in wide.iterrows():
+            lines.append(f"{arm:<16}" + "".join(f"{v:>12.3f}" for v in vals) + f"   ({inputs[arm]})")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

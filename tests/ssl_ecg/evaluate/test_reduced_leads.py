@@ -1,0 +1,159 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import wfdb
+
+from ssl_ecg.checkpoint import save_encoder
+from ssl_ecg.data.preprocess import normalize
+from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate import reduced_leads as rl
+from ssl_ecg.evaluate.reduced_leads import (
+    LEAD_SETS,
+    ReducedLeadsConfig,
+    ZeroFilled,
+    lead_set_signals,
+    resolve_lead_sets,
+    run_reduced_leads,
+)
+from ssl_ecg.models import build_encoder
+from ssl_ecg.recipe import load_recipe
+
+LEADS = list(LEAD_SETS[12])
+EXPERIMENTS = Path(__file__).parents[3] / "experiments"
+
+
+def test_cinc2021_lead_sets():
+    assert LEAD_SETS[6] == ("I", "II", "III", "aVR", "aVL", "aVF") and LEAD_SETS[4] == ("I", "II", "III", "V2")
+    assert LEAD_SETS[3] == ("I", "II", "V2") and LEAD_SETS[2] == ("I", "II") and LEAD_SETS[1] == ("II",)
+
+
+def test_subsetting_and_zero_filling_are_exact():
+    x = np.random.default_rng(0).standard_normal((5, 12, 300)).astype(np.float32)
+    sub = lead_set_signals(x, LEADS, LEAD_SETS[4], per_lead=True)
+    np.testing.assert_array_equal(sub, x[:, [0, 1, 2, 7]])
+    np.testing.assert_array_equal(lead_set_signals(x, LEADS, ["ii", "I"], per_lead=True), x[:, [0, 1]])  # data order
+    full = lead_set_signals(x, LEADS, LEAD_SETS[3], per_lead=False)
+    assert full.shape == x.shape
+    kept = [0, 1, 7]
+    np.testing.assert_array_equal(full[:, kept], x[:, kept])
+    assert not np.delete(full, kept, axis=1).any()  # every other channel is exactly zero
+    np.testing.assert_array_equal(lead_set_signals(x, LEADS, LEADS, per_lead=False), x)
+
+
+def test_renormalizing_equals_the_record_normalisation_of_the_available_leads():
+    raw = np.random.default_rng(1).standard_normal((3, 12, 500)) * np.arange(1, 13)[None, :, None] + 0.3
+    cached = np.stack([normalize(r, "record") for r in raw])
+    got = lead_set_signals(cached, LEADS, LEAD_SETS[2], per_lead=True, renormalize=True)
+    want = np.stack([normalize(r[[0, 1]], "record") for r in raw])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_filled_encoder_equals_the_encoder_on_zero_filled_signals():
+    torch.manual_seed(0)
+    enc = build_encoder({"name": "clocs", "in_channels": 12, "input_len": 400, "embed_dim": 8}).eval()
+    x = np.random.default_rng(2).standard_normal((4, 12, 400)).astype(np.float32)
+    wrapped = ZeroFilled(enc, [0, 1, 7], 12, ["I", "II", "V2"])
+    with torch.no_grad():
+        a = wrapped(torch.as_tensor(lead_set_signals(x, LEADS, LEAD_SETS[3], per_lead=True)))
+        b = enc(torch.as_tensor(lead_set_signals(x, LEADS, LEAD_SETS[3], per_lead=False)))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert wrapped.config["zero_filled"]["available"] == ["I", "II", "V2"] and wrapped.embed_dim == 8
+
+
+def test_bad_lead_sets_are_one_line_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match=r"lead_sets\[1\]: \['V7'\] are not leads"):
+        resolve_lead_sets([2, ["II", "V7"]], LEADS)
+    with pytest.raises(ConfigError, match=r"lead_sets\[0\].*not leads of the evaluation data"):
+        resolve_lead_sets([2], ["II"])  # the data holds lead II only
+    with pytest.raises(ConfigError, match=r"lead_sets\[1\].*given twice"):
+        resolve_lead_sets([2, ["ii", "I"]], LEADS)  # the CinC 2-lead set again, by name
+    with pytest.raises(ConfigError, match=r"lead_sets\[0\].*named twice"):
+        resolve_lead_sets([["II", "ii"]], LEADS)
+    with pytest.raises(ConfigError, match="lead_sets"):
+        load_recipe(ReducedLeadsConfig, overrides={"lead_sets": [5]})
+    assert resolve_lead_sets([12, ["v1", "II"]], LEADS) == {"12": LEADS, "V1-II": ["V1", "II"]}
+    assert "\n" not in str(pytest.raises(ConfigError, resolve_lead_sets, [["X"]], LEADS).value)
+
+
+def test_bundled_recipe_validates():
+    cfg = load_recipe(ReducedLeadsConfig, EXPERIMENTS / "reduced_leads_ptbxl.yaml")
+    assert cfg.lead_sets == [12, 6, 4, 3, 2, 1] and cfg.split == "official" and cfg.lead_features == "mean"
+
+
+def _ludb_like(tmp_path, n=16):
+    """A tiny LUDB-layout dataset: 10 s 12-lead records at 100 Hz, one patient each, lad alternating."""
+    root = tmp_path / "ludb"
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
+    for i in range(1, n + 1):
+        wfdb.wrsamp(str(i), fs=100, units=["mV"] * 12, sig_name=names, d_signal=rng.integers(-1500, 1500, (1000, 12)),
+                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(root / "data"))
+    (root / "RECORDS").write_text("".join(f"data/{i}\n" for i in range(1, n + 1)))
+    with open(root / "ludb.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "Sex", "Age", "Rhythms", "Electric axis of the heart", "Hypertrophies"])
+        for i in range(1, n + 1):
+            axis = "left axis deviation" if i % 2 else "normal"
+            w.writerow([i, "M", 50, "Sinus rhythm", f"Electric axis of the heart: {axis}", ""])
+    return root
+
+
+def test_reduced_leads_end_to_end_shares_the_split_and_writes_the_table_and_plot(tmp_path, monkeypatch):
+    root = _ludb_like(tmp_path)
+    torch.manual_seed(0)
+    for name, channels in (("per", 1), ("multi", 12)):
+        enc = build_encoder({"name": "clocs", "in_channels": channels, "input_len": 400, "embed_dim": 8})
+        save_encoder(enc, tmp_path / name / "encoder.pt")
+    seen = []
+    real_run_curve = rl.run_curve
+
+    def spy(signals, table, splits, encoders, spec, out, progress=True):
+        lead_rows = {}
+        for arm, enc in encoders.items():  # count the lead instances every per-lead arm embeds
+            if spec.lead_mode(arm):
+                enc.register_forward_pre_hook(lambda m, a, arm=arm: lead_rows.__setitem__(
+                    arm, lead_rows.get(arm, 0) + a[0].shape[0]))
+        result = real_run_curve(signals, table, splits, encoders, spec, out, progress)
+        seen.append((Path(out).name, signals.shape, {a: type(e).__name__ for a, e in encoders.items()}, lead_rows))
+        for enc in encoders.values():
+            enc._forward_pre_hooks.clear()
+        return result
+
+    monkeypatch.setattr(rl, "run_curve", spy)
+    cfg = ReducedLeadsConfig(name="rl", dataset="ludb", root=str(root), fs=100.0, window=4.0,
+                             encoders={"per": str(tmp_path / "per"), "multi": str(tmp_path / "multi")},
+                             allow_unknown_provenance=True, supervised=False, feature_arm=True, tasks=["lad"],
+                             fractions=[0.5, 1.0], seeds=[0], lead_sets=[12, 2, 1], split=[0.5, 0.25, 0.25],
+                             cache_dir=str(tmp_path / "cache"))
+    result = run_reduced_leads(cfg, runs=tmp_path / "runs", progress=False)
+    out = result["out"]
+    for label in ("12", "2", "1"):
+        assert (out / f"leads_{label}" / "curve.csv").is_file() and (out / f"leads_{label}" / "curve.png").is_file()
+    hashes = {json.loads((out / f"leads_{lab}" / "split.json").read_text())["hash"] for lab in ("12", "2", "1")}
+    assert hashes == {result["split_hash"]}
+    encoder_calls = {name: (shape, kinds, rows) for name, shape, kinds, rows in seen if name != "features"}
+    n_records, windows = 16, 2  # 10 s records, 4 s windows
+    for label, k in (("12", 12), ("2", 2), ("1", 1)):
+        shape, kinds, rows = encoder_calls[f"leads_{label}"]
+        assert shape[1] == k  # per-lead arms and the features see the available leads only
+        assert rows == {"per": n_records * windows * k, "random_init": n_records * windows * k}
+        assert kinds["multi"] == ("ClocsEncoder" if k == 12 else "ZeroFilled")
+    table = pd.read_csv(out / "reduced_leads.csv")
+    assert list(table.columns) == rl.REDUCED_COLUMNS
+    assert set(table["arm"]) == {"per", "multi", "random_init", "features"}
+    assert set(table["n_leads"]) == {12, 2, 1} and len(table) == 4 * 3 * 2  # arms x lead sets x fractions
+    assert table["mean"].between(0, 1).all() and (table["n_seeds"] == 1).all()
+    per = table[table["arm"] == "per"]["arm_input"].unique().tolist()
+    assert per == ["per lead, mean over available leads"]
+    # same patients at every lead set: the per-fraction training-set sizes agree across the subfolders
+    sizes = [pd.read_csv(out / f"leads_{lab}" / "curve.csv").groupby(["fraction", "seed"])["n_train_patients"]
+             .first().tolist() for lab in ("12", "2", "1")]
+    assert sizes[0] == sizes[1] == sizes[2]
+    assert (out / "reduced_leads.png").stat().st_size > 1000
+    assert "lad: test AUROC at 100%" in rl.format_reduced_table(table)
