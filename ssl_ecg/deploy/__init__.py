@@ -7,8 +7,11 @@ Imports :mod:`ssl_ecg.models`, :mod:`ssl_ecg.evaluate`, :mod:`ssl_ecg.data` and 
 from ssl_ecg.deploy.export import (
     ExportReport,
     OnnxEncoder,
+    RecipeProbe,
+    export_encoder,
     export_onnx,
     export_safetensors,
+    fit_recipe_probe,
     load_onnx_encoder,
     model_card,
     pool_hash,
@@ -16,4 +19,5 @@ from ssl_ecg.deploy.export import (
 from ssl_ecg.deploy.quantize import QuantReport, WindowCalibrationReader, calibration_windows, quantize_probe_model
 
 __all__ = ["ExportReport", "OnnxEncoder", "export_onnx", "export_safetensors", "load_onnx_encoder", "model_card",
-           "pool_hash", "QuantReport", "WindowCalibrationReader", "calibration_windows", "quantize_probe_model"]
+           "pool_hash", "RecipeProbe", "fit_recipe_probe", "export_encoder", "QuantReport", "WindowCalibrationReader",
+           "calibration_windows", "quantize_probe_model"]

@@ -37,8 +37,8 @@ from ssl_ecg.evaluate.embed import state_dict_hash
 from ssl_ecg.evaluate.head import ProbeModel, save_probe_head
 
 __all__ = ["ExportReport", "export_onnx", "export_safetensors", "model_card", "load_onnx_encoder", "OnnxEncoder",
-           "onnx_session", "pool_hash", "confined", "ONNX_RTOL", "ONNX_ATOL", "CARD_VERSION", "CARD_METADATA_KEY",
-           "PROBE_HEAD_FILE"]
+           "onnx_session", "pool_hash", "confined", "RecipeProbe", "fit_recipe_probe", "export_encoder", "ONNX_RTOL",
+           "ONNX_ATOL", "CARD_VERSION", "CARD_METADATA_KEY", "PROBE_HEAD_FILE"]
 
 #: Relative and absolute parts of the ONNX-vs-PyTorch bound (see the module docstring for why).
 ONNX_RTOL = 1e-4
@@ -424,3 +424,165 @@ def load_onnx_encoder(path: str | os.PathLike, threads: int | None = 1) -> OnnxE
     if path.is_dir():
         path = path / "encoder.onnx"
     return OnnxEncoder(path, threads)
+
+
+def _weights_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return (path / "encoder.pt" if path.is_dir() else path).resolve()
+
+
+@dataclass
+class RecipeProbe:
+    """An encoder of an evaluation recipe with its probe fitted on the recipe's data (see :func:`fit_recipe_probe`).
+
+    Attributes:
+        arm, encoder_path: the recipe arm and its checkpoint.
+        inputs: the recipe's :class:`~ssl_ecg.evaluate.runner.EvalInputs` (signals, table, split, checks).
+        fitted: the :class:`~ssl_ecg.evaluate.head.FittedProbe`.
+        card: the model card (input settings from the recipe; ``probe`` block filled).
+        probe_meta: task, fraction, seed, label-patient count, chosen C, validation/test AUROC, split hash.
+    """
+
+    arm: str
+    encoder_path: str
+    inputs: Any
+    fitted: Any
+    card: dict
+    probe_meta: dict
+
+
+def fit_recipe_probe(recipe: str | os.PathLike, task: str, fraction: float = 1.0, seed: int = 0,
+                     encoder: str | os.PathLike | None = None, progress: bool = False) -> RecipeProbe:
+    """Fit the logistic probe of ``task`` on one encoder of an evaluation recipe, through
+    :func:`~ssl_ecg.evaluate.runner.evaluation_inputs` (so every provenance check of ``ssl-ecg curve`` applies:
+    no test patient in the pretraining pool, label use, preprocessing).
+
+    Args:
+        recipe: an :class:`~ssl_ecg.evaluate.runner.EvalConfig` YAML file.
+        task, fraction, seed: the task column and the seeded label draw.
+        encoder: which of the recipe's ``encoders`` (its checkpoint or run folder); None: the first.
+
+    Raises:
+        ConfigError: the recipe is missing or bad, it names no encoder, ``encoder`` is not among its encoders, or
+            ``task`` is not a column.
+        LeakageError: a provenance check fails (unless the recipe allows it).
+    """
+    from ssl_ecg.evaluate.head import fit_probe_model
+    from ssl_ecg.evaluate.runner import EvalConfig, evaluation_inputs
+    from ssl_ecg.recipe import load_recipe
+
+    cfg = load_recipe(EvalConfig, recipe, {"random_init": False, "supervised": False, "fractions": [float(fraction)],
+                                           "tasks": [task]})
+    if not cfg.encoders:
+        raise ConfigError(f"{recipe}: encoders is empty; expected the encoder to export (encoders: {{arm: run}})")
+    if encoder is None:
+        arm = next(iter(cfg.encoders))
+    else:
+        want = _weights_path(encoder)
+        arms = [a for a, p in cfg.encoders.items() if _weights_path(p) == want]
+        if not arms:
+            raise ConfigError(f"{encoder}: not among the encoders of {recipe} ({cfg.encoders}); expected one of them "
+                              "(the probe is fitted under that recipe's provenance checks)")
+        arm = arms[0]
+    cfg.encoders = {arm: cfg.encoders[arm]}
+    inputs = evaluation_inputs(cfg, progress=progress)
+    if task not in inputs.table.columns:
+        raise ConfigError(f"task: {task!r} is not a column of {cfg.dataset} (columns: {sorted(inputs.table.columns)})")
+    fitted = fit_probe_model(inputs.arms[arm], inputs.signals, inputs.table, inputs.splits, task, inputs.window,
+                             inputs.per_lead[arm], fraction=fraction, seed=seed, lead_features=cfg.lead_features)
+    manifest = getattr(inputs.prepared.cache, "manifest", None) or {}
+    leads = manifest.get("leads") or cfg.leads
+    card = model_card(inputs.arms[arm], cfg.encoders[arm], fs=cfg.fs, window=inputs.window, leads=leads,
+                      per_lead=inputs.per_lead[arm])
+    res = fitted.result
+    meta = {"task": task, "fraction": float(fraction), "seed": int(seed), "recipe": str(recipe), "arm": arm,
+            "label_patients": len(fitted.label_patients), "train_records": int(len(fitted.rows["train"])),
+            "test_records": int(len(fitted.rows["test"])), "split_hash": inputs.prepared.split.hash,
+            "setting": res.setting, "val_auroc": float(res.val_auroc), "test_auroc": float(res.test_auroc)}
+    card["probe"] = {"kind": fitted.model.kind, "classes": fitted.model.classes, "n_outputs": fitted.model.n_outputs,
+                     **meta}
+    return RecipeProbe(arm, str(cfg.encoders[arm]), inputs, fitted, card, meta)
+
+
+def _training_windows(rp: RecipeProbe, n: int = 16, seed: int = 0) -> np.ndarray:
+    """(n, L, S) windows of training records (seeded), to check an export on real data."""
+    from ssl_ecg.deploy.quantize import calibration_windows
+
+    pairs = calibration_windows(rp.inputs.signals, rp.fitted.rows["train"], rp.inputs.window, n, seed)
+    w = rp.inputs.window
+    return np.stack([rp.inputs.signals[r, :, k * w:(k + 1) * w] for r, k in pairs]).astype(np.float32)
+
+
+def export_encoder(source: str | os.PathLike, out: str | os.PathLike, *, onnx: bool = True, safetensors: bool = True,
+                   probe_recipe: str | os.PathLike | None = None, task: str | None = None, fraction: float = 1.0,
+                   seed: int = 0) -> dict[str, Any]:
+    """``ssl-ecg export``: an encoder (and optionally its probe, fitted through an evaluation recipe) as ONNX
+    and/or safetensors files with a model card, all inside ``out``.
+
+    Files: ``encoder.onnx`` ((N, C, S) -> (N, E)); with a probe, ``probe.onnx`` ((N, L, S) -> (N, K) logits) and
+    ``probe_head.safetensors`` + ``.json``; ``encoder.safetensors`` and ``model_card.json`` (written in every case:
+    the card records the ONNX differences).
+
+    Args:
+        source: the encoder checkpoint or run folder.
+        out: the output folder.
+        onnx, safetensors: which forms to write.
+        probe_recipe, task, fraction, seed: fit the probe of ``task`` through this evaluation recipe
+            (:func:`fit_recipe_probe`; ``source`` must be one of its encoders).
+
+    Returns:
+        ``{"files": {name: {"path", "bytes"}}, "onnx": {name: ExportReport dict}, "card": the card}``.
+
+    Raises:
+        ConfigError: no form chosen; ``task`` without a recipe (or the reverse); an encoder without a config or
+            whose window is unknown; anything :func:`fit_recipe_probe` or :func:`export_onnx` refuses.
+    """
+    from ssl_ecg.checkpoint import load_encoder
+
+    if not (onnx or safetensors):
+        raise ConfigError("export: expected --onnx and/or --safetensors (nothing to write)")
+    if (probe_recipe is None) != (task is None):
+        raise ConfigError("--probe/--task: expected both (a probe is fitted on a task through an evaluation recipe) "
+                          "or neither")
+    out = Path(out)
+    if probe_recipe is not None:
+        rp = fit_recipe_probe(probe_recipe, task, fraction, seed, encoder=source)
+        encoder, card, probe = rp.fitted.model.features.encoder, rp.card, rp.fitted.model
+        real = _training_windows(rp, seed=seed)
+    else:
+        encoder, probe, real = load_encoder(source), None, None
+        card = model_card(encoder, source)
+    info = card["input"]
+    window = info["window_samples"]
+    if not window:
+        raise ConfigError(f"{source}: the encoder's window is unknown (no input_len in its config and no pretraining "
+                          "recipe in encoder.json); expected --probe RECIPE, whose window sets it")
+    out.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, ExportReport] = {}
+    if onnx:
+        channels = info["in_channels"] or (len(info["leads"]) if info["leads"] else None)
+        enc_real = None
+        if real is not None:
+            enc_real = real.reshape(-1, 1, window)[:64] if info["per_lead"] else real
+        reports["encoder"] = export_onnx(encoder, confined(out, "encoder.onnx"), (1, channels, window),
+                                         real_inputs=enc_real, card=card, seed=seed)
+        if probe is not None:
+            reports["probe"] = export_onnx(probe, confined(out, "probe.onnx"), (1, real.shape[1], window),
+                                           real_inputs=real, card=card, seed=seed)
+        card["onnx"] = {name: {k: r.to_dict()[k] for k in ("max_abs_diff_random", "max_abs_diff_real", "bound",
+                                                            "exporter", "input_shape", "output_shape")}
+                        for name, r in reports.items()}
+        for name, r in reports.items():
+            card["onnx"][name]["file"] = Path(r.path).name
+    written: dict[str, Path] = {name: Path(r.path) for name, r in reports.items()}
+    if safetensors:
+        files = export_safetensors(encoder, out, card, probe=probe, probe_meta=rp.probe_meta if probe else None)
+        written.update({"safetensors": files["weights"], "card": files["card"]})
+        if "probe_head" in files:
+            written["probe_head"] = files["probe_head"]
+    else:
+        path = confined(out, MODEL_CARD_FILE)
+        path.write_text(json.dumps(card, indent=2, default=str))
+        written["card"] = path
+    return {"files": {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in written.items()},
+            "onnx": {k: r.to_dict() for k, r in reports.items()}, "card": card}
