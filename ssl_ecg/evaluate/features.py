@@ -20,10 +20,10 @@ the ESC/NASPE 1996, Circulation 93:1043):
 
 Reference lead: the first lead of :data:`REFERENCE_LEADS` that is present and usable (finite, not flat), else
 the first usable channel; it is cleaned (``nk.ecg_clean``) and turned upright when inverted (``nk.ecg_invert``,
-as in aVR or a reversed electrode) before peak detection. Delineation runs on that lead only (about 40 ms per 10 s record at 100 Hz; all 12
-leads would be 12 times that for little gain). A feature that cannot be computed (no usable lead, fewer than
-:data:`MIN_PEAKS` R peaks, a failed delineation) is :data:`FILL_VALUE` with its indicator set to 1, never NaN and
-never an exception.
+as in aVR or a reversed electrode) before peak detection. Delineation runs on that lead only (about 40 ms per
+10 s record at 100 Hz; all 12 leads would be 12 times that for little gain). A feature that cannot be computed
+(no usable lead, fewer than :data:`MIN_PEAKS` R peaks, a failed delineation) is :data:`FILL_VALUE` with its
+indicator set to 1, never NaN and never an exception.
 
 Window length: the curve's ``embed_records`` tiles records into windows and averages the window features. RR
 statistics need beats: a 5 s window at 75 bpm holds ~6 beats (5 intervals), so SDNN/RMSSD are noisy and an

@@ -33,14 +33,22 @@ from typing import Annotated, Literal, Sequence, Union
 
 import numpy as np
 import pandas as pd
-import torch
 from annotated_types import MinLen
 from torch import Tensor, nn
 
 from ssl_ecg.data.record import canonical_lead
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.curve import line_name, run_curve, write_outputs
-from ssl_ecg.evaluate.runner import FEATURE_ARM, EvalConfig, curve_spec, evaluation_inputs, feature_arm_curve
+from ssl_ecg.evaluate.runner import (
+    FEATURE_ARM,
+    EvalConfig,
+    check_curve_recipe,
+    curve_spec,
+    eval_leads,
+    evaluation_inputs,
+    feature_arm_curve,
+)
+from ssl_ecg.paths import run_folder
 from ssl_ecg.recipe import RunName
 
 __all__ = ["LEAD_SETS", "ReducedLeadsConfig", "ZeroFilled", "lead_set_signals", "resolve_lead_sets",
@@ -204,21 +212,25 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
         ConfigError: a bad lead set (naming ``lead_sets[k]``), and everything :func:`run_evaluation` raises.
     """
     t0 = time.perf_counter()
-    inputs = evaluation_inputs(cfg, runs, progress)
-    sets = resolve_lead_sets(cfg.lead_sets, inputs.leads)
+    out = run_folder(runs, cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = evaluation_inputs(cfg, progress)
+    check_curve_recipe(cfg, inputs)
+    leads = eval_leads(inputs)
+    sets = resolve_lead_sets(cfg.lead_sets, leads)
     spec = curve_spec(cfg, inputs)
     renormalize = cfg.renormalize and cfg.normalization == "record"
     rows, curves = [], {}
     for label, names in sets.items():
-        folder = inputs.out / f"leads_{label}"
+        folder = out / f"leads_{label}"
         folder.mkdir(parents=True, exist_ok=True)
-        inputs.prepared.split.save(folder / "split.json")
-        pos = _positions(inputs.leads, names)
-        everything = pos == list(range(len(inputs.leads)))
+        inputs.split.save(folder / "split.json")
+        pos = _positions(leads, names)
+        everything = pos == list(range(len(leads)))
         # all leads: the plain curve's signals, so leads_12/ equals `ssl-ecg curve` with the same settings
-        sub = lead_set_signals(inputs.signals, inputs.leads, names, per_lead=True,
+        sub = lead_set_signals(inputs.signals, leads, names, per_lead=True,
                                renormalize=renormalize and not everything)
-        arms = {arm: enc if inputs.per_lead[arm] or everything else ZeroFilled(enc, pos, len(inputs.leads), names)
+        arms = {arm: enc if inputs.per_lead[arm] or everything else ZeroFilled(enc, pos, len(leads), names)
                 for arm, enc in inputs.arms.items()}
         supervised = spec.supervised
         if supervised is not None and not spec.lead_mode("supervised"):
@@ -227,23 +239,23 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
         curve = run_curve(sub, inputs.table, inputs.splits, arms, own, folder, progress=progress)
         if cfg.feature_arm:
             curve = pd.concat([curve, feature_arm_curve(sub, inputs.table, inputs.splits, own, cfg.fs,
-                                                        [inputs.leads[p] for p in pos], folder, progress)],
+                                                        [leads[p] for p in pos], folder, progress)],
                               ignore_index=True)
         write_outputs(curve, folder, {"config": asdict(cfg), "lead_set": label, "leads": names,
-                                      "split_hash": inputs.prepared.split.hash})
+                                      "split_hash": inputs.split.hash})
         kinds = {arm: _arm_input(arm, inputs.per_lead.get(arm, True), cfg.lead_features) for arm in curve["arm"]}
         rows += _reduced_rows(curve, label, names, kinds)
         curves[label] = curve
     table = pd.DataFrame(rows, columns=REDUCED_COLUMNS)
-    table.to_csv(inputs.out / "reduced_leads.csv", index=False)
-    plot_reduced_leads(table, inputs.out / "reduced_leads.png")
-    inputs.prepared.split.save(inputs.out / "split.json")
-    meta = {"config": asdict(cfg), "lead_sets": sets, "split_hash": inputs.prepared.split.hash,
+    table.to_csv(out / "reduced_leads.csv", index=False)
+    plot_reduced_leads(table, out / "reduced_leads.png")
+    inputs.split.save(out / "split.json")
+    meta = {"config": asdict(cfg), "lead_sets": sets, "split_hash": inputs.split.hash,
             "split_source": inputs.split_source, "per_lead": inputs.per_lead, "renormalized": renormalize,
             "records": int(len(inputs.table)), "provenance": inputs.checks, "bad_leads": inputs.prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
-    (inputs.out / "reduced_leads.json").write_text(json.dumps(meta, indent=2, default=str))
-    return {"out": inputs.out, "table": table, "curves": curves, **meta}
+    (out / "reduced_leads.json").write_text(json.dumps(meta, indent=2, default=str))
+    return {"out": out, "table": table, "curves": curves, **meta}
 
 
 def plot_reduced_leads(table: pd.DataFrame, path: str | Path) -> Path:

@@ -88,7 +88,7 @@ def test_flat_and_nan_leads_give_finite_features_with_missing_indicators():
     assert np.isfinite(dead).all()
     names = model.feature_names
     assert all(dead[0, names.index(n)] == 1 for n in names if n.endswith("missing") or n.startswith("missing_"))
-    assert all(dead[0, names.index(n)] == FILL_VALUE for n in names if not ("missing" in n))
+    assert all(dead[0, names.index(n)] == FILL_VALUE for n in names if "missing" not in n)
     noise = np.random.default_rng(1).standard_normal((1, 200))  # 2 s of noise: few or no beats, still finite
     assert np.isfinite(handcrafted_features(noise, FS, ["II"])).all()
 
