@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal, Union
@@ -26,6 +26,7 @@ from ssl_ecg.errors import ConfigError, RecordError
 from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
+from ssl_ecg.evaluate.features import HandcraftedFeatures
 from ssl_ecg.evaluate.fewshot import run_fewshot
 from ssl_ecg.evaluate.provenance import (
     allow_flags_line,
@@ -55,10 +56,13 @@ from ssl_ecg.recipe import (
 from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",
-           "EvalSplit", "DEFAULT_SHARES"]
+           "EvalSplit", "DEFAULT_SHARES", "EvalInputs", "evaluation_inputs", "curve_spec", "feature_arm_curve",
+           "FEATURE_ARM", "eval_leads", "check_curve_recipe"]
 
 #: The split drawn when neither an encoder nor the recipe gives one.
 DEFAULT_SHARES = [0.6, 0.2, 0.2]
+#: Name of the hand-crafted feature arm (``feature_arm: true``), and of the folder its curve rows go to.
+FEATURE_ARM = "features"
 
 
 def _split_json(path: str) -> str:
@@ -110,6 +114,9 @@ class EvalConfig:
     supervised_min_steps: PositiveInt = 10
     # per-lead encoders' probe features: lead embeddings concatenated (L*E) or mean-pooled (E, matched dimension)
     lead_features: Literal["concat", "mean"] = "concat"
+    # add the hand-crafted feature arm "features" (ssl_ecg.evaluate.features: RR/HRV, intervals, per-lead
+    # amplitudes at fs), scored by the frozen probes on whole records; its rows go to features/curve.csv
+    feature_arm: bool = False
 
 
 def check_encoder(encoder: nn.Module, per_lead: bool, n_leads: int, window: int, source: str = "encoder") -> None:
@@ -276,13 +283,64 @@ def evaluation_inputs(cfg: EvalConfig, progress: bool = False) -> EvalInputs:
     return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config)
 
 
+def eval_leads(inputs: EvalInputs) -> list[str]:
+    """The lead names of ``inputs``' signals, in channel order."""
+    return [str(n) for n in inputs.prepared.cache.manifest["leads"]]
+
+
+def check_curve_recipe(cfg: EvalConfig, inputs: EvalInputs) -> None:
+    """Raise :class:`ConfigError` for tasks that are not columns of the data, or an encoder arm named like the
+    feature arm while ``feature_arm`` is on."""
+    name = "+".join(inputs.prepared.spec.datasets)
+    missing = [t for t in cfg.tasks if t not in inputs.table.columns]
+    if missing:
+        raise ConfigError(f"tasks: {missing} are not columns of {name} (columns: {sorted(inputs.table.columns)})")
+    if cfg.feature_arm and FEATURE_ARM in cfg.encoders:
+        raise ConfigError(f"encoders.{FEATURE_ARM}: the name is taken by the feature arm (feature_arm: true); "
+                          "rename the encoder arm")
+
+
+def curve_spec(cfg: EvalConfig, inputs: EvalInputs) -> CurveSpec:
+    """The :class:`CurveSpec` of ``cfg`` on ``inputs`` (the encoder arms and the supervised arm)."""
+    prepared = inputs.prepared
+    return CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=inputs.window,
+                     per_lead=inputs.per_lead, supervised=inputs.config if cfg.supervised else None,
+                     supervised_epochs=cfg.epochs, supervised_lr=cfg.lr, probes=cfg.probes,
+                     encoder_lr_factor=cfg.encoder_lr_factor, supervised_lrs=cfg.supervised_lrs,
+                     supervised_batch_sizes=cfg.supervised_batch_sizes,
+                     supervised_min_steps=cfg.supervised_min_steps,
+                     challenge_year=challenge_year("+".join(prepared.spec.datasets)),
+                     split_hash=prepared.split.hash, lead_features=cfg.lead_features)
+
+
+def feature_arm_curve(signals: np.ndarray, table: pd.DataFrame, splits: dict, spec: CurveSpec, fs: float,
+                      leads: list[str], out: Path, progress: bool = True) -> pd.DataFrame:
+    """The hand-crafted feature arm's rows (:class:`~ssl_ecg.evaluate.features.HandcraftedFeatures`), in
+    ``out/features/curve.csv``.
+
+    The arm sees whole records (one window of the records' full length) rather than ``spec.window``: RR
+    statistics need beats, and a 5 s window holds about five. Its own folder keeps ``curve.csv``'s resume
+    keyed on one window length. It takes the frozen probes of ``spec`` (not ``finetune``: it has no weights),
+    the same patients, fractions and seeds, and no supervised arm; its fingerprint covers the feature config
+    (rate, leads, feature and neurokit2 versions).
+    """
+    probes = [p for p in spec.probes if p != "finetune"]
+    if not probes:
+        return pd.DataFrame()
+    arm = HandcraftedFeatures(fs, leads)
+    own = replace(spec, window=int(signals.shape[-1]), per_lead={FEATURE_ARM: False}, supervised=None, probes=probes)
+    return run_curve(signals, table, splits, {FEATURE_ARM: arm}, own, Path(out) / FEATURE_ARM, progress=progress)
+
+
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
     """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png``, ``labels_needed.png`` and
     ``split.json`` under ``runs/<name>/``.
 
     The data come from the record cache pretraining uses (:func:`ssl_ecg.data.prepare.prepare`). The split is
     the encoders' own (``split: null``) or the recipe's; every encoder's provenance is checked against it
-    (:mod:`ssl_ecg.evaluate.provenance`) before anything is computed.
+    (:mod:`ssl_ecg.evaluate.provenance`) before anything is computed. With ``feature_arm: true`` the
+    hand-crafted feature arm is added (:func:`feature_arm_curve`: rows in ``features/curve.csv``, and in the
+    summary and figures beside the encoder arms).
 
     Raises:
         LeakageError: a test patient was in an encoder's pretraining pool (by patient key or signal
@@ -294,31 +352,28 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     inputs = evaluation_inputs(cfg, progress)
-    window, prepared, split_source, signals, table = (inputs.window, inputs.prepared, inputs.split_source,
-                                                      inputs.signals, inputs.table)
-    split, checks, arms, per_lead, config = inputs.split, inputs.checks, inputs.arms, inputs.per_lead, inputs.config
-    name = "+".join(prepared.spec.datasets)
-    missing = [t for t in cfg.tasks if t not in table.columns]
-    if missing:
-        raise ConfigError(f"tasks: {missing} are not columns of {name} (columns: {sorted(table.columns)})")
-    splits = {name: list(split.patients[name]) for name in ("train", "val", "test")}
-    spec = CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=window, per_lead=per_lead,
-                     supervised=config if cfg.supervised else None, supervised_epochs=cfg.epochs,
-                     supervised_lr=cfg.lr, probes=cfg.probes, encoder_lr_factor=cfg.encoder_lr_factor,
-                     supervised_lrs=cfg.supervised_lrs, supervised_batch_sizes=cfg.supervised_batch_sizes,
-                     supervised_min_steps=cfg.supervised_min_steps, challenge_year=challenge_year(name),
-                     split_hash=split.hash, lead_features=cfg.lead_features)
+    check_curve_recipe(cfg, inputs)
+    signals, table, splits, prepared = inputs.signals, inputs.table, inputs.splits, inputs.prepared
+    split = inputs.split
+    spec = curve_spec(cfg, inputs)
     split.save(out / "split.json")
-    curve = run_curve(signals, table, splits, arms, spec, out, progress=progress)
+    curve = run_curve(signals, table, splits, inputs.arms, spec, out, progress=progress)
+    if cfg.feature_arm:
+        curve = pd.concat([curve, feature_arm_curve(signals, table, splits, spec, cfg.fs, eval_leads(inputs), out,
+                                                    progress)], ignore_index=True)
     roots = [str(m["root"] or dataset_root(m["dataset"], m["root"])) for m in prepared.spec.members]
+    name = "+".join(prepared.spec.datasets)
     meta = {"config": asdict(cfg), "dataset_root": roots[0] if len(roots) == 1 else roots, "records": int(len(table)),
-            "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": per_lead,
+            "split_sizes": {k: len(v) for k, v in splits.items()}, "per_lead": inputs.per_lead,
             "record_level_patient_ids": record_level_ids(table, name),
-            "split_hash": split.hash, "split_rule": split.rule, "split_source": split_source,
+            "split_hash": split.hash, "split_rule": split.rule, "split_source": inputs.split_source,
             "records_outside_split": int((prepared.table["split"] == "").sum()),
             "allow_overlap": cfg.allow_overlap, "allow_unknown_provenance": cfg.allow_unknown_provenance,
-            "provenance": checks, "bad_leads": prepared.bad_leads,
+            "provenance": inputs.checks, "bad_leads": prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
+    if cfg.feature_arm:
+        meta["feature_arm"] = {"rows": f"{FEATURE_ARM}/curve.csv", "window_samples": int(signals.shape[-1]),
+                               "leads": eval_leads(inputs)}
     meta["allow_flags"] = allow_flags_line(meta)
     run = _wandb_run(cfg, out) if cfg.wandb else None
     try:
