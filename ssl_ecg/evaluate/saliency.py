@@ -48,8 +48,11 @@ from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.embed import tile_windows
 from ssl_ecg.evaluate.head import FittedProbe, ProbeModel
 
-__all__ = ["SALIENCY_METHODS", "integrated_gradients", "grad_cam", "find_gradcam_layer", "record_attributions",
-           "plot_saliency", "saliency_figure", "explain_records", "run_explain"]
+__all__ = ["SALIENCY_METHODS", "CLIP_PERCENTILE", "integrated_gradients", "grad_cam", "find_gradcam_layer",
+           "record_attributions", "plot_saliency", "saliency_figure", "explain_records", "run_explain"]
+
+CLIP_PERCENTILE = 99.5
+"""The colour scale of :func:`plot_saliency` ends at this percentile of |attribution| (larger values saturate)."""
 
 SALIENCY_METHODS = ("ig", "gradcam")
 """``ig``: integrated gradients (signed, complete); ``gradcam``: Grad-CAM on the last convolutional map."""
@@ -277,10 +280,12 @@ def saliency_figure(signal: np.ndarray, attribution: np.ndarray, fs: float, lead
     peaks = np.asarray([] if r_peaks is None else r_peaks, dtype=np.int64)
     peaks = peaks[(peaks >= 0) & (peaks < t)]
     signed = attribution.min() < 0  # IG is signed: a diverging map centred on 0; Grad-CAM is >= 0
-    top = float(np.abs(attribution).max()) or 1.0
+    # IG mass sits on a few QRS samples; a scale at the maximum would leave the rest of the band blank
+    top = float(np.percentile(np.abs(attribution), CLIP_PERCENTILE)) or float(np.abs(attribution).max()) or 1.0
     cmap, vmin = ("RdBu_r", -top) if signed else ("Reds", 0.0)
     seconds = np.arange(t) / fs
-    fig, axes = plt.subplots(n_leads, 1, figsize=(12, 0.9 * n_leads + 1.2), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(n_leads, 1, figsize=(12, 0.8 * n_leads + 1.0), sharex=True, squeeze=False,
+                             layout="constrained")
     image = None
     for lead, ax in enumerate(axes[:, 0]):
         lo, hi = signal[lead].min(), signal[lead].max()
@@ -298,8 +303,9 @@ def saliency_figure(signal: np.ndarray, attribution: np.ndarray, fs: float, lead
     axes[-1, 0].set_xlabel("time (s)")
     if len(peaks):
         axes[0, 0].legend(loc="upper right", fontsize=7, framealpha=0.8)
-    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01,
-                 label="attribution" + ("" if signed else " (Grad-CAM)"))
+    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01, extend="both" if signed else "max",
+                 label=("attribution" if signed else "Grad-CAM") + f" (scale clipped at the {CLIP_PERCENTILE:g}th "
+                       "percentile of |map|)")
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -311,7 +317,8 @@ def plot_saliency(signal: np.ndarray, attribution: np.ndarray, fs: float, lead_n
 
     Signed maps (integrated gradients) use a diverging colour map centred on zero (red: pushed the score up,
     blue: down); non-negative maps (Grad-CAM) a sequential one. One colour scale serves every lead, so leads can
-    be compared. Matplotlib's Agg backend; nothing is shown.
+    be compared; it ends at the :data:`CLIP_PERCENTILE` percentile of |attribution|, where larger values
+    saturate. Matplotlib's Agg backend; nothing is shown.
 
     Args:
         signal: (L, T) record (mV or normalised); attribution: (L, T), same shape.
