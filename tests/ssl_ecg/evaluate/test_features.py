@@ -117,3 +117,4 @@ def test_the_feature_arm_runs_through_embed_records_and_the_curve(tmp_path):
     spec = CurveSpec(tasks=["af"], fractions=[1.0], seeds=[0], window=1000, per_lead={"features": False})
     curve = run_curve(x, table, splits, {"features": model}, spec, tmp_path, progress=False)
     assert list(curve["arm"]) == ["features"] and curve["value"].iloc[0] > 0.9  # RR irregularity separates them
+

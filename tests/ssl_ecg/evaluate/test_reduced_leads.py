@@ -157,3 +157,20 @@ def test_reduced_leads_end_to_end_shares_the_split_and_writes_the_table_and_plot
     assert sizes[0] == sizes[1] == sizes[2]
     assert (out / "reduced_leads.png").stat().st_size > 1000
     assert "lad: test AUROC at 100%" in rl.format_reduced_table(table)
+
+
+def test_run_evaluation_adds_the_feature_arm_on_whole_records(tmp_path):
+    from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
+
+    root = _ludb_like(tmp_path)
+    cfg = dict(name="e", dataset="ludb", root=str(root), fs=100.0, window=4.0, leads=["I", "II"], tasks=["lad"],
+               fractions=[1.0], seeds=[0], supervised=False, split=[0.5, 0.25, 0.25], feature_arm=True,
+               cache_dir=str(tmp_path / "cache"))
+    result = run_evaluation(EvalConfig(**cfg), runs=tmp_path / "runs", progress=False)
+    rows = pd.read_csv(result["out"] / "features" / "curve.csv")
+    assert set(rows["arm"]) == {"features"} and set(result["curve"]["arm"]) == {"random_init", "features"}
+    assert "features" in result["summary"]["lad"]
+    save_encoder(build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8}), tmp_path / "enc.pt")
+    with pytest.raises(ConfigError, match="encoders.features"):
+        run_evaluation(EvalConfig(**{**cfg, "encoders": {"features": str(tmp_path / "enc.pt")}, "allow_unknown_provenance": True}),
+                       runs=tmp_path / "runs", progress=False)
