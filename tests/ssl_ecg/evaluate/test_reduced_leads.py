@@ -170,7 +170,8 @@ def test_run_evaluation_adds_the_feature_arm_on_whole_records(tmp_path):
     rows = pd.read_csv(result["out"] / "features" / "curve.csv")
     assert set(rows["arm"]) == {"features"} and set(result["curve"]["arm"]) == {"random_init", "features"}
     assert "features" in result["summary"]["lad"]
-    save_encoder(build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8}), tmp_path / "enc.pt")
+    enc = tmp_path / "enc.pt"
+    save_encoder(build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 8}), enc)
     with pytest.raises(ConfigError, match="encoders.features"):
-        run_evaluation(EvalConfig(**{**cfg, "encoders": {"features": str(tmp_path / "enc.pt")}, "allow_unknown_provenance": True}),
+        run_evaluation(EvalConfig(**{**cfg, "encoders": {"features": str(enc)}, "allow_unknown_provenance": True}),
                        runs=tmp_path / "runs", progress=False)
