@@ -205,12 +205,15 @@ def run_demo(recipes: DemoRecipes, data: str | os.PathLike | None = None, runs: 
 
 
 def format_table(summary: dict) -> str:
-    """Plain-text table: one row per task/arm, one column per fraction (mean [95% CI])."""
+    """Plain-text table: one row per task/arm, one column per fraction (estimate [95% interval]); the header
+    names the interval's method (each cell's ``interval``, e.g. the hierarchical patient bootstrap)."""
     lines = []
     for task, arms in summary.items():
         fracs = sorted(next(iter(arms.values())), key=float)
         metric = "AUROC" if "[" not in task else task[task.index("[") + 1:-1] + " score"
-        lines.append(f"{task}: test {metric}, mean [95% CI] over seeds")
+        methods = sorted({c["interval"] for cells in arms.values() for c in cells.values() if "interval" in c})
+        how = f"({'; '.join(methods)})" if methods else "over seeds"
+        lines.append(f"{task}: test {metric}, mean [95% CI] {how}")
         lines.append(f"{'arm':<12}" + "".join(f"{float(f) * 100:>20.0f}%" for f in fracs))
         for arm, cells in arms.items():
             lines.append(f"{arm:<12}" + "".join(
