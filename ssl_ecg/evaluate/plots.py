@@ -33,6 +33,7 @@ def plot_curve(summary: dict, path: str | Path, metric: str = "test AUROC") -> P
         ax.set_xscale("log")
         ax.set_xticks([float(f) * 100 for f in sorted(next(iter(summary[task].values())), key=float)])
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the grid's fractions
         ax.set_xlabel("labelled training patients (%)")
         ax.set_ylabel(metric if "[" not in task else task[task.index("[") + 1:-1] + " score")
         ax.set_title(task)
@@ -106,6 +107,7 @@ def plot_differences(comparisons: dict, path: str | Path) -> Path:
             ticks = sorted({p[0] for pts in series.values() for p in pts})
             ax.set_xticks(ticks)
             ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the grid's fractions
             ax.legend(fontsize=8)
         ax.set_xlabel("labelled training patients (%)")
         ax.set_ylabel("paired difference (95% bootstrap interval)")
