@@ -213,3 +213,19 @@ def test_the_bundled_recipe_validates():
     path = Path(__file__).parents[3] / "experiments" / "distill_ludb_lead2.yaml"
     cfg = load_recipe(DistillConfig, path)
     assert cfg.name == path.stem and cfg.student_leads == ["II"] and cfg.pool == "train" and cfg.logits is None
+
+
+def test_the_cli_prints_the_loss_trend_and_the_student(runs, student, capsys):
+    from ssl_ecg.cli import main
+
+    recipe = Path(__file__).parents[3] / "experiments" / "distill_ludb_lead2.yaml"
+    cfg = _cfg(runs)
+    args = [f"teacher={cfg.teacher}", "name=student", "epochs=4", "batch_size=16", "lr=3e-3", "windows_per_record=2",
+            f"cache_dir={cfg.cache_dir}", "accelerator=cpu", "student={name: resnet1d, widths: [4], depth: [1], "
+            "embed_dim: 6}"]
+    assert main(["distill", str(recipe), *args, "--runs", str(runs), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "reused the finished run" in out and f"loss {student[0]['losses'][0]:.4f}" in out
+    assert str(runs / "student" / "encoder.pt") in out
+    assert main(["distill", str(recipe), "loss=huber", "--runs", str(runs)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
