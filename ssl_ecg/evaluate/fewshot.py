@@ -3,10 +3,24 @@
 A head learns, from balanced same-class / different-class pairs of frozen
 embeddings, whether two items share a class. N-way K-shot episodes then take K
 support patients per class (one item each) and query items from other
-patients; each query goes to the class whose prototype (mean support
-embedding) the head scores highest. A nearest-prototype cosine baseline runs
-on the same episodes. Head-training patients and episode patients are
-disjoint, and within an episode no patient is both support and query.
+patients. Head-training patients and episode patients are disjoint, and within
+an episode no patient is both support and query.
+
+Scoring (:data:`SCORING`). The head is trained on pairs of single items, so a
+query is scored the way it was trained by ``"siamese"``: the head's
+same-class score of the query against each support item, averaged over the K
+items of a class (for ``bce`` the mean same-class probability). For K > 1,
+``"siamese_prototype"`` feeds the head the class prototype (the mean support
+embedding), a pair it never saw in training; with K = 1 the two coincide. A
+nearest-prototype cosine baseline (``"cosine"``) runs on the same episodes.
+
+Intervals. Queries of one patient are not independent, and 200 episodes reuse
+a few DS2 patients many times, so a t-interval over episodes is far too
+narrow. :func:`query_patient_bootstrap` resamples the query *patients* with
+replacement (Field & Welsh 2007, "Bootstrapping clustered data", JRSS-B
+69(3)): every query counts with its patient's multiplicity, and accuracy and
+macro F1 are recomputed per replicate (percentile interval). The t-interval
+over episodes is kept only as the extra ``*_t_over_episodes`` fields.
 """
 
 from __future__ import annotations
@@ -15,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
-from scipy import stats
+from scipy import sparse, stats
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
@@ -24,10 +39,22 @@ from losses import ContrastivePairLoss
 from ssl_ecg.data.splits import check_no_leakage
 from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.curve import array_digest, environment, result_fingerprint
+from ssl_ecg.evaluate.stats import PATIENT_BOOTSTRAP, BootstrapResult, cluster_counts, percentile_interval
 from ssl_ecg.utils import seeded
 
 __all__ = ["PairSampler", "SiameseHead", "train_siamese_head", "Episode", "sample_episodes", "FewShotResult",
-           "evaluate_episodes", "run_fewshot"]
+           "QueryPredictions", "predict_episodes", "evaluate_episodes", "query_patient_bootstrap", "run_fewshot",
+           "SCORING"]
+
+#: How each few-shot method scores a query against a class (the keys of a result's summary).
+SCORING = {
+    "siamese": "pairwise, as the head was trained: the head's same-class score of the query and each of the class's "
+               "K support items (bce: sigmoid probability; contrastive: minus the projected distance), averaged "
+               "over the K items",
+    "siamese_prototype": "the head's score of the query and the class prototype (mean support embedding), a pair "
+                         "unlike its training pairs for K > 1; equal to siamese for K = 1",
+    "cosine": "cosine similarity of the query and the class prototype (mean support embedding), no head",
+}
 
 
 class PairSampler:
@@ -220,8 +247,53 @@ def _one_episode(rng, eligible, by_class, items, n_way, k_shot, n_query):
 
 
 @dataclass
+class QueryPredictions:
+    """Every query of every episode with each method's predicted class.
+
+    Attributes:
+        episode: (Q,) episode index of each query.
+        item: (Q,) item index of each query (into the features given).
+        patient: (Q,) the query's patient.
+        true: (Q,) true class, as a position in its episode's ``classes``.
+        predicted: method -> (Q,) predicted position.
+        n_way: classes per episode.
+        classes: (E, N) each episode's dataset classes, in episode order (None: unknown).
+    """
+
+    episode: np.ndarray
+    item: np.ndarray
+    patient: np.ndarray
+    true: np.ndarray
+    predicted: dict
+    n_way: int
+    classes: np.ndarray | None = None
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (method, query): episode, item, patient, true, predicted, correct (tidy, for a CSV).
+
+        ``true`` and ``predicted`` are the dataset's class names when ``classes`` is known, else positions.
+        """
+        rows = []
+        names = None if self.classes is None else np.asarray(self.classes).astype(str)
+        for method, pred in self.predicted.items():
+            true, got = self.true, pred
+            if names is not None:
+                true, got = names[self.episode, self.true], names[self.episode, pred]
+            rows.append(pd.DataFrame({"method": method, "episode": self.episode, "item": self.item,
+                                      "patient": self.patient, "true": true, "predicted": got,
+                                      "correct": pred == self.true}))
+        return pd.concat(rows, ignore_index=True)
+
+
+@dataclass
 class FewShotResult:
-    """Per-method accuracy and macro F1 over episodes: mean and 95% t-interval.
+    """Per-method accuracy and macro F1 over episodes with patient-bootstrap intervals.
+
+    ``summary[method]`` holds ``accuracy`` and ``macro_f1`` as (estimate, low, high): the mean over episodes
+    and the 95% percentile interval of :func:`query_patient_bootstrap` (query patients resampled), with
+    ``n_patients`` (query patients), ``n_boot`` and ``interval``; ``accuracy_t_over_episodes`` and
+    ``macro_f1_t_over_episodes`` are the old t-intervals over episodes (too narrow: episodes share patients),
+    kept for comparison. ``scoring`` says how each method scores a query (:data:`SCORING`).
 
     ``fingerprint`` keys the result as a ``curve.csv`` row is keyed (see
     :func:`run_fewshot`): a stored result may stand in for a new run only when
@@ -232,18 +304,24 @@ class FewShotResult:
     n_way: int
     k_shot: int
     n_episodes: int
-    summary: dict = field(default_factory=dict)  # method -> {"accuracy": (mean, lo, hi), "macro_f1": (...)}
+    summary: dict = field(default_factory=dict)  # method -> {"accuracy": (mean, lo, hi), "macro_f1": (...), ...}
     per_episode: dict = field(default_factory=dict)  # method -> {"accuracy": array, "macro_f1": array}
     fingerprint: str = ""
     provenance: dict = field(default_factory=dict)
+    predictions: QueryPredictions | None = None
+    n_patients: int = 0  # query patients the bootstrap resamples
+    scoring: dict = field(default_factory=lambda: dict(SCORING))
 
     def to_dict(self) -> dict:
-        """The JSON-ready record of this result: ways, shots, episodes, summary, fingerprint, provenance."""
+        """The JSON-ready record of this result: ways, shots, episodes, summary, query patients, scoring,
+        fingerprint, provenance (the per-query predictions go to a CSV: :meth:`QueryPredictions.frame`)."""
         return {"n_way": self.n_way, "k_shot": self.k_shot, "n_episodes": self.n_episodes, "summary": self.summary,
-                "fingerprint": self.fingerprint, "provenance": self.provenance}
+                "n_patients": self.n_patients, "scoring": self.scoring, "fingerprint": self.fingerprint,
+                "provenance": self.provenance}
 
 
 def _ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-interval over episodes (treats episodes as independent: too narrow, kept for comparison)."""
     m = float(values.mean())
     if len(values) < 2:
         return m, float("nan"), float("nan")
@@ -252,37 +330,144 @@ def _ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, flo
 
 
 @torch.no_grad()
-def evaluate_episodes(features: np.ndarray, episodes: list[Episode], head: SiameseHead | None = None) -> dict:
-    """Accuracy and macro F1 per episode for the relation head (if given) and the cosine baseline."""
+def predict_episodes(features: np.ndarray, episodes: list[Episode], head: SiameseHead | None = None,
+                     patients: Sequence | None = None) -> QueryPredictions:
+    """Each method's predicted class for every query of every episode (methods: :data:`SCORING`).
+
+    Args:
+        features: embeddings (n, D) of the items the episodes index.
+        episodes: from :func:`sample_episodes`, all with the same ``n_way``.
+        head: the relation head; None scores the cosine baseline only.
+        patients: (n,) patient of each item (default: the item index as a string).
+    """
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-    out: dict = {m: {"accuracy": [], "macro_f1": []} for m in (["siamese"] if head is not None else []) + ["cosine"]}
+    pats = np.arange(len(x)).astype(str) if patients is None else np.asarray(patients, dtype=str)
+    n_way = len(episodes[0].classes)
+    methods = (["siamese", "siamese_prototype"] if head is not None else []) + ["cosine"]
+    preds: dict = {m: [] for m in methods}
     for ep in episodes:
-        protos = x[torch.as_tensor(ep.support)].mean(1)  # (N, D)
+        if len(ep.classes) != n_way:
+            raise ConfigError(f"episodes: expected {n_way}-way episodes throughout, got one with {len(ep.classes)}")
+        support = x[torch.as_tensor(ep.support)]  # (N, K, D)
+        n, k = support.shape[:2]
+        protos = support.mean(1)  # (N, D)
         q = x[torch.as_tensor(ep.query)]  # (Q, D)
-        preds = {"cosine": (nn.functional.normalize(q, dim=1) @ nn.functional.normalize(protos, dim=1).T)}
+        nq = len(q)
+        scores = {"cosine": nn.functional.normalize(q, dim=1) @ nn.functional.normalize(protos, dim=1).T}
         if head is not None:
-            n, nq = len(protos), len(q)
-            preds["siamese"] = head(q.repeat_interleave(n, 0), protos.repeat(nq, 1)).reshape(nq, n)
-        for m, scores in preds.items():
-            p = scores.argmax(1).numpy()
-            out[m]["accuracy"].append(float((p == ep.query_labels).mean()))
-            out[m]["macro_f1"].append(float(f1_score(ep.query_labels, p, labels=np.arange(len(protos)),
-                                                     average="macro", zero_division=0)))
-    return {m: {k: np.asarray(v) for k, v in d.items()} for m, d in out.items()}
+            pair = head(q.repeat_interleave(n * k, 0), support.reshape(n * k, -1).repeat(nq, 1)).reshape(nq, n, k)
+            # bce: average probabilities (a logit mean is not a probability); contrastive: mean -distance
+            scores["siamese"] = (torch.sigmoid(pair) if head.mode == "bce" else pair).mean(2)
+            scores["siamese_prototype"] = head(q.repeat_interleave(n, 0), protos.repeat(nq, 1)).reshape(nq, n)
+        for m in methods:
+            preds[m].append(scores[m].argmax(1).numpy())
+    cat = np.concatenate
+    return QueryPredictions(
+        episode=cat([np.full(len(ep.query), e) for e, ep in enumerate(episodes)]),
+        item=cat([ep.query for ep in episodes]).astype(np.int64), patient=pats[cat([ep.query for ep in episodes])],
+        true=cat([ep.query_labels for ep in episodes]).astype(np.int64),
+        predicted={m: cat(v).astype(np.int64) for m, v in preds.items()}, n_way=n_way,
+        classes=np.stack([np.asarray(ep.classes) for ep in episodes]))
+
+
+def _weighted_scores(pred: QueryPredictions, method: str, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and macro F1 of every weight vector at once: weights (B, Q) -> two (B,) arrays.
+
+    Accuracy: sum(w * correct) / sum(w) over all queries (with w = 1 and equal queries per episode, the mean of
+    the per-episode accuracies). Macro F1: per episode, F1 of each class from weighted counts
+    (2 TP / (2 TP + FP + FN)), averaged over the classes with weighted true or predicted queries; episodes are
+    then averaged with weights sum(w) over their queries (w = 1: the plain mean over episodes, as sklearn's
+    macro F1 with ``labels=range(N)``).
+    """
+    p, t, e = pred.predicted[method], pred.true, pred.episode
+    n_ep, n_way, n_q = int(e.max()) + 1, pred.n_way, len(t)
+    correct = (p == t).astype(np.float64)
+    total = weights.sum(1)
+    acc = weights @ correct / total
+
+    def cells(cls: np.ndarray, mask: np.ndarray) -> sparse.csr_matrix:  # (Q, E * N) indicator of (episode, class)
+        rows = np.flatnonzero(mask)
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, e[rows] * n_way + cls[rows])), shape=(n_q, n_ep * n_way))
+
+    def counts(m: sparse.csr_matrix) -> np.ndarray:  # (B, E, N)
+        return np.asarray((m.T @ weights.T).T).reshape(len(weights), n_ep, n_way)
+
+    tp = counts(cells(t, p == t))
+    denom = counts(cells(t, np.ones(n_q, bool))) + counts(cells(p, np.ones(n_q, bool)))  # 2TP + FP + FN
+    present = denom > 0
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
+    per_episode = f1.sum(2) / np.maximum(present.sum(2), 1)  # (B, E)
+    ep_weight = np.asarray((sparse.csr_matrix((np.ones(n_q), (np.arange(n_q), e)), shape=(n_q, n_ep)).T
+                            @ weights.T).T)  # (B, E)
+    macro = (per_episode * ep_weight).sum(1) / ep_weight.sum(1)
+    return acc, macro
+
+
+def query_patient_bootstrap(predictions: QueryPredictions, method: str, n_boot: int = 1000,
+                            seed: int | np.random.Generator = 0,
+                            confidence: float = 0.95) -> dict[str, BootstrapResult]:
+    """Percentile intervals of few-shot accuracy and macro F1 from resampling the query patients.
+
+    Replicate b draws P patients with replacement from the P distinct query patients (row b of
+    ``rng.integers(0, P, (B, P))``, patients in sorted id order: :func:`~ssl_ecg.evaluate.stats.cluster_counts`);
+    every query of a drawn patient, in every episode, counts with the patient's multiplicity, and accuracy and
+    macro F1 are recomputed from the weighted queries (see :func:`_weighted_scores`). Duplicating a patient's
+    queries changes neither the estimates nor the interval (the cluster is the unit), and every replicate lies
+    in [0, 1]. The same seed gives every method the same replicates, so methods (and encoders scored on the
+    same episodes) are paired.
+
+    Args:
+        predictions: from :func:`predict_episodes`.
+        method: a key of ``predictions.predicted``.
+        n_boot: replicates.
+        seed: seed or ``numpy.random.Generator``.
+        confidence: interval coverage.
+
+    Returns:
+        ``{"accuracy": BootstrapResult, "macro_f1": BootstrapResult}``.
+    """
+    if method not in predictions.predicted:
+        raise ConfigError(f"method: {method!r} has no predictions; expected one of {sorted(predictions.predicted)}")
+    patients, codes = np.unique(np.asarray(predictions.patient, dtype=str), return_inverse=True)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    weights = cluster_counts(len(patients), n_boot, rng)[:, codes.ravel()].astype(np.float64)  # (B, Q)
+    reps = _weighted_scores(predictions, method, weights)
+    est = _weighted_scores(predictions, method, np.ones((1, len(codes))))
+    return {name: BootstrapResult(float(e[0]), *percentile_interval(r, confidence), r)
+            for name, e, r in zip(("accuracy", "macro_f1"), est, reps)}
+
+
+def evaluate_episodes(features: np.ndarray, episodes: list[Episode], head: SiameseHead | None = None,
+                      predictions: QueryPredictions | None = None) -> dict:
+    """Accuracy and macro F1 per episode for each method of :data:`SCORING` (the head's only if it is given)."""
+    pred = predictions if predictions is not None else predict_episodes(features, episodes, head)
+    out: dict = {}
+    for m, p in pred.predicted.items():
+        acc, f1 = [], []
+        for e in range(len(episodes)):
+            rows = pred.episode == e
+            acc.append(float((p[rows] == pred.true[rows]).mean()))
+            f1.append(float(f1_score(pred.true[rows], p[rows], labels=np.arange(pred.n_way), average="macro",
+                                     zero_division=0)))
+        out[m] = {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1)}
+    return out
 
 
 def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head_patients: Sequence,
                 episode_patients: Sequence, n_way: int, k_shot: int, n_query: int = 5, n_episodes: int = 200,
                 train_classes: Sequence | None = None, episode_classes: Sequence | None = None,
                 mode: str = "bce", head_steps: int = 1000, seed: int = 0, encoder_hash: str | None = None,
-                split_hash: str = "", inputs: np.ndarray | None = None) -> FewShotResult:
+                split_hash: str = "", inputs: np.ndarray | None = None, n_boot: int = 1000) -> FewShotResult:
     """Train a Siamese head on ``head_patients`` and evaluate N-way K-shot episodes on ``episode_patients``.
+
+    Every query's prediction is kept (``result.predictions``); the intervals come from
+    :func:`query_patient_bootstrap` (seeded by ``seed``), the t-intervals over episodes are extra fields.
 
     The result's ``fingerprint`` covers the encoder (``encoder_hash``), the
     split (``split_hash``), the items' input signals (a digest of ``inputs``'
     bytes, so the data's preprocessing: rate, leads, normalisation, band,
     bad-lead policy), the items' labels and patients, the head and episode
-    patient sets, every setting of this call and
+    patient sets, every setting of this call (``n_boot`` and the scoring too) and
     :data:`~ssl_ecg.evaluate.curve.RESULTS_SCHEMA`; the git commit, library
     versions and hardware go to ``provenance`` instead.
 
@@ -302,8 +487,11 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
         inputs: the items' input signals as given to the encoder (e.g. ``(n, L, T)`` from the record cache).
             None: the features' bytes stand in for them (exact, but then a result computed on other hardware
             never matches), so a caller that has the inputs should pass them.
+        n_boot: patient-bootstrap replicates.
     """
     labels, patients = np.asarray(labels), np.asarray(patients, dtype=str)
+    if n_boot < 1:
+        raise ConfigError(f"n_boot: expected an integer >= 1, got {n_boot}")
     head_patients = set(map(str, head_patients))
     episode_patients = set(map(str, episode_patients))
     check_no_leakage({"head": head_patients, "episodes": episode_patients})
@@ -319,8 +507,17 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
     eval_idx = np.flatnonzero(in_eval)
     episodes = sample_episodes(labels[eval_idx], patients[eval_idx], n_way, k_shot, n_query, n_episodes,
                                classes=episode_classes, seed=seed)
-    per = evaluate_episodes(features[eval_idx], episodes, head)
-    summary = {m: {k: _ci(v) for k, v in d.items()} for m, d in per.items()}
+    pred = predict_episodes(features[eval_idx], episodes, head, patients[eval_idx])
+    pred.item = eval_idx[pred.item]  # indices into the caller's items
+    per = evaluate_episodes(features[eval_idx], episodes, head, predictions=pred)
+    n_patients = len(np.unique(pred.patient))
+    summary = {}
+    for m, d in per.items():
+        boot = query_patient_bootstrap(pred, m, n_boot=n_boot, seed=seed)
+        summary[m] = {**{k: (b.estimate, b.low, b.high) for k, b in boot.items()},
+                      "n_patients": n_patients, "n_boot": n_boot,
+                      "interval": f"{PATIENT_BOOTSTRAP} over query patients",
+                      **{f"{k}_t_over_episodes": _ci(v) for k, v in d.items()}}
     fingerprint = result_fingerprint({
         "kind": "fewshot", "encoder": encoder_hash if encoder_hash is not None else array_digest(features),
         "split_hash": split_hash, "label_dtype": labels.dtype.str,
@@ -331,6 +528,8 @@ def run_fewshot(features: np.ndarray, labels: Sequence, patients: Sequence, head
         "settings": {"n_way": n_way, "k_shot": k_shot, "n_query": n_query, "n_episodes": n_episodes,
                      "train_classes": None if train_classes is None else sorted(map(str, train_classes)),
                      "episode_classes": None if episode_classes is None else [str(c) for c in episode_classes],
-                     "mode": mode, "head_steps": head_steps, "seed": seed},
+                     "mode": mode, "head_steps": head_steps, "seed": seed, "n_boot": n_boot,
+                     "scoring": SCORING, "interval": "query-patient bootstrap"},
     })
-    return FewShotResult(n_way, k_shot, n_episodes, summary, per, fingerprint=fingerprint, provenance=environment())
+    return FewShotResult(n_way, k_shot, n_episodes, summary, per, fingerprint=fingerprint, provenance=environment(),
+                         predictions=pred, n_patients=n_patients)

@@ -1,15 +1,27 @@
+import json
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from scipy import special
+from sklearn.metrics import f1_score
 
-from ssl_ecg.errors import SplitError
+from ssl_ecg.errors import ConfigError, SplitError
 from ssl_ecg.evaluate.fewshot import (
+    Episode,
     PairSampler,
+    QueryPredictions,
     SiameseHead,
     evaluate_episodes,
+    predict_episodes,
+    query_patient_bootstrap,
     run_fewshot,
     sample_episodes,
 )
+
+EXPERIMENTS = Path(__file__).parents[3] / "experiments"
 
 
 def pool(n_classes=4, patients_per_class=8, items=6, seed=0, sep=3.0, dim=16):
@@ -61,24 +73,163 @@ def test_k_larger_than_a_class_patient_count_names_the_class():
         sample_episodes(labels, patients, n_way=3, k_shot=10)
 
 
-def test_episode_scores_match_a_loop_reference():
+@pytest.mark.parametrize("mode", ["bce", "contrastive"])
+def test_episode_scores_match_a_loop_reference(mode):
     x, labels, patients = pool(seed=3, sep=0.7)
     eps = sample_episodes(labels, patients, n_way=4, k_shot=2, n_query=3, n_episodes=20, seed=0)
     torch.manual_seed(0)
-    head = SiameseHead(16, 8).eval()
+    head = SiameseHead(16, 8, mode=mode).eval()
     got = evaluate_episodes(x, eps, head)
     xd = x.astype(np.float64)
+
+    def rel(a, b):
+        return head(torch.tensor(a[None], dtype=torch.float32), torch.tensor(b[None], dtype=torch.float32)).item()
+
     for e, ep in enumerate(eps):
         protos = [xd[ep.support[c]].mean(0) for c in range(4)]
-        cos_ok, head_ok = 0, 0
+        ok = Counter()
         for q, y in zip(ep.query, ep.query_labels):
             cos = [xd[q] @ p / np.linalg.norm(xd[q]) / np.linalg.norm(p) for p in protos]
-            rel = [head(torch.tensor(x[q:q + 1]), torch.tensor(p[None], dtype=torch.float32)).item()
-                   for p in protos]
-            cos_ok += int(np.argmax(cos) == y)
-            head_ok += int(np.argmax(rel) == y)
-        assert got["cosine"]["accuracy"][e] == pytest.approx(cos_ok / len(ep.query))
-        assert got["siamese"]["accuracy"][e] == pytest.approx(head_ok / len(ep.query))
+            # as trained: the head on (query, one support item), averaged over the K items (bce: probabilities)
+            pair = [np.mean([special.expit(rel(x[q], x[s])) if mode == "bce" else rel(x[q], x[s])
+                             for s in ep.support[c]]) for c in range(4)]
+            proto = [rel(x[q], p) for p in protos]
+            ok["cosine"] += int(np.argmax(cos) == y)
+            ok["siamese"] += int(np.argmax(pair) == y)
+            ok["siamese_prototype"] += int(np.argmax(proto) == y)
+        for method in ("cosine", "siamese", "siamese_prototype"):
+            assert got[method]["accuracy"][e] == pytest.approx(ok[method] / len(ep.query)), method
+
+
+def _hand_head() -> SiameseHead:
+    """A 1-d bce head with logit = 1 - |e1 - e2| (unit standardisation)."""
+    head = SiameseHead(1, hidden=1)
+    with torch.no_grad():
+        head.mlp[0].weight.fill_(1.0), head.mlp[0].bias.zero_()
+        head.mlp[2].weight.fill_(-1.0), head.mlp[2].bias.fill_(1.0)
+    return head.eval()
+
+
+def test_pairwise_and_prototype_scoring_on_a_hand_computed_episode():
+    # class 0 support items at 0 and 4 (prototype 2), class 1 at 2.5 and 2.5 (prototype 2.5); both queries class 0
+    x = np.array([[0.0], [4.0], [2.5], [2.5], [2.1], [4.2]], dtype=np.float32)
+    ep = Episode(np.array(["A", "B"]), np.array([[0, 1], [2, 3]]), np.array([4, 5]), np.array([0, 0]))
+    pred = predict_episodes(x, [ep], _hand_head(), patients=["a0", "a1", "b0", "b1", "q0", "q1"])
+    # query 2.1 -- prototype logits: A 1-|2.1-2| = 0.9, B 1-0.4 = 0.6 -> A;
+    #   pairwise: A (s(-1.1) + s(-0.9)) / 2 = (0.2497 + 0.2891) / 2 = 0.2694, B s(0.6) = 0.6457 -> B
+    # query 4.2 -- prototype logits: A 1-2.2 = -1.2, B 1-1.7 = -0.7 -> B;
+    #   pairwise: A (s(-3.2) + s(0.8)) / 2 = (0.0392 + 0.6900) / 2 = 0.3646, B s(-0.7) = 0.3318 -> A
+    assert pred.predicted["siamese_prototype"].tolist() == [0, 1]
+    assert pred.predicted["siamese"].tolist() == [1, 0]
+    assert pred.patient.tolist() == ["q0", "q1"] and pred.true.tolist() == [0, 0]
+    frame = pred.frame()
+    pair = frame[frame["method"] == "siamese"]
+    assert pair["predicted"].tolist() == ["B", "A"] and pair["true"].tolist() == ["A", "A"]
+    assert pair["correct"].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("mode", ["bce", "contrastive"])
+def test_one_shot_pairwise_and_prototype_scoring_agree(mode):
+    x, labels, patients = pool(seed=4, sep=0.5)
+    eps = sample_episodes(labels, patients, n_way=4, k_shot=1, n_query=5, n_episodes=30, seed=2)
+    torch.manual_seed(1)
+    pred = predict_episodes(x, eps, SiameseHead(16, 8, mode=mode).eval())
+    assert np.array_equal(pred.predicted["siamese"], pred.predicted["siamese_prototype"])
+
+
+def _toy_predictions(n_episodes=12, n_way=3, n_query=2, n_patients=7, seed=0, accuracy=0.6):
+    rng = np.random.default_rng(seed)
+    q = n_way * n_query
+    true = np.tile(np.repeat(np.arange(n_way), n_query), n_episodes)
+    wrong = (true + rng.integers(1, n_way, len(true))) % n_way
+    pred = np.where(rng.random(len(true)) < accuracy, true, wrong)
+    patient = np.array([f"p{i}" for i in rng.integers(0, n_patients, len(true))])
+    return QueryPredictions(episode=np.repeat(np.arange(n_episodes), q), item=np.arange(len(true)),
+                            patient=patient, true=true, predicted={"m": pred}, n_way=n_way)
+
+
+def _reference_bootstrap(p: QueryPredictions, n_boot: int, seed: int):
+    """Slow float64 loops: patients in sorted order, replicate b draws row b of integers(0, P, (B, P))."""
+    ids = sorted(set(p.patient.tolist()))
+    picks = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    accs, f1s = [], []
+    pred = p.predicted["m"]
+    for b in range(n_boot):
+        mult = Counter(ids[i] for i in picks[b])
+        w = np.array([float(mult[pat]) for pat in p.patient])
+        accs.append(sum(wi * (pi == ti) for wi, pi, ti in zip(w, pred, p.true)) / w.sum())
+        num = den = 0.0
+        for e in np.unique(p.episode):
+            rows = (p.episode == e) & (w > 0)
+            if not rows.any():
+                continue  # no drawn patient has a query in this episode
+            present = sorted(set(p.true[rows].tolist()) | set(pred[rows].tolist()))
+            f1 = f1_score(p.true[rows], pred[rows], labels=present, average="macro", sample_weight=w[rows],
+                          zero_division=0)
+            num, den = num + w[rows].sum() * f1, den + w[rows].sum()
+        f1s.append(num / den)
+    return np.array(accs), np.array(f1s)
+
+
+def test_patient_bootstrap_matches_a_slow_reference_loop():
+    p = _toy_predictions(n_patients=5)  # few patients: some replicates leave a class out of an episode
+    got = query_patient_bootstrap(p, "m", n_boot=150, seed=7)
+    acc, f1 = _reference_bootstrap(p, 150, 7)
+    np.testing.assert_allclose(got["accuracy"].replicates, acc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["macro_f1"].replicates, f1, rtol=0, atol=1e-12)
+    for name, ref in (("accuracy", acc), ("macro_f1", f1)):
+        lo, hi = np.quantile(ref, [0.025, 0.975])
+        assert got[name].low == pytest.approx(lo, abs=1e-12) and got[name].high == pytest.approx(hi, abs=1e-12)
+    # the estimates are the plain means over episodes (sklearn's macro F1 per episode)
+    per = [(p.predicted["m"][p.episode == e] == p.true[p.episode == e]).mean() for e in range(12)]
+    assert got["accuracy"].estimate == pytest.approx(np.mean(per), abs=1e-12)
+    f1_per = [f1_score(p.true[p.episode == e], p.predicted["m"][p.episode == e], labels=[0, 1, 2],
+                       average="macro", zero_division=0) for e in range(12)]
+    assert got["macro_f1"].estimate == pytest.approx(np.mean(f1_per), abs=1e-12)
+    again = query_patient_bootstrap(p, "m", n_boot=150, seed=7)
+    assert np.array_equal(again["accuracy"].replicates, got["accuracy"].replicates)
+    other = query_patient_bootstrap(p, "m", n_boot=150, seed=8)
+    assert not np.array_equal(other["accuracy"].replicates, got["accuracy"].replicates)
+    with pytest.raises(ConfigError, match="method: 'x' has no predictions"):
+        query_patient_bootstrap(p, "x")
+
+
+def _repeat(p: QueryPredictions, rows: np.ndarray, episode: np.ndarray) -> QueryPredictions:
+    return QueryPredictions(episode=episode, item=p.item[rows], patient=p.patient[rows], true=p.true[rows],
+                            predicted={m: v[rows] for m, v in p.predicted.items()}, n_way=p.n_way)
+
+
+def test_duplicating_each_patients_queries_leaves_the_interval_unchanged():
+    from ssl_ecg.evaluate.fewshot import _ci
+
+    p = _toy_predictions(n_episodes=20, n_patients=9, seed=3)
+    base = query_patient_bootstrap(p, "m", n_boot=300, seed=0)
+    n_ep = int(p.episode.max()) + 1
+    rows = np.arange(len(p.true))
+    twice_in_episode = _repeat(p, np.repeat(rows, 2), np.repeat(p.episode, 2))  # every query twice
+    twice_episodes = _repeat(p, np.r_[rows, rows], np.r_[p.episode, p.episode + n_ep])  # every episode twice
+    for dup in (twice_in_episode, twice_episodes):
+        got = query_patient_bootstrap(dup, "m", n_boot=300, seed=0)
+        for name in ("accuracy", "macro_f1"):
+            np.testing.assert_allclose(got[name].replicates, base[name].replicates, rtol=0, atol=1e-12)
+            assert (got[name].estimate, got[name].low, got[name].high) == pytest.approx(
+                (base[name].estimate, base[name].low, base[name].high), abs=1e-12)
+    # the t-interval over episodes treats the repeated episodes as new evidence and narrows (by about sqrt 2)
+    acc = evaluate_episodes(None, [None] * n_ep, predictions=p)["m"]["accuracy"]
+    acc2 = evaluate_episodes(None, [None] * 2 * n_ep, predictions=twice_episodes)["m"]["accuracy"]
+    width, width2 = np.diff(_ci(acc)[1:])[0], np.diff(_ci(acc2)[1:])[0]
+    assert width2 < 0.75 * width
+
+
+def test_patient_bootstrap_intervals_lie_in_the_unit_interval():
+    p = _toy_predictions(n_patients=4, seed=5)
+    for accuracy, bounds in ((1.0, (1.0, 1.0)), (0.0, (0.0, 0.0)), (0.5, None)):
+        q = _toy_predictions(n_patients=4, seed=5, accuracy=accuracy)
+        for name, b in query_patient_bootstrap(q, "m", n_boot=200, seed=1).items():
+            assert 0.0 <= b.low <= b.estimate <= b.high <= 1.0 and np.all((b.replicates >= 0) & (b.replicates <= 1))
+            if bounds is not None:
+                assert (b.low, b.high) == bounds, name
+    assert query_patient_bootstrap(p, "m", n_boot=10, seed=1)["accuracy"].replicates.shape == (10,)
 
 
 @pytest.mark.parametrize("mode", ["bce", "contrastive"])
@@ -132,3 +283,67 @@ def test_fewshot_results_carry_a_fingerprint_keyed_on_encoder_settings_and_split
     no_hash = {**kw, "encoder_hash": None}  # the features stand in for the encoder
     c = run_fewshot(x, labels, patients, head_p, eval_p, **no_hash)
     assert c.fingerprint != run_fewshot(x + 1, labels, patients, head_p, eval_p, **no_hash).fingerprint
+
+
+def test_beat_pretraining_recipes_fit_the_fewshot_window():
+    from ssl_ecg.evaluate.runner import FewShotConfig, check_encoder
+    from ssl_ecg.models import build_encoder
+    from ssl_ecg.pretrain import PretrainConfig
+    from ssl_ecg.pretrain.methods import MethodSpec, build_method
+    from ssl_ecg.recipe import load_recipe
+
+    fewshot = load_recipe(FewShotConfig, EXPERIMENTS / "fewshot_mitdb.yaml")
+    before = int(round(fewshot.window / 2 * fewshot.fs))  # as the runner cuts beats around the R peak
+    window = before + int(round(fewshot.window * fewshot.fs)) - before
+    assert set(fewshot.encoders) == {"beats_cmsc", "beats_simclr"} and fewshot.random_init and window == 432
+    for path in fewshot.encoders.values():
+        name = Path(path).name
+        pre = load_recipe(PretrainConfig, EXPERIMENTS / f"{name}.yaml")
+        assert pre.name == name and pre.dataset == fewshot.dataset == "mitdb"
+        assert pre.pool == "DS1"  # the few-shot head patients; DS2 gives the episodes
+        assert (pre.fs, pre.leads, pre.normalization, pre.bad_leads) == (
+            fewshot.fs, fewshot.leads, fewshot.normalization, fewshot.bad_leads)
+        needs = build_method(pre.method, MethodSpec(fs=pre.fs, segment_len=pre.segment_len,
+                                                    n_segments=pre.n_segments)).data_needs(len(pre.leads))
+        assert needs.input_samples == window and needs.in_channels == 1, name
+        encoder = build_encoder({"name": "clocs", "input_len": needs.input_samples, "in_channels": needs.in_channels,
+                                 "embed_dim": pre.embed_dim})
+        check_encoder(encoder, per_lead=True, n_leads=len(fewshot.leads), window=window, source=name)
+        with pytest.raises(ConfigError, match="built for 432 samples"):
+            check_encoder(encoder, per_lead=True, n_leads=1, window=int(round(5.0 * 250.0)), source=name)
+
+
+@pytest.mark.realdata
+def test_a_ds1_beat_encoder_and_random_init_share_the_fewshot_table(tmp_path, mitdb_root):
+    import pandas as pd
+
+    from ssl_ecg.checkpoint import load_provenance
+    from ssl_ecg.evaluate.runner import FewShotConfig, run_fewshot_recipe
+    from ssl_ecg.pretrain import PretrainConfig, run_pretrain
+    from ssl_ecg.recipe import load_recipe
+
+    common = {"root": str(mitdb_root), "cache_dir": str(tmp_path / "cache")}
+    pre = load_recipe(PretrainConfig, EXPERIMENTS / "mitdb_beats_cmsc.yaml",
+                      {**common, "epochs": 1, "max_steps": 1, "embed_dim": 8, "accelerator": "cpu"})
+    run_pretrain(pre, runs=tmp_path / "runs", progress=False)
+    enc = tmp_path / "runs" / "mitdb_beats_cmsc"
+    cfg = load_recipe(FewShotConfig, EXPERIMENTS / "fewshot_mitdb.yaml",
+                      {**common, "encoders": {"beats_cmsc": str(enc)}, "shots": [1], "episodes": 20,
+                       "head_steps": 20, "max_items_per_patient_class": 3, "n_boot": 50})
+    res = run_fewshot_recipe(cfg, runs=tmp_path / "runs")
+    assert res["arms"] == ["beats_cmsc", "random_init"] and res["episode_patients"] == 21
+    assert res["provenance"]["beats_cmsc"]["overlap"]["overlap"] == 0
+    assert res["provenance"]["beats_cmsc"]["pool_patients"] == 22
+    for arm in res["arms"]:
+        for method in ("siamese", "siamese_prototype", "cosine"):
+            m = res["results"][arm]["1-shot"][method]
+            assert 0 <= m["accuracy"][1] <= m["accuracy"][0] <= m["accuracy"][2] <= 1
+            assert 2 <= m["n_patients"] <= 21 and m["n_boot"] == 50 and "accuracy_t_over_episodes" in m
+    saved = json.loads((tmp_path / "runs" / "fewshot_mitdb" / "fewshot.json").read_text())
+    assert saved["results"]["random_init"]["1-shot"]["cosine"]["accuracy"] == pytest.approx(
+        list(res["results"]["random_init"]["1-shot"]["cosine"]["accuracy"]))
+    rows = pd.read_csv(tmp_path / "runs" / "fewshot_mitdb" / "predictions.csv")
+    assert len(rows) == 2 * 3 * 20 * 3 * 5  # arms x methods x episodes x (3 ways x 5 queries)
+    assert not set(rows["patient"].astype(str)) & set(load_provenance(enc)["pool_patients"])
+    acc = rows[(rows["arm"] == "random_init") & (rows["method"] == "cosine")]["correct"].mean()
+    assert acc == pytest.approx(res["results"]["random_init"]["1-shot"]["cosine"]["accuracy"][0])
