@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 SSL_ECG_DATA ?= $(if $(wildcard ../shared/data/ludb),$(abspath ../shared/data),)
 export SSL_ECG_DATA
 
-.PHONY: demo test lint clean venv
+.PHONY: demo test lint clean venv results
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ssl-ecg demo experiments/demo.yaml
+
+# The results grid (hours on 2 CPUs; resumable): writes RESULTS.md from experiments/results/*.yaml.
+results: $(STAMP)
+	$(BIN)/ssl-ecg report $(REPORT_ARGS)
 
 test: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest $(PYTEST_ARGS)
