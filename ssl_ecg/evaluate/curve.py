@@ -545,7 +545,17 @@ def _t_interval(v: np.ndarray, confidence: float) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _test_sets(panel_rows: list[pd.DataFrame], pred_dirs: list[Path | None]) -> tuple[list, set]:
+def _prediction_file(pdirs: Sequence[Path] | None, fingerprint: Any) -> Path | None:
+    """The stored predictions of a row's cell: ``<fingerprint>.npz`` in the first of ``pdirs`` that has it."""
+    if not pdirs or not isinstance(fingerprint, str):
+        return None
+    for pdir in pdirs:
+        if (Path(pdir) / f"{fingerprint}.npz").is_file():
+            return Path(pdir) / f"{fingerprint}.npz"
+    return None
+
+
+def _test_sets(panel_rows: list[pd.DataFrame], pred_dirs: list[list[Path] | None]) -> tuple[list, set]:
     """Per run: a :class:`~ssl_ecg.evaluate.stats.SplitPredictions` of the panel's cells with predictions, and the cells
     (line, fraction) that lack predictions in some run (those fall back to the t interval)."""
     sets, missing = [], set()
@@ -556,7 +566,7 @@ def _test_sets(panel_rows: list[pd.DataFrame], pred_dirs: list[Path | None]) -> 
                                                 rows.get("fingerprint", pd.Series([None] * len(rows))),
                                                 rows.get("metric", pd.Series(["auroc"] * len(rows)))):
             cell = (str(line), float(frac))
-            path = None if pdir is None or not isinstance(fp, str) else Path(pdir) / f"{fp}.npz"
+            path = _prediction_file(pdir, fp)
             if metric != "auroc" or path is None or not path.is_file():
                 missing.add(cell)
                 continue
@@ -632,7 +642,8 @@ def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, ski
     return out
 
 
-def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | None]], n_boot: int = 1000, seed: int = 0,
+def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str | Path] | None]], n_boot: int = 1000,
+                   seed: int = 0,
                    confidence: float = 0.95, low_fraction: float = 0.1) -> dict:
     """Estimates, intervals, paired comparisons, AULC and labels needed of one or several curve runs.
 
@@ -652,7 +663,8 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | None]], n_boo
     Holm-adjusted within each task's family of comparisons.
 
     Args:
-        runs: ``[(curve rows, predictions folder or None), ...]``, one per split.
+        runs: ``[(curve rows, predictions folder or None), ...]``, one per split; a list of folders is searched
+            in order (e.g. a run's ``predictions/`` and its feature arm's ``features/predictions/``).
         n_boot: bootstrap replicates.
         seed: seed of the replicates (each task draws from its own stream, :func:`~ssl_ecg.evaluate.stats.task_rng`).
         confidence: interval coverage.
@@ -669,7 +681,8 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | None]], n_boo
     if not runs:
         raise ConfigError("runs: expected at least one (curve rows, predictions folder) pair, got none")
     frames = [_panels(df) for df, _ in runs]
-    dirs = [None if d is None else Path(d) for _, d in runs]
+    dirs = [None if d is None else [Path(d)] if isinstance(d, (str, os.PathLike)) else [Path(x) for x in d]
+            for _, d in runs]
     result: dict = {"summary": {}, "aulc": {}, "comparisons": {}, "labels_needed": {},
                     "labels_needed_vs_supervised": {},
                     "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "confidence": float(confidence),
@@ -769,7 +782,7 @@ def labels_needed(summary: dict, reference: str = "random_init", skip=("supervis
 
 
 def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_run=None, n_boot: int = 1000,
-                  boot_seed: int = 0) -> dict:
+                  boot_seed: int = 0, predictions: Sequence[str | Path] | None = None) -> dict:
     """Write ``curve.json``, ``curve.png`` (bootstrap bands), ``differences.png`` and ``labels_needed.png``.
 
     ``curve.json`` holds :func:`summarize_runs` of this run (intervals from the
@@ -781,7 +794,7 @@ def write_outputs(curve: pd.DataFrame, out_dir: str | Path, meta: dict, wandb_ru
         The per-cell summary (``summary`` of :func:`summarize_runs`).
     """
     out_dir = Path(out_dir)
-    res = summarize_runs([(curve, out_dir / PREDICTIONS)], n_boot=n_boot, seed=boot_seed)
+    res = summarize_runs([(curve, predictions or [out_dir / PREDICTIONS])], n_boot=n_boot, seed=boot_seed)
     res["verdicts"] = {task: [c["verdict"] for c in comps] for task, comps in res["comparisons"].items()}
     (out_dir / "curve.json").write_text(json.dumps({**res, **meta}, indent=2, default=str))
     plot_curve(res["summary"], out_dir / "curve.png")
