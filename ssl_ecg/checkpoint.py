@@ -13,12 +13,17 @@ from torch import nn
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models.registry import build_encoder
 
-__all__ = ["save_encoder", "load_encoder", "load_provenance", "PROVENANCE_VERSION"]
+__all__ = ["save_encoder", "load_encoder", "load_provenance", "PROVENANCE_VERSION", "SAFETENSORS_FILE",
+           "MODEL_CARD_FILE"]
 
 #: Version of the ``provenance`` block in ``encoder.json`` (bumped when its meaning changes).
 PROVENANCE_VERSION = 1
 #: Keys of the provenance block that hold lists of strings.
 _PROVENANCE_LISTS = ("datasets", "cache_keys", "pool_patients", "pool_fingerprints", "label_patients")
+#: The safetensors form of an encoder (``ssl_ecg.deploy.export_safetensors``): weights with the config in the header,
+#: and the model card beside them.
+SAFETENSORS_FILE = "encoder.safetensors"
+MODEL_CARD_FILE = "model_card.json"
 
 
 def save_encoder(encoder: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -45,10 +50,17 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     checkpoint cannot run code.
 
     Args:
-        path: the ``.pt`` file, or a run folder holding ``encoder.pt``.
+        path: the ``.pt`` file, or a run folder holding ``encoder.pt``; or the safetensors form (an
+            ``encoder.safetensors`` file, or a folder holding it and ``model_card.json``).
         map_location: device for the weights.
     """
     path = Path(path)
+    if path.is_dir() and not (path / "encoder.pt").is_file() and (path / SAFETENSORS_FILE).is_file():
+        if not (path / MODEL_CARD_FILE).is_file():
+            raise ConfigError(f"{path / MODEL_CARD_FILE}: model card not found (expected beside {SAFETENSORS_FILE})")
+        path = path / SAFETENSORS_FILE
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, map_location)
     if path.is_dir():
         path = path / "encoder.pt"
     config_path = path.with_suffix(".json")
@@ -79,6 +91,38 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
     except RuntimeError as exc:
         raise ConfigError(f"{path}: weights do not match the config in {config_path.name}: {exc}") from exc
     return encoder.eval()
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> nn.Module:
+    """An encoder from ``encoder.safetensors`` (config in its header; a ``model_card.json`` beside it must agree)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: encoder weights not found")
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            config = json.loads((f.metadata() or {})["encoder"])
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        if not isinstance(config, dict):
+            raise TypeError(f"'encoder' is a {type(config).__name__}, not a mapping")
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: expected safetensors weights with an 'encoder' config in the header, as "
+                          f"ssl-ecg export writes ({type(exc).__name__}: {exc})") from None
+    card_path = path.with_name(MODEL_CARD_FILE)
+    if card_path.is_file():
+        try:
+            card = json.loads(card_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{card_path}: expected a JSON model card ({exc})") from None
+        if not isinstance(card, dict) or card.get("encoder") != config:
+            raise ConfigError(f"{card_path}: its 'encoder' config differs from the one in {path.name}; expected the "
+                              "card written with these weights")
+    try:
+        encoder = build_encoder(config)
+        encoder.load_state_dict(state)
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: weights do not fit the encoder config {config} ({exc})") from None
+    return encoder.to(map_location).eval()
 
 
 def _config_path(path: str | os.PathLike) -> Path:

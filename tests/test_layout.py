@@ -13,7 +13,8 @@ def test_standalone_packages_do_not_import_ssl_ecg(package):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("package", ["losses", "augmentations", "ssl_ecg", "ssl_ecg.data", "ssl_ecg.evaluate"])
+@pytest.mark.parametrize("package", ["losses", "augmentations", "ssl_ecg", "ssl_ecg.data", "ssl_ecg.evaluate",
+                                     "ssl_ecg.deploy"])
 def test_all_names_exist(package):
     mod = __import__(package, fromlist=["__all__"])
     assert mod.__all__
@@ -35,6 +36,7 @@ FIRST_PARTY = ("ssl_ecg", "augmentations", "losses")
 FORBIDDEN = {  # layer -> first-party packages it must never import, directly or through another module
     "ssl_ecg.data": ("ssl_ecg.pretrain", "ssl_ecg.evaluate"),
     "ssl_ecg.evaluate": ("ssl_ecg.pretrain",),
+    "ssl_ecg.deploy": ("ssl_ecg.pretrain",),
 }
 THIRD_PARTY_ONLY = {  # standalone package -> the only non-stdlib packages it may import
     "augmentations": {"torch", "numpy", "einops", "ecg_augmentations"},
