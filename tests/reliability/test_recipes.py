@@ -8,9 +8,11 @@ import pytest
 
 from ssl_ecg.demo import load_demo, run_demo
 from ssl_ecg.errors import ConfigError
+from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig
 from ssl_ecg.evaluate.runner import EvalConfig, FewShotConfig, run_evaluation, run_fewshot_recipe
 from ssl_ecg.paths import run_folder
 from ssl_ecg.pretrain import PretrainConfig, run_pretrain
+from ssl_ecg.pretrain.distill import DistillConfig
 from ssl_ecg.recipe import load_recipe, parse_overrides
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
@@ -24,6 +26,10 @@ def _recipe_class(path: Path) -> type:
         return EvalConfig
     if path.name.startswith("fewshot_"):
         return FewShotConfig
+    if path.name.startswith("distill_"):
+        return DistillConfig
+    if path.name.startswith("reduced_leads_"):
+        return ReducedLeadsConfig
     return PretrainConfig
 
 
