@@ -375,9 +375,11 @@ def _weighted_scores(pred: QueryPredictions, method: str, weights: np.ndarray) -
 
     Accuracy: sum(w * correct) / sum(w) over all queries (with w = 1 and equal queries per episode, the mean of
     the per-episode accuracies). Macro F1: per episode, F1 of each class from weighted counts
-    (2 TP / (2 TP + FP + FN)), averaged over the classes with weighted true or predicted queries; episodes are
-    then averaged with weights sum(w) over their queries (w = 1: the plain mean over episodes, as sklearn's
-    macro F1 with ``labels=range(N)``).
+    (2 TP / (2 TP + FP + FN)), averaged over the classes with weighted true queries (a class whose query
+    patients all left the replicate has no F1; scoring it 0 would bias every replicate down, while predictions
+    into it still count as misses of the true classes); episodes are then averaged with weights sum(w) over their
+    queries (w = 1: every class has queries, and this is the plain mean over episodes of sklearn's macro F1 with
+    ``labels=range(N)``).
     """
     p, t, e = pred.predicted[method], pred.true, pred.episode
     n_ep, n_way, n_q = int(e.max()) + 1, pred.n_way, len(t)
@@ -393,8 +395,9 @@ def _weighted_scores(pred: QueryPredictions, method: str, weights: np.ndarray) -
         return np.asarray((m.T @ weights.T).T).reshape(len(weights), n_ep, n_way)
 
     tp = counts(cells(t, p == t))
-    denom = counts(cells(t, np.ones(n_q, bool))) + counts(cells(p, np.ones(n_q, bool)))  # 2TP + FP + FN
-    present = denom > 0
+    true = counts(cells(t, np.ones(n_q, bool)))
+    denom = true + counts(cells(p, np.ones(n_q, bool)))  # 2TP + FP + FN
+    present = true > 0
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
     per_episode = f1.sum(2) / np.maximum(present.sum(2), 1)  # (B, E)
     ep_weight = np.asarray((sparse.csr_matrix((np.ones(n_q), (np.arange(n_q), e)), shape=(n_q, n_ep)).T

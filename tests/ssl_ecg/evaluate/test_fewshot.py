@@ -163,7 +163,7 @@ def _reference_bootstrap(p: QueryPredictions, n_boot: int, seed: int):
             rows = (p.episode == e) & (w > 0)
             if not rows.any():
                 continue  # no drawn patient has a query in this episode
-            present = sorted(set(p.true[rows].tolist()) | set(pred[rows].tolist()))
+            present = sorted(set(p.true[rows].tolist()))  # classes with drawn queries
             f1 = f1_score(p.true[rows], pred[rows], labels=present, average="macro", sample_weight=w[rows],
                           zero_division=0)
             num, den = num + w[rows].sum() * f1, den + w[rows].sum()
