@@ -16,10 +16,28 @@ choose anything: every setting is in the recipes, chosen on validation patients 
 Splits: a block whose recipes draw a patient split from shares gets a new split per seed (``split_seed``); a
 block on an official split (PTB-XL's folds) keeps it and varies the pretraining seed instead, so its interval
 still covers pretraining runs and label draws. Both seeds are set to the split seed in either case.
+
+Kinds of block (``kind``; the methods are pretrained the same way in each, the evaluation recipe differs):
+
+- ``curve``: the label-efficiency curve (:class:`~ssl_ecg.evaluate.runner.EvalConfig`), as above;
+- ``transfer``: a curve whose methods pretrain on a *pool* of datasets mapped to one rate and lead set
+  (``dataset: [{dataset, root, dataset_options}, ...]``) and whose curve is on another dataset. The encoders'
+  split then holds none of the curve's patients, so the runner draws the curve's split from its shares and the
+  split seed; the pools (records and patients per member, overlap between members by patient key and signal
+  fingerprint) and the runner's overlap checks against the curve's test patients go into RESULTS.md;
+- ``reduced_leads``: the curve at the CinC 2021 lead sets
+  (:func:`~ssl_ecg.evaluate.reduced_leads.run_reduced_leads`), a table per task and fraction (arms x lead
+  sets, hierarchical-bootstrap intervals per lead set) and the AUROC-vs-leads plot;
+- ``fewshot``: N-way K-shot episodes (:func:`~ssl_ecg.evaluate.runner.run_fewshot_recipe`) with the block's
+  encoders and a random-init arm, a table per K and scoring method with patient-bootstrap intervals.
+
+Datasets that the locator cannot find by name (the CinC 2021 and CPSC 2018 samples) are named in
+``data_folders``: their folder under ``$SSL_ECG_DATA`` fills ``root`` where a recipe leaves it null.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,7 +51,7 @@ from ssl_ecg.paths import run_folder
 from ssl_ecg.recipe import MAX_INT, RunName, Seeds, load_recipe
 
 __all__ = ["ReportBlock", "load_blocks", "run_block", "run_report", "render_results", "headline", "QUICK_PRETRAIN",
-           "QUICK_CURVE"]
+           "QUICK_CURVE", "QUICK_LEAD_SETS", "QUICK_FEWSHOT", "BLOCK_KINDS", "describe_pool"]
 
 QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "max_steps": 2, "batch_size": 16}
 """``--quick``: pretraining overrides that make every run a smoke test (seconds, not minutes)."""
@@ -41,6 +59,18 @@ QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "max_steps": 2, "batch_size": 16}
 QUICK_CURVE: dict[str, Any] = {"fractions": [0.5, 1.0], "seeds": [0], "epochs": 1, "supervised_lrs": [0.001],
                                "supervised_batch_sizes": [16], "probes": ["logistic"]}
 """``--quick``: curve overrides (two fractions, one label draw, a one-epoch supervised arm)."""
+
+QUICK_LEAD_SETS: list[int] = [12, 1]
+"""``--quick``: the lead sets a ``reduced_leads`` block keeps (all leads and lead II)."""
+
+QUICK_FEWSHOT: dict[str, Any] = {"shots": [1], "episodes": 5, "queries": 2, "head_steps": 5, "n_boot": 20,
+                                 "max_items_per_patient_class": 2}
+"""``--quick``: few-shot overrides (1-shot, five episodes, a five-step head)."""
+
+BlockKind = Literal["curve", "transfer", "reduced_leads", "fewshot"]
+#: Block kinds and what their evaluation recipe (``curve``) is.
+BLOCK_KINDS: dict[str, str] = {"curve": "EvalConfig", "transfer": "EvalConfig", "reduced_leads": "ReducedLeadsConfig",
+                               "fewshot": "FewShotConfig"}
 
 
 @dataclass
@@ -51,15 +81,19 @@ class ReportBlock:
         name: the block's name (its section in RESULTS.md, its folder under the report's runs).
         title: a heading for RESULTS.md.
         tier: ``core`` (run by default) or ``full`` (only with ``--full``).
+        kind: ``curve``, ``transfer``, ``reduced_leads`` or ``fewshot`` (see the module doc).
         methods: method name -> pretraining recipe (a path relative to the block file); the core grid's methods.
         full_methods: more methods, pretrained only with ``--full``.
         pretrain_overrides: ``key -> value`` applied to every pretraining recipe of the block.
-        curve: the curve recipe (EvalConfig), relative to the block file.
-        curve_overrides: applied to the curve recipe (tasks, fractions, seeds, ...).
+        curve: the evaluation recipe, relative to the block file: an EvalConfig (kinds ``curve`` and
+            ``transfer``), a ReducedLeadsConfig (``reduced_leads``) or a FewShotConfig (``fewshot``).
+        curve_overrides: applied to the evaluation recipe (tasks, fractions, seeds, shots, ...).
         split_seeds: one pretraining + curve per seed (see the module doc).
         not_applicable: method -> why it is not in this block (printed in RESULTS.md).
         chosen_on_validation: what the recipes chose on validation patients, in words (printed in RESULTS.md).
-        quick_tasks: the tasks ``--quick`` keeps (default: the first task).
+        quick_tasks: the tasks ``--quick`` keeps (default: the first task; not for ``fewshot``).
+        data_folders: dataset name -> its folder under ``$SSL_ECG_DATA``, filling ``root`` where a recipe (or a
+            pool member) leaves it null (e.g. ``{cinc2021: cinc2021_sample}``).
     """
 
     name: RunName
@@ -75,6 +109,8 @@ class ReportBlock:
     chosen_on_validation: str = ""
     quick_tasks: list[str] | None = None
     source: str = ""
+    kind: BlockKind = "curve"
+    data_folders: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [s for s in self.split_seeds if not 0 <= s <= MAX_INT]
@@ -109,6 +145,7 @@ def load_blocks(folder: str | os.PathLike, full: bool = False, only: list[str] |
         for relative in [block.curve, *block.methods.values(), *block.full_methods.values()]:
             if not block.path(relative).is_file():
                 raise ConfigError(f"{path}: recipe {relative!r} not found (paths are relative to the block file)")
+        _check_kind(block, path)
         if (only is None and (full or block.tier == "core")) or (only is not None and block.name in only):
             blocks.append(block)
     unknown = sorted(set(only or ()) - {b.name for b in blocks})
@@ -122,11 +159,88 @@ def load_blocks(folder: str | os.PathLike, full: bool = False, only: list[str] |
     return blocks
 
 
+def _evaluation_class(kind: str) -> type:
+    """The recipe class of a block kind's evaluation recipe (:data:`BLOCK_KINDS`)."""
+    if kind == "fewshot":
+        from ssl_ecg.evaluate.runner import FewShotConfig
+
+        return FewShotConfig
+    if kind == "reduced_leads":
+        from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig
+
+        return ReducedLeadsConfig
+    from ssl_ecg.evaluate.runner import EvalConfig
+
+    return EvalConfig
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_kind(block: ReportBlock, path: Path) -> None:
+    """Refuse a block whose recipes do not fit its kind (one-line :class:`ConfigError`, naming the block file).
+
+    The evaluation recipe must load as the kind's class with the block's overrides; a ``transfer`` block's
+    methods must pretrain on a pool and its curve on a dataset outside that pool; ``fewshot`` has no tasks.
+    """
+    from ssl_ecg.pretrain.run import PretrainConfig
+
+    cls = _evaluation_class(block.kind)
+    try:
+        evaluation = load_recipe(cls, block.path(block.curve), dict(block.curve_overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: kind {block.kind!r} takes a {cls.__name__} as its curve recipe "
+                          f"({block.curve}): {_one_line(exc)}") from None
+    if block.kind == "fewshot" and block.quick_tasks is not None:
+        raise ConfigError(f"{path}: quick_tasks: a fewshot block has no tasks (its recipe's label or MIT-BIH "
+                          "beat classes); remove quick_tasks")
+    if block.kind != "transfer":
+        return
+    if not isinstance(evaluation.dataset, str):
+        raise ConfigError(f"{path}: kind 'transfer': the curve recipe ({block.curve}) evaluates on a pool; expected "
+                          "one dataset outside the pretraining pool (e.g. ludb)")
+    for method, recipe in {**block.methods, **block.full_methods}.items():
+        pre = load_recipe(PretrainConfig, block.path(recipe), dict(block.pretrain_overrides))
+        if isinstance(pre.dataset, str):
+            raise ConfigError(f"{path}: kind 'transfer': method {method!r} ({recipe}) pretrains on {pre.dataset!r}; "
+                              "expected a pool (dataset: [{dataset, root, dataset_options}, ...])")
+        members = [str(m.get("dataset", "")).lower() for m in pre.dataset]
+        if evaluation.dataset.lower() in members:
+            raise ConfigError(f"{path}: kind 'transfer': method {method!r} pretrains on {members}, which holds the "
+                              f"curve's dataset {evaluation.dataset!r}; expected a curve on another dataset")
+
+
+def _data_root(block: ReportBlock, dataset: str) -> str:
+    """The folder of ``dataset`` under ``$SSL_ECG_DATA`` named by ``block.data_folders``."""
+    from ssl_ecg.errors import DatasetError
+
+    base = os.environ.get("SSL_ECG_DATA")
+    if not base:
+        raise DatasetError(f"block {block.name}: data_folders.{dataset} ({block.data_folders[dataset]!r}) is a folder "
+                           "under $SSL_ECG_DATA, which is not set; set SSL_ECG_DATA to the folder holding it")
+    return str(Path(base) / block.data_folders[dataset])
+
+
+def _root_overrides(block: ReportBlock, recipe: Path, cls: type, overrides: dict) -> dict:
+    """``root`` (or the pool with its members' roots) from ``data_folders`` where the recipe leaves it null."""
+    if not block.data_folders:
+        return {}
+    cfg = load_recipe(cls, recipe, dict(overrides))
+    if isinstance(cfg.dataset, str):
+        return ({"root": _data_root(block, cfg.dataset)}
+                if cfg.root is None and cfg.dataset in block.data_folders else {})
+    pool = [{**m, "root": _data_root(block, m["dataset"])}
+            if m.get("root") is None and m.get("dataset") in block.data_folders else dict(m) for m in cfg.dataset]
+    return {"dataset": pool} if pool != list(cfg.dataset) else {}
+
+
 def _pretrain_config(block: ReportBlock, method: str, recipe: str, seed: int, quick: bool):
     from ssl_ecg.pretrain.run import PretrainConfig
 
     overrides = {**block.pretrain_overrides, **(QUICK_PRETRAIN if quick else {}), "name": method,
                  "split_seed": seed, "seed": seed}
+    overrides.update(_root_overrides(block, block.path(recipe), PretrainConfig, overrides))
     return load_recipe(PretrainConfig, block.path(recipe), overrides)
 
 
@@ -137,7 +251,68 @@ def _curve_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick
     if quick:
         base = load_recipe(EvalConfig, block.path(block.curve), dict(block.curve_overrides))
         overrides.update(QUICK_CURVE, tasks=list(block.quick_tasks or base.tasks[:1]))
+    overrides.update(_root_overrides(block, block.path(block.curve), EvalConfig, overrides))
     return load_recipe(EvalConfig, block.path(block.curve), overrides)
+
+
+def _reduced_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick: bool):
+    from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig
+
+    overrides = {**block.curve_overrides, "name": "reduced_leads", "encoders": encoders, "split": None,
+                 "split_seed": seed}
+    if quick:
+        base = load_recipe(ReducedLeadsConfig, block.path(block.curve), dict(block.curve_overrides))
+        overrides.update(QUICK_CURVE, tasks=list(block.quick_tasks or base.tasks[:1]), lead_sets=QUICK_LEAD_SETS)
+    overrides.update(_root_overrides(block, block.path(block.curve), ReducedLeadsConfig, overrides))
+    return load_recipe(ReducedLeadsConfig, block.path(block.curve), overrides)
+
+
+def _fewshot_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick: bool):
+    from ssl_ecg.evaluate.runner import FewShotConfig
+
+    overrides = {**block.curve_overrides, "name": "fewshot", "encoder": None, "encoders": encoders,
+                 "split_seed": seed, "seed": seed, **(QUICK_FEWSHOT if quick else {})}
+    overrides.update(_root_overrides(block, block.path(block.curve), FewShotConfig, overrides))
+    return load_recipe(FewShotConfig, block.path(block.curve), overrides)
+
+
+def describe_pool(cfg: Any, run: str | os.PathLike) -> dict:
+    """The pretraining pool of the run at ``run`` (pretrained with recipe ``cfg``): per member dataset its
+    records and patients, and the overlap between members by patient key and by signal fingerprint.
+
+    Records are those of the pool's patients (``encoder.json``'s provenance) in the recipe's prepared data, read
+    from the record cache with the run's own ``split.json``.
+
+    Returns:
+        ``{"members": {dataset: {"records", "patients"}}, "pairs": [{"a", "b", "patients", "fingerprints"}],
+        "records", "patients", "fingerprints", "repeated_fingerprints"}`` (the last: recordings held more than
+        once in the pool).
+    """
+    from ssl_ecg.data.prepare import SPLIT_FILE, DataSpec, prepare
+    from ssl_ecg.evaluate.provenance import read_provenance
+
+    prov = read_provenance(run)
+    if prov is None:
+        raise ConfigError(f"{run}: the run has no provenance; cannot describe its pretraining pool")
+    prepared = prepare(DataSpec.from_config(cfg), split=Path(run) / SPLIT_FILE)
+    table = prepared.table
+    table = table[table["patient_key"].astype(str).isin(set(map(str, prov["pool_patients"])))]
+    members: dict[str, dict] = {}
+    keys: dict[str, set] = {}
+    prints: dict[str, set] = {}
+    for name in prepared.spec.datasets:
+        rows = table[table["dataset"].astype(str) == name]
+        keys[name] = set(rows["patient_key"].astype(str))
+        prints[name] = set(rows["fingerprint"].astype(str))
+        members[name] = {"records": int(len(rows)), "patients": len(keys[name])}
+    names = list(members)
+    pairs = [{"a": a, "b": b, "patients": len(keys[a] & keys[b]), "fingerprints": len(prints[a] & prints[b])}
+             for i, a in enumerate(names) for b in names[i + 1:]]
+    fps = table["fingerprint"].astype(str)
+    return {"members": members, "pairs": pairs, "records": int(len(table)),
+            "patients": int(table["patient_key"].nunique()), "fingerprints": int(fps.nunique()),
+            "repeated_fingerprints": int((fps.value_counts() > 1).sum()),
+            "fs": float(prepared.spec.fs), "leads": [str(n) for n in prepared.cache.manifest["leads"]]}
 
 
 def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, quick: bool = False,
@@ -145,7 +320,8 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
     """Pretrain and evaluate one block for each split seed (resuming what matches); returns what RESULTS.md needs.
 
     A method whose pretraining fails with a library error (e.g. a recipe that does not fit the data) is listed
-    with that error and left out of the curve; the grid goes on.
+    with that error and left out of the curve; the grid goes on. The evaluation follows the block's ``kind``
+    (see the module doc); each split's entry holds what that kind renders.
     """
     from ssl_ecg.evaluate.runner import run_evaluation
     from ssl_ecg.pretrain.run import run_pretrain
@@ -157,9 +333,9 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
     out: dict[str, Any] = {"block": block, "splits": [], "failed": {}, "pretrain_seconds": {}, "curve_seconds": []}
     for seed in seeds:
         folder = run_folder(run_folder(runs, block.name), f"split{seed}")
-        encoders = {}
+        encoders, configs = {}, {}
         for method, recipe in methods.items():
-            cfg = _pretrain_config(block, method, recipe, seed, quick)
+            cfg = configs[method] = _pretrain_config(block, method, recipe, seed, quick)
             t0 = time.perf_counter()
             try:
                 run_pretrain(cfg, runs=folder, progress=progress)
@@ -169,12 +345,65 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
             out["pretrain_seconds"].setdefault(method, []).append(time.perf_counter() - t0)
             encoders[method] = str(folder / method)
         t0 = time.perf_counter()
-        result = run_evaluation(_curve_config(block, encoders, seed, quick), runs=folder, progress=progress)
+        if block.kind == "reduced_leads":
+            entry = _run_reduced(block, encoders, seed, quick, folder, progress)
+        elif block.kind == "fewshot":
+            entry = _run_fewshot(block, encoders, seed, quick, folder, progress)
+        else:
+            result = run_evaluation(_curve_config(block, encoders, seed, quick), runs=folder, progress=progress)
+            entry = {"seed": seed, "curve": result["curve"], "predictions": result["predictions"],
+                     "out": result["out"], "split_hash": result["split_hash"],
+                     "allow_flags": result.get("allow_flags")}
+            if block.kind == "transfer":
+                entry.update(_transfer_extras(result, configs, encoders))
         out["curve_seconds"].append(time.perf_counter() - t0)
-        out["splits"].append({"seed": seed, "curve": result["curve"], "predictions": result["predictions"],
-                              "out": result["out"], "split_hash": result["split_hash"],
-                              "allow_flags": result.get("allow_flags")})
+        out["splits"].append(entry)
     return out
+
+
+def _run_reduced(block: ReportBlock, encoders: dict, seed: int, quick: bool, folder: Path, progress: bool) -> dict:
+    """One split of a ``reduced_leads`` block: each lead set's curve rows and prediction folders."""
+    from ssl_ecg.evaluate.curve import PREDICTIONS
+    from ssl_ecg.evaluate.reduced_leads import run_reduced_leads
+    from ssl_ecg.evaluate.runner import FEATURE_ARM
+
+    cfg = _reduced_config(block, encoders, seed, quick)
+    result = run_reduced_leads(cfg, runs=folder, progress=progress)
+    dirs = {label: [result["out"] / f"leads_{label}" / PREDICTIONS]
+            + ([result["out"] / f"leads_{label}" / FEATURE_ARM / PREDICTIONS] if cfg.feature_arm else [])
+            for label in result["curves"]}
+    return {"seed": seed, "table": result["table"], "curves": result["curves"], "predictions": dirs,
+            "lead_sets": result["lead_sets"], "per_lead": result["per_lead"], "out": result["out"],
+            "split_hash": result["split_hash"], "split_source": result["split_source"],
+            "allow_flags": _allow_flags(cfg, result["provenance"])}
+
+
+def _run_fewshot(block: ReportBlock, encoders: dict, seed: int, quick: bool, folder: Path, progress: bool) -> dict:
+    """One split seed of a ``fewshot`` block: ``results[arm][f"{K}-shot"][method]`` and the episode setting."""
+    from ssl_ecg.evaluate.runner import run_fewshot_recipe
+
+    cfg = _fewshot_config(block, encoders, seed, quick)
+    result = run_fewshot_recipe(cfg, runs=folder, progress=progress)
+    return {"seed": seed, "results": result["results"], "out": result["out"], "split_hash": result["split_hash"],
+            "allow_flags": result.get("allow_flags"), "scoring": result.get("scoring", {}),
+            "patients_rule": result["patients_rule"], "head_patients": result["head_patients"],
+            "episode_patients": result["episode_patients"], "items": result["items"],
+            "setting": {k: getattr(cfg, k) for k in ("ways", "shots", "queries", "episodes", "head", "n_boot")}}
+
+
+def _allow_flags(cfg: Any, provenance: dict) -> str | None:
+    from ssl_ecg.evaluate.provenance import allow_flags_line
+
+    return allow_flags_line({"allow_overlap": cfg.allow_overlap, "provenance": provenance,
+                             "allow_unknown_provenance": cfg.allow_unknown_provenance})
+
+
+def _transfer_extras(result: dict, configs: dict, encoders: dict) -> dict:
+    """A ``transfer`` split's pools (:func:`describe_pool`) and the runner's checks against the curve's data."""
+    meta = json.loads((Path(result["out"]) / "curve.json").read_text())  # the runner's meta, at the top level
+    return {"pools": {m: describe_pool(configs[m], encoders[m]) for m in encoders},
+            "provenance": result["provenance"], "split_source": meta.get("split_source"),
+            "split_sizes": meta.get("split_sizes"), "records": meta.get("records")}
 
 
 def run_report(results: str | os.PathLike = "experiments/results", runs: str | os.PathLike = "runs/results",
@@ -205,8 +434,16 @@ def run_report(results: str | os.PathLike = "experiments/results", runs: str | o
     done = []
     for block in blocks:
         result = run_block(block, runs, full=full, quick=quick, progress=progress)
-        result["summary"] = summarize_runs([(s["curve"], s["predictions"]) for s in result["splits"]],
-                                           n_boot=n_boot, seed=seed)
+        if block.kind == "reduced_leads":  # one summary per lead set, over the split seeds
+            labels = list(dict.fromkeys(label for s in result["splits"] for label in s["curves"]))
+            result["summary"] = {label: summarize_runs([(s["curves"][label], s["predictions"][label])
+                                                        for s in result["splits"] if label in s["curves"]],
+                                                       n_boot=n_boot, seed=seed) for label in labels}
+        elif block.kind == "fewshot":  # intervals come with the results (patient bootstrap per split seed)
+            result["summary"] = None
+        else:
+            result["summary"] = summarize_runs([(s["curve"], s["predictions"]) for s in result["splits"]],
+                                               n_boot=n_boot, seed=seed)
         done.append(result)
     wall = time.perf_counter() - t0
     text = render_results(done, figures, wall_seconds=wall, quick=quick, full=full, n_boot=n_boot, seed=seed)
@@ -283,8 +520,9 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
         summary = result["summary"]
         lines += [f"## {block.title or block.name}", ""]
         seeds = [s["seed"] for s in result["splits"]]
+        recipe = "curve" if block.kind in ("curve", "transfer") else f"{block.kind.replace('_', '-')} recipe"
         lines.append(f"Split seeds {seeds}; recipes: `{Path(block.source).name}` "
-                     f"(curve `{block.curve}`). Pretraining wall time per method (mean over splits): " + ", ".join(
+                     f"({recipe} `{block.curve}`). Pretraining wall time per method (mean over splits): " + ", ".join(
                          f"{m} {np.mean(v) / 60:.1f} min" for m, v in result["pretrain_seconds"].items())
                      + f"; curves {np.sum(result['curve_seconds']) / 60:.1f} min in all.")
         if block.chosen_on_validation:
@@ -297,15 +535,43 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
             skipped.update({m: "in `--full` only" for m in block.full_methods})
         if skipped:
             lines += ["", "Not in this table:", *[f"- **{m}**: {why}" for m, why in skipped.items()]]
-        for task, lines_of_task in summary["summary"].items():
-            lines += ["", f"### {task}", ""]
-            lines += _table(lines_of_task)
-            lines += _task_extras(summary, task)
-        names = _figures(summary, figures, block.name)
-        if names:
-            lines += ["", *[f"![{n}]({figures.name}/{n})" for n in names]]
+        if block.kind == "reduced_leads":
+            lines += _reduced_section(result, figures)
+        elif block.kind == "fewshot":
+            lines += _fewshot_section(result)
+        else:
+            if block.kind == "transfer":
+                lines += _transfer_section(result)
+            lines += _curve_section(summary, figures, block.name)
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _curve_section(summary: dict, figures: Path, name: str) -> list[str]:
+    """A curve's tables per task (and per metric other than AUROC), the extras of each, and the figures."""
+    lines: list[str] = []
+    for task, lines_of_task in summary["summary"].items():
+        lines += ["", f"### {task}", ""]
+        lines += _table(lines_of_task)
+        lines += _metric_note(task, lines_of_task)
+        lines += _task_extras(summary, task)
+    names = _figures(summary, figures, name)
+    if names:
+        lines += ["", *[f"![{n}]({figures.name}/{n})" for n in names]]
+    return lines
+
+
+def _metric_note(task: str, lines_of_task: dict) -> list[str]:
+    """What a challenge-score table shows and how its cells got their interval (only for ``[challenge]``)."""
+    if "[challenge]" not in task:
+        return []
+    kinds = sorted({str(c.get("interval")) for cells in lines_of_task.values() for c in cells.values()
+                    if c.get("interval")})
+    return ["", "The PhysioNet/CinC Challenge score (the year's official weights; sinus rhythm for every record "
+            "scores 0, the true labels 1) on the test records, with per-class thresholds tuned for F1 on the "
+            "validation records. Its intervals are **t intervals over the split seeds' label draws**, not the "
+            "bootstrap: the score is not a mean over patients, so the test set's variance is not covered"
+            + (f" (cells: {'; '.join(kinds)})." if kinds else ".")]
 
 
 def _needed_text(point: float | None, boot: dict | None) -> str:
@@ -360,3 +626,106 @@ def _task_extras(summary: dict, task: str) -> list[str]:
         out += ["", "<details><summary>All paired comparisons (Holm-corrected within this task)</summary>", "",
                 *[f"- {v}" for v in verdicts], "", "</details>"]
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sections of the other kinds
+
+
+def _reduced_section(result: dict, figures: Path) -> list[str]:
+    """A ``reduced_leads`` block: per task and fraction a table of arms x lead sets (hierarchical-bootstrap
+    estimates and intervals of each lead set over the split seeds), and the AUROC-vs-leads plot."""
+    import pandas as pd
+
+    from ssl_ecg.evaluate.reduced_leads import REDUCED_COLUMNS, plot_reduced_leads
+
+    splits, summaries = result["splits"], result["summary"]
+    labels = list(summaries)
+    sets = {label: names for s in splits for label, names in s["lead_sets"].items()}
+    table = pd.concat([s["table"] for s in splits], ignore_index=True)
+    inputs = dict(zip(table["arm"], table["arm_input"]))
+    lines = ["", "Every lead set is scored on the same patients, split, fractions and label draws. Per-lead encoders "
+             "embed only the available leads; multi-lead encoders get the missing leads zero-filled; the feature "
+             "arm sees the available leads (the *input* column). Lead sets: " + "; ".join(
+                 f"{label} = {' '.join(sets[label])}" for label in labels) + "."]
+    panels = list(dict.fromkeys(p for label in labels for p in summaries[label]["summary"]))
+    for panel in panels:
+        cells = {label: summaries[label]["summary"].get(panel, {}) for label in labels}
+        arms = list(dict.fromkeys(a for c in cells.values() for a in c))
+        fractions = sorted({f for c in cells.values() for line in c.values() for f in line}, key=float)
+        for fraction in fractions:
+            lines += ["", f"### {panel}, {_pct(fraction)} of the labels", "",
+                      "| arm | " + " | ".join(f"{lab} leads" if lab.isdigit() else lab for lab in labels)
+                      + " | input |", "|---|" + "---|" * (len(labels) + 1)]
+            for arm in arms:
+                lines.append(f"| {arm} | " + " | ".join(_fmt(cells[lab].get(arm, {}).get(fraction))
+                                                        for lab in labels) + f" | {inputs.get(arm, '')} |")
+        lines += _metric_note(panel, cells[labels[0]]) if labels else []
+    # the plot: each (task, arm, lead set, fraction) averaged over the split seeds' means
+    keys = [c for c in REDUCED_COLUMNS if c not in ("mean", "n_seeds")]
+    mean = table.assign(lead_set=table["lead_set"].astype(str)).groupby(keys, sort=False, as_index=False).agg(
+        mean=("mean", "mean"), n_seeds=("n_seeds", "sum"))
+    figures.mkdir(parents=True, exist_ok=True)
+    name = f"{result['block'].name}_reduced_leads.png"
+    plot_reduced_leads(mean[REDUCED_COLUMNS], figures / name)
+    return lines + ["", f"![{name}]({figures.name}/{name})"]
+
+
+def _interval(value: Any) -> str:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or value[0] is None:
+        return "–"
+    est, low, high = (float(v) for v in value)
+    return f"{est:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{est:.3f}"
+
+
+def _fewshot_section(result: dict) -> list[str]:
+    """A ``fewshot`` block: per split seed, K and scoring method, accuracy and macro F1 of every arm with the
+    patient-bootstrap interval over the query patients."""
+    lines: list[str] = []
+    for split in result["splits"]:
+        st = split["setting"]
+        lines += ["", f"Pretraining seed {split['seed']}: {st['ways']}-way episodes ({st['episodes']} per K, "
+                  f"{st['queries']} queries per class; {split['patients_rule']}: {split['head_patients']} head and "
+                  f"{split['episode_patients']} episode patients, {split['items']} items). Intervals: 95% "
+                  f"percentile, patient bootstrap over the query patients ({st['n_boot']} replicates); every arm "
+                  "sees the same episodes, and every episode patient was checked against each encoder's "
+                  "pretraining pool (patient key and signal fingerprint)."]
+        results = split["results"]
+        arms = list(results)
+        shots = list(dict.fromkeys(k for arm in arms for k in results[arm]))
+        for k in shots:
+            methods = list(dict.fromkeys(m for arm in arms for m in results[arm].get(k, {}) if m != "fingerprint"))
+            for method in methods:
+                how = split["scoring"].get(method, "")
+                lines += ["", f"### {k}, {method}" + (f" ({how})" if how else ""), "",
+                          "| arm | accuracy | macro F1 | query patients |", "|---|---|---|---|"]
+                for arm in arms:
+                    cell = results[arm].get(k, {}).get(method) or {}
+                    lines.append(f"| {arm} | {_interval(cell.get('accuracy'))} | {_interval(cell.get('macro_f1'))} "
+                                 f"| {cell.get('n_patients', '–')} |")
+    return lines
+
+
+def _transfer_section(result: dict) -> list[str]:
+    """A ``transfer`` block: each method's pretraining pool (members, records, patients, overlap between members
+    by patient key and signal fingerprint), where the curve's split came from, and the runner's overlap checks of
+    the curve's test patients against each pool."""
+    lines = ["", "### Pretraining pools and their overlap", ""]
+    for split in result["splits"]:
+        lines.append(f"Split seed {split['seed']}: the curve's split: {split.get('split_source')} "
+                     f"({split.get('split_sizes')} patients, {split.get('records')} records).")
+        for method, pool in split.get("pools", {}).items():
+            members = ", ".join(f"{name} {m['records']} records / {m['patients']} patients"
+                                for name, m in pool["members"].items())
+            pairs = "; ".join(f"{p['a']} & {p['b']}: {p['patients']} patient keys, {p['fingerprints']} fingerprints"
+                              for p in pool["pairs"]) or "one member"
+            check = (split.get("provenance") or {}).get(method, {}).get("overlap") or {}
+            tested = (f"{check.get('by_patient', '–')} by patient key and {check.get('by_fingerprint', '–')} by "
+                      f"signal fingerprint of {check.get('evaluated_patients', '–')} test patients"
+                      if check else "not checked")
+            lines += [f"- **{method}** pool at {pool['fs']:g} Hz, {len(pool['leads'])} leads: {members} "
+                      f"({pool['records']} records, {pool['patients']} patients, {pool['repeated_fingerprints']} "
+                      f"recordings held twice). Shared between members: {pairs}. Overlap with the curve's test "
+                      f"patients (checked by the runner): {tested}."]
+        lines.append("")
+    return lines[:-1]

@@ -7,10 +7,11 @@ import yaml
 
 from ssl_ecg.cli import main
 from ssl_ecg.errors import ConfigError
-from ssl_ecg.evaluate.runner import EvalConfig
+from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig
+from ssl_ecg.evaluate.runner import EvalConfig, FewShotConfig
 from ssl_ecg.pretrain.run import PretrainConfig
 from ssl_ecg.recipe import load_recipe
-from ssl_ecg.report import ReportBlock, headline, load_blocks, run_report
+from ssl_ecg.report import ReportBlock, describe_pool, headline, load_blocks, render_results, run_report
 
 RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results"
 
@@ -29,17 +30,45 @@ def test_bundled_blocks_parse_and_agree_with_their_recipes():
     blocks = load_blocks(RESULTS, full=True)
     assert {"ludb", "ptbxl"} <= {b.name for b in blocks}
     assert {b.name for b in load_blocks(RESULTS)} >= {"ludb", "ptbxl"}  # the core grid
+    kinds = {b.name: (b.kind, b.tier) for b in blocks}
+    assert kinds["reduced_leads_ptbxl"] == ("reduced_leads", "full")
+    assert kinds["transfer_ludb"] == ("transfer", "full")
+    assert kinds["fewshot_mitdb"] == ("fewshot", "full")
+    assert kinds["cinc2021"] == ("curve", "full")
     for block in blocks:
-        curve = load_recipe(EvalConfig, block.path(block.curve), dict(block.curve_overrides))
+        if block.kind == "fewshot":
+            _check_fewshot_block(block)
+            continue
+        cls = ReducedLeadsConfig if block.kind == "reduced_leads" else EvalConfig
+        curve = load_recipe(cls, block.path(block.curve), dict(block.curve_overrides))
         for method, recipe in {**block.methods, **block.full_methods}.items():
             pre = load_recipe(PretrainConfig, block.path(recipe), dict(block.pretrain_overrides))
             where = f"{block.name}/{method}"
             assert pre.method == method, where
-            assert pre.dataset == curve.dataset and pre.fs == curve.fs, where
-            assert pre.split == block_split(curve, pre), where
+            assert pre.fs == curve.fs, where
+            if block.kind == "transfer":  # a pool of 12-lead datasets; the curve on a dataset outside it
+                members = [m["dataset"] for m in pre.dataset]
+                assert len(members) >= 2 and curve.dataset not in members, where
+                assert set(members) - {"ptbxl", "ludb", "mitdb"} <= set(block.data_folders), where
+            else:
+                assert pre.dataset == curve.dataset, where
+                assert pre.split == block_split(curve, pre), where
             assert pre.segment_len == curve.window, f"{where}: the encoder's input is the curve's window"
-            assert pre.monitor_label is None, f"{where}: an online label monitor would show the encoder labels"
+            assert pre.monitor_label is None, f"{where}: an online label monitor would show the encoders labels"
         assert curve.split is None, f"{block.name}: the curve must use the encoders' own split"
+    cinc = next(b for b in blocks if b.name == "cinc2021")
+    curve = load_recipe(EvalConfig, cinc.path(cinc.curve), {})
+    assert curve.dataset == "cinc2021" and curve.tasks == ["scored"]  # scored: the 2021 challenge classes
+    assert cinc.data_folders == {"cinc2021": "cinc2021_sample"}
+
+
+def _check_fewshot_block(block: ReportBlock) -> None:
+    fewshot = load_recipe(FewShotConfig, block.path(block.curve), dict(block.curve_overrides))
+    assert fewshot.dataset == "mitdb" and fewshot.random_init
+    for method, recipe in block.methods.items():
+        pre = load_recipe(PretrainConfig, block.path(recipe), dict(block.pretrain_overrides))
+        assert pre.method == method and pre.dataset == "mitdb" and pre.pool == "DS1", method
+        assert (pre.fs, pre.segment_len, pre.leads) == (fewshot.fs, fewshot.window, fewshot.leads), method
 
 
 def block_split(curve: EvalConfig, pre: PretrainConfig):
@@ -134,3 +163,102 @@ def test_quick_report_writes_results_and_resumes(tmp_path, real_dataset):
 def test_report_block_defaults():
     block = ReportBlock(name="x", curve="c.yaml")
     assert block.split_seeds == [0, 1, 2] and block.tier == "core"
+
+
+def _one_line_error(folder: Path, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        load_blocks(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_block_kind_mismatch_and_missing_fields_are_one_line(tmp_path):
+    _block(tmp_path, "a", kind="fewshot")  # a curve recipe (tasks) is not a FewShotConfig
+    _one_line_error(tmp_path, r"kind 'fewshot' takes a FewShotConfig as its curve recipe .*tasks")
+    (tmp_path / "a.yaml").unlink()
+    _block(tmp_path, "b", kind="histogram")
+    _one_line_error(tmp_path, "kind")
+    (tmp_path / "b.yaml").unlink()
+    _block(tmp_path, "c", kind="transfer")  # the method pretrains on one dataset, not a pool
+    _one_line_error(tmp_path, r"kind 'transfer': method 'cmsc' .* pretrains on 'ludb'; expected a pool")
+    (tmp_path / "c.yaml").unlink()
+    (tmp_path / "recipes" / "pool.yaml").write_text(yaml.safe_dump(
+        {"method": "cmsc", "dataset": [{"dataset": "ludb"}, {"dataset": "ptbxl"}]}))
+    _block(tmp_path, "d", kind="transfer", methods={"cmsc": "recipes/pool.yaml"})  # curve on LUDB, in the pool
+    _one_line_error(tmp_path, r"holds the curve's dataset 'ludb'")
+    (tmp_path / "d.yaml").unlink()
+    (tmp_path / "recipes" / "fewshot.yaml").write_text("dataset: mitdb\nshots: [1]\n")
+    _block(tmp_path, "e", kind="fewshot", curve="recipes/fewshot.yaml", quick_tasks=["lad"])
+    _one_line_error(tmp_path, "quick_tasks: a fewshot block has no tasks")
+    (tmp_path / "e.yaml").unlink()
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"name": "f", "methods": {}}))  # no curve recipe
+    _one_line_error(tmp_path, "curve")
+    (tmp_path / "f.yaml").unlink()
+    _block(tmp_path, "g", kind="fewshot", curve="recipes/fewshot.yaml")
+    assert load_blocks(tmp_path)[0].kind == "fewshot"
+
+
+def _done(block: ReportBlock, **split) -> dict:
+    return {"block": block, "splits": [{"seed": 0, **split}], "failed": {}, "pretrain_seconds": {"cmsc": [60.0]},
+            "curve_seconds": [30.0], "summary": None}
+
+
+def test_fewshot_section_has_a_table_per_k_and_scoring_method(tmp_path):
+    cell = {"accuracy": (0.5, 0.25, 0.75), "macro_f1": (0.4, 0.125, 0.625), "n_patients": 7}
+    results = {"cmsc": {"1-shot": {"siamese": cell, "cosine": {**cell, "accuracy": (0.9, 0.8, 1.0)},
+                                   "fingerprint": "abc"}},
+               "random_init": {"1-shot": {"siamese": {**cell, "accuracy": (0.3, 0.1, 0.5)}, "cosine": cell,
+                                          "fingerprint": "def"}}}
+    block = ReportBlock(name="fs", curve="c.yaml", kind="fewshot", title="Few-shot")
+    text = render_results([_done(block, results=results, scoring={"siamese": "as trained", "cosine": "baseline"},
+                                 patients_rule="mitdb DS1 head / DS2 episodes", head_patients=21,
+                                 episode_patients=21, items=900, allow_flags=None,
+                                 setting={"ways": 3, "shots": [1], "queries": 5, "episodes": 200, "head": "bce",
+                                          "n_boot": 1000})],
+                          tmp_path / "figs", wall_seconds=60, quick=False, full=True, n_boot=10, seed=0)
+    assert "### 1-shot, siamese (as trained)" in text and "### 1-shot, cosine (baseline)" in text
+    siamese = text[text.index("### 1-shot, siamese"):text.index("### 1-shot, cosine")]
+    assert "| cmsc | 0.500 [0.250, 0.750] | 0.400 [0.125, 0.625] | 7 |" in siamese
+    assert "| random_init | 0.300 [0.100, 0.500] |" in siamese
+    assert "| cmsc | 0.900 [0.800, 1.000] |" in text[text.index("### 1-shot, cosine"):]
+    assert "| fingerprint |" not in text and "21 head and 21 episode patients" in text
+
+
+@pytest.mark.slow
+def test_quick_transfer_block_writes_pools_and_overlap(tmp_path, real_dataset, monkeypatch):
+    """A --quick transfer block: CMSC on the CinC 2021 + CPSC 2018 samples (one 12-lead pool at 100 Hz), its
+    curve on LUDB on a split the runner draws, since the encoder's split holds no LUDB patient."""
+    real_dataset("ludb")
+    data = real_dataset("cinc2021_sample").parent
+    real_dataset("cpsc2018_sample")
+    monkeypatch.setenv("SSL_ECG_DATA", str(data))
+    (tmp_path / "recipes").mkdir()
+    pool = yaml.safe_load((RESULTS / "recipes" / "pool12_cmsc.yaml").read_text())
+    pool["dataset"] = pool["dataset"][1:]  # the two samples only: seconds, not minutes
+    pool["cache_dir"] = str(Path.cwd() / "cache")
+    (tmp_path / "recipes" / "pool.yaml").write_text(yaml.safe_dump(pool))
+    (tmp_path / "recipes" / "curve.yaml").write_text(
+        (RESULTS / "recipes" / "ludb_curve.yaml").read_text() + f"cache_dir: {Path.cwd() / 'cache'}\n")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
+        "name": "t", "kind": "transfer", "methods": {"cmsc": "recipes/pool.yaml"}, "curve": "recipes/curve.yaml",
+        "curve_overrides": {"supervised": False, "feature_arm": False}, "quick_tasks": ["lad"],
+        "data_folders": {"cinc2021": "cinc2021_sample", "cpsc2018": "cpsc2018_sample"}}))
+    out = tmp_path / "RESULTS.md"
+    done = run_report(tmp_path, runs=tmp_path / "runs", out=out, quick=True, n_boot=20)
+    text = out.read_text()
+    (split,) = done["blocks"][0]["splits"]
+    assert split["split_source"].startswith("drawn")  # the pool's split has no LUDB patient
+    pools = split["pools"]["cmsc"]
+    assert pools["members"] == {"cinc2021": {"records": 50, "patients": 50},
+                                "cpsc2018": {"records": 10, "patients": 10}}  # pool: all; record ids as patients
+    assert pools["pairs"] == [{"a": "cinc2021", "b": "cpsc2018", "patients": 0, "fingerprints": 0}]
+    check = split["provenance"]["cmsc"]["overlap"]
+    assert check["by_patient"] == 0 and check["by_fingerprint"] == 0 and check["evaluated_patients"] == 40
+    assert "### Pretraining pools and their overlap" in text
+    assert "cinc2021 50 records / 50 patients, cpsc2018 10 records / 10 patients" in text
+    assert "0 by patient key and 0 by signal fingerprint of 40 test patients" in text
+    assert "### lad" in text and "| cmsc |" in text and "| random_init |" in text
+    again = describe_pool(load_recipe(PretrainConfig, tmp_path / "recipes" / "pool.yaml",
+                                      {"dataset": [{"dataset": "cinc2021", "root": str(data / "cinc2021_sample")},
+                                                   {"dataset": "cpsc2018", "root": str(data / "cpsc2018_sample")}]}),
+                          tmp_path / "runs" / "t" / "split0" / "cmsc")
+    assert again == pools
