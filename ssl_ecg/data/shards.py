@@ -188,7 +188,8 @@ class _Shard:
             if count == 0:
                 arrays[name] = np.zeros(shape, dtype=dtype)
             else:
-                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + lo, shape=shape)
+                # a plain ndarray view of the map: slicing np.memmap objects costs more than the read
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + lo, shape=shape).view(np.ndarray)
         self.path = path
         self.signals = arrays["signals"]
         self.scales = np.array(arrays["scales"])  # (R, L): small, copied
@@ -268,7 +269,7 @@ class ShardCache:
             self._open, self._maps, self._pid = OrderedDict(), {}, os.getpid()
         if name not in self._maps:
             try:
-                self._maps[name] = np.load(self.folder / name, mmap_mode="r", allow_pickle=False)
+                self._maps[name] = np.load(self.folder / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
             except (OSError, ValueError) as exc:
                 raise DatasetError(f"{self.folder / name}: unreadable ({exc}); rebuild the cache") from exc
         return self._maps[name]
@@ -423,15 +424,19 @@ class ShardWindows(Dataset):
         """The window start of item ``i`` this epoch."""
         pos = divmod(int(i), self.n_leads)[0] if self.per_lead else int(i)
         rec = pos if self.records is None else int(self.records[pos])
+        return self._start(i, int(self.cache.lengths[rec]))
+
+    def _start(self, i: int, length: int) -> int:
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        return int(rng.integers(0, int(self.cache.lengths[rec]) - self.window + 1))
+        return int(rng.integers(0, length - self.window + 1))
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         if not 0 <= int(i) < len(self):
             raise IndexError(f"i: {i} is outside the {len(self)} items")
         pos, lead = divmod(int(i), self.n_leads) if self.per_lead else (int(i), None)
         rec = pos if self.records is None else int(self.records[pos])
-        x = torch.from_numpy(self.cache.segment(rec, self.start(i), self.window, lead=lead))
+        start = self._start(i, int(self.cache.lengths[rec]))
+        x = torch.from_numpy(self.cache.segment(rec, start, self.window, lead=lead))
         target = int(self.cache.patient_codes[rec])
         if not self.per_lead:
             return x, target
