@@ -340,8 +340,12 @@ def predict_episodes(features: np.ndarray, episodes: list[Episode], head: Siames
         head: the relation head; None scores the cosine baseline only.
         patients: (n,) patient of each item (default: the item index as a string).
     """
+    if not episodes:
+        raise ConfigError("episodes: expected at least one episode to score, got none")
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     pats = np.arange(len(x)).astype(str) if patients is None else np.asarray(patients, dtype=str)
+    if len(pats) != len(x):
+        raise ConfigError(f"patients: {len(pats)} ids for {len(x)} items; expected one per item")
     n_way = len(episodes[0].classes)
     methods = (["siamese", "siamese_prototype"] if head is not None else []) + ["cosine"]
     preds: dict = {m: [] for m in methods}

@@ -126,6 +126,10 @@ def test_pairwise_and_prototype_scoring_on_a_hand_computed_episode():
     pair = frame[frame["method"] == "siamese"]
     assert pair["predicted"].tolist() == ["B", "A"] and pair["true"].tolist() == ["A", "A"]
     assert pair["correct"].tolist() == [False, True]
+    with pytest.raises(ConfigError, match="patients: 2 ids for 6 items"):
+        predict_episodes(x, [ep], _hand_head(), patients=["a0", "a1"])
+    with pytest.raises(ConfigError, match="at least one episode"):
+        predict_episodes(x, [], _hand_head())
 
 
 @pytest.mark.parametrize("mode", ["bce", "contrastive"])
