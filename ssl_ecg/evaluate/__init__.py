@@ -11,6 +11,7 @@ from ssl_ecg.evaluate.embed import (
     tile_windows,
 )
 from ssl_ecg.evaluate.features import HandcraftedFeatures
+from ssl_ecg.evaluate.fewshot import SCORING, predict_episodes, query_patient_bootstrap, run_fewshot
 from ssl_ecg.evaluate.head import ProbeModel, WindowFeatures, fit_probe_model, load_probe_head, save_probe_head
 from ssl_ecg.evaluate.knn import knn_probe, knn_scores
 from ssl_ecg.evaluate.linear import torch_linear_probe
@@ -46,4 +47,5 @@ __all__ = [
     "delong_paired_test", "holm", "aulc", "labels_needed_distribution", "HandcraftedFeatures",
     "integrated_gradients", "grad_cam", "record_attributions", "plot_saliency", "explain_records",
     "ProbeModel", "WindowFeatures", "fit_probe_model", "save_probe_head", "load_probe_head",
+    "run_fewshot", "predict_episodes", "query_patient_bootstrap", "SCORING",
 ]

@@ -24,10 +24,10 @@ from ssl_ecg.data.preprocess import BadLeadPolicy
 from ssl_ecg.data.splits import patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, RecordError
 from ssl_ecg.evaluate.challenge import challenge_year
-from ssl_ecg.evaluate.curve import CurveSpec, run_curve, write_outputs
+from ssl_ecg.evaluate.curve import PREDICTIONS, CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
 from ssl_ecg.evaluate.features import HandcraftedFeatures
-from ssl_ecg.evaluate.fewshot import run_fewshot
+from ssl_ecg.evaluate.fewshot import SCORING, run_fewshot
 from ssl_ecg.evaluate.provenance import (
     allow_flags_line,
     check_known,
@@ -375,13 +375,15 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
         meta["feature_arm"] = {"rows": f"{FEATURE_ARM}/curve.csv", "window_samples": int(signals.shape[-1]),
                                "leads": eval_leads(inputs)}
     meta["allow_flags"] = allow_flags_line(meta)
+    # every cell's test predictions, for the bootstrap: the encoder arms' and the feature arm's own folder
+    predictions = [out / PREDICTIONS] + ([out / FEATURE_ARM / PREDICTIONS] if cfg.feature_arm else [])
     run = _wandb_run(cfg, out) if cfg.wandb else None
     try:
-        summary = write_outputs(curve, out, meta, wandb_run=run)
+        summary = write_outputs(curve, out, meta, wandb_run=run, predictions=predictions)
     finally:
         if run is not None:
             run.finish()
-    return {"summary": summary, "out": out, "curve": curve,
+    return {"summary": summary, "out": out, "curve": curve, "predictions": predictions,
             "record_level_patient_ids": meta["record_level_patient_ids"],
             **{k: meta[k] for k in ("split_hash", "provenance", "allow_overlap", "allow_unknown_provenance",
                                     "allow_flags", "bad_leads")}}
@@ -400,7 +402,11 @@ class FewShotConfig:
     Head and episode patients: MIT-BIH trains the head on DS1 and draws episodes from DS2 (de Chazal et al.
     2004). Other datasets draw episodes from the test patients of the split (the encoder's own split by
     default; its train and val patients train the head), or, with neither an encoder split nor a recipe split,
-    from a seeded half of the patients. Episode patients must be outside the encoder's pretraining pool.
+    from a seeded half of the patients. Episode patients must be outside every encoder's pretraining pool.
+
+    Arms: ``encoder`` (one checkpoint, arm ``"encoder"``) and/or ``encoders`` (arm name -> checkpoint), plus a
+    random-init arm (the first checkpoint's architecture; without one, a per-lead CLOCS encoder). Every arm is
+    scored on the same episodes, with patient-bootstrap intervals over the query patients (``n_boot``).
     """
 
     name: RunName = "fewshot"
@@ -413,7 +419,9 @@ class FewShotConfig:
     normalization: Literal["record", "lead", "none"] = "record"  # as the encoder's pretraining recipe
     bad_leads: BadLeadPolicy = "zero_lead"  # NaN or flat leads: "zero_lead", "drop_record" or "error"
     window: PositiveFloat = 1.2  # seconds: beat window centred on the R peak (mitdb) or a record crop from the start
-    encoder: str | None = None  # checkpoint; None: a random-init CLOCS encoder
+    encoder: str | None = None  # one checkpoint (arm "encoder"); see encoders
+    encoders: dict[str, str] = field(default_factory=dict)  # arm name -> checkpoint (.pt or run folder)
+    random_init: bool = True  # add a random-init arm (the first checkpoint's architecture, else per-lead CLOCS)
     ways: Annotated[int, Ge(2)] = 3
     shots: Annotated[list[PositiveInt], MinLen(1)] = field(default_factory=lambda: [1, 5, 10])
     queries: PositiveInt = 5
@@ -429,6 +437,7 @@ class FewShotConfig:
     allow_overlap: bool = False  # run even when episode patients were pretrained on (recorded)
     allow_unknown_provenance: bool = False  # run an encoder without provenance (recorded)
     seed: NonNegativeInt = 0
+    n_boot: PositiveInt = 1000  # patient-bootstrap replicates (query patients resampled) per interval
 
 
 def _fewshot_patients(cfg: FewShotConfig, prepared, split_given: bool) -> tuple[set, set, str]:
@@ -512,22 +521,32 @@ def _cap(labels, patients, cap, rng) -> np.ndarray:
 
 
 def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: bool = False) -> dict:
-    """Embed the items with the (frozen) encoder, then run every K in ``cfg.shots``; writes ``fewshot.json``
-    and ``split.json``.
+    """Embed the items with each (frozen) arm, then run every K in ``cfg.shots``; writes ``fewshot.json``,
+    ``predictions.csv`` and ``split.json``.
 
-    Items are read from the record cache pretraining uses. The encoder's provenance is checked first: no
+    Items are read from the record cache pretraining uses. Every encoder's provenance is checked first: no
     episode patient may be in its pretraining pool (by patient key or signal fingerprint); an encoder pretrained
-    on the head patients (e.g. MIT-BIH DS1) is fine.
+    on the head patients (e.g. MIT-BIH DS1) is fine. All arms see the same items, head patients and episodes.
+
+    ``results[arm][f"{K}-shot"][method]`` holds ``accuracy`` and ``macro_f1`` as (estimate, low, high) with the
+    patient-bootstrap interval over the query patients (:func:`~ssl_ecg.evaluate.fewshot.query_patient_bootstrap`,
+    ``n_patients`` of them), and the old t-intervals over episodes as ``*_t_over_episodes``; methods are
+    :data:`~ssl_ecg.evaluate.fewshot.SCORING`. ``predictions.csv`` holds every query's prediction (arm, shots,
+    method, episode, item, patient, true, predicted, correct).
 
     Raises:
-        LeakageError: an episode patient was pretrained on, or the encoder has no provenance, unless allowed
+        ConfigError: ``encoder`` and an ``encoders`` arm both named ``"encoder"``, or no arm at all.
+        LeakageError: an episode patient was pretrained on, or an encoder has no provenance, unless allowed
             (``allow_overlap`` / ``allow_unknown_provenance``).
     """
     window_samples(cfg.window, cfg.fs)  # a window under one sample is a recipe error, before any data is read
+    if cfg.encoder and "encoder" in cfg.encoders:
+        raise ConfigError("encoder, encoders: both name an arm 'encoder'; give the checkpoint once")
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"encoder": cfg.encoder} if cfg.encoder else {}
-    sources = {"encoder": f"encoder ({cfg.encoder})"} if cfg.encoder else {}
+    paths = {**({"encoder": cfg.encoder} if cfg.encoder else {}), **cfg.encoders}
+    sources = {arm: f"encoder ({p})" if arm == "encoder" and cfg.encoder else f"encoders.{arm} ({p})"
+               for arm, p in paths.items()}
     provs = _provenances(paths, cfg.allow_unknown_provenance, sources)
     split_arg = resolve_split(provs, cfg.split, sources)
     leads = cfg.leads or (["#0"] if cfg.dataset == "mitdb" else None)
@@ -544,32 +563,36 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     else:
         x, labels, patients = _label_items(cfg, prepared, head_p | episode_p)
     n_leads, window = x.shape[1], x.shape[2]
-    if cfg.encoder:
-        encoder = load_encoder(cfg.encoder)
-        per_lead = encoder.config.get("in_channels") == 1
-        check_encoder(encoder, per_lead, n_leads, window, source=f"encoder ({cfg.encoder})")
-        check_preprocessing("encoder", pretraining_data(cfg.encoder), prepared.spec, per_lead, sources["encoder"])
-    else:
-        with seeded(cfg.seed):
-            encoder = build_encoder({"name": "clocs", "in_channels": 1, "input_len": window, "embed_dim": 128})
-        per_lead = True
-    feats = embed_records(encoder, torch.as_tensor(x), window, per_lead)
-    results = {}
-    for k in cfg.shots:
-        res = run_fewshot(feats, labels, patients, head_p, episode_p, cfg.ways, k, cfg.queries, cfg.episodes,
-                          train_classes=cfg.train_classes, episode_classes=cfg.episode_classes, mode=cfg.head,
-                          head_steps=cfg.head_steps, seed=cfg.seed,
-                          encoder_hash=f"{state_dict_hash(encoder)}|window={window}|per_lead={per_lead}",
-                          split_hash=prepared.split.hash, inputs=x)
-        results[f"{k}-shot"] = {**res.summary, "fingerprint": res.fingerprint}
+    # random init: the first checkpoint's architecture, else a per-lead CLOCS encoder of the window's length
+    arms, modes, _ = load_arms(paths, None, n_leads, window, cfg.random_init, seed=cfg.seed)
+    for arm, path in paths.items():
+        check_preprocessing(arm, pretraining_data(path), prepared.spec, modes[arm], sources[arm])
+    results, predictions, seconds = {}, [], {}
+    for arm, encoder in arms.items():
+        start = time.perf_counter()
+        per_lead = modes[arm]
+        feats = embed_records(encoder, torch.as_tensor(x), window, per_lead)
+        results[arm] = {}
+        for k in cfg.shots:
+            res = run_fewshot(feats, labels, patients, head_p, episode_p, cfg.ways, k, cfg.queries, cfg.episodes,
+                              train_classes=cfg.train_classes, episode_classes=cfg.episode_classes, mode=cfg.head,
+                              head_steps=cfg.head_steps, seed=cfg.seed,
+                              encoder_hash=f"{state_dict_hash(encoder)}|window={window}|per_lead={per_lead}",
+                              split_hash=prepared.split.hash, inputs=x, n_boot=cfg.n_boot)
+            results[arm][f"{k}-shot"] = {**res.summary, "fingerprint": res.fingerprint}
+            predictions.append(res.predictions.frame().assign(arm=arm, shots=k))
+        seconds[arm] = round(time.perf_counter() - start, 1)
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(np.isin(patients, list(episode_p)),
                                                                       name="episode_pool"))
     prepared.split.save(out / "split.json")
+    columns = ["arm", "shots", "method", "episode", "item", "patient", "true", "predicted", "correct"]
+    pd.concat(predictions, ignore_index=True)[columns].to_csv(out / "predictions.csv", index=False)
     payload = {"config": asdict(cfg), "items": int(len(labels)), "head_patients": len(head_p),
                "episode_patients": len(episode_p), "patients_rule": rule, "items_per_class": counts.to_dict(),
                "split_hash": prepared.split.hash, "split_source": split_source, "allow_overlap": cfg.allow_overlap,
                "allow_unknown_provenance": cfg.allow_unknown_provenance, "provenance": checks,
-               "bad_leads": prepared.bad_leads, "results": results}
+               "bad_leads": prepared.bad_leads, "arms": list(arms), "scoring": dict(SCORING),
+               "seconds_per_arm": seconds, "results": results}
     payload["allow_flags"] = allow_flags_line(payload)
     (out / "fewshot.json").write_text(json.dumps(payload, indent=2, default=str))
     return {"out": out, **payload}

@@ -134,7 +134,7 @@ def test_fewshot_on_real_mitdb_beats(tmp_path, mitdb_root):
     assert res["head_patients"] == 22 and res["episode_patients"] == 21  # DS1 / DS2 without 202 (= 201)
     for shots in ("1-shot", "5-shot"):
         for method in ("siamese", "cosine"):
-            mean, lo, hi = res["results"][shots][method]["accuracy"]
+            mean, lo, hi = res["results"]["random_init"][shots][method]["accuracy"]
             assert 0 <= lo <= mean <= hi <= 1
     assert json.loads((tmp_path / "fewshot" / "fewshot.json").read_text())["results"]
     with pytest.raises(SplitError, match=r"class 'F' has \d patient\(s\)"):
@@ -170,7 +170,7 @@ def test_fewshot_on_real_ludb_rhythms(tmp_path, ludb_root):
                         ways=2, shots=[1, 5], episodes=200, head_steps=200, cache_dir=str(tmp_path / "cache"))
     res = run_fewshot_recipe(cfg, runs=tmp_path)
     assert res["head_patients"] + res["episode_patients"] == 200
-    acc = res["results"]["5-shot"]["cosine"]["accuracy"]
+    acc = res["results"]["random_init"]["5-shot"]["cosine"]["accuracy"]
     assert 0 <= acc[1] <= acc[0] <= acc[2] <= 1
     with pytest.raises(ConfigError, match="label"):
         run_fewshot_recipe(FewShotConfig(dataset="ludb", root=str(ludb_root), cache_dir=str(tmp_path / "cache")),
