@@ -655,7 +655,7 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
         fractions = sorted({f for c in cells.values() for line in c.values() for f in line}, key=float)
         for fraction in fractions:
             lines += ["", f"### {panel}, {_pct(fraction)} of the labels", "",
-                      "| arm | " + " | ".join(f"{lab} leads" if lab.isdigit() else lab for lab in labels)
+                      "| arm | " + " | ".join(_lead_label(lab) for lab in labels)
                       + " | input |", "|---|" + "---|" * (len(labels) + 1)]
             for arm in arms:
                 lines.append(f"| {arm} | " + " | ".join(_fmt(cells[lab].get(arm, {}).get(fraction))
@@ -669,6 +669,13 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
     name = f"{result['block'].name}_reduced_leads.png"
     plot_reduced_leads(mean[REDUCED_COLUMNS], figures / name)
     return lines + ["", f"![{name}]({figures.name}/{name})"]
+
+
+def _lead_label(label: str) -> str:
+    """A lead set's column heading: ``12 leads``, ``1 lead``, or the lead names of a custom set."""
+    if not label.isdigit():
+        return label
+    return f"{label} lead{'' if label == '1' else 's'}"
 
 
 def _interval(value: Any) -> str:
