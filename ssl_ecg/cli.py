@@ -438,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="experiments/results", help="folder of block recipes (*.yaml)")
     rep.add_argument("--runs", default="runs/results", help="where the grid's runs go (default: runs/results)")
     rep.add_argument("--out", default="RESULTS.md", help="the Markdown file to write (default: RESULTS.md)")
-    rep.add_argument("--full", action="store_true", help="also the full tier and every block's full_methods")
+    rep.add_argument("--full", action="store_true",
+                     help="also the full tier (reduced-lead, transfer, few-shot and CinC 2021 blocks) and every "
+                          "block's full_methods")
     rep.add_argument("--quick", action="store_true", help="a smoke test on tiny settings (not results)")
     rep.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     rep.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
