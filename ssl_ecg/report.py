@@ -612,7 +612,8 @@ def _task_extras(summary: dict, task: str) -> list[str]:
                 "", *head]
     aulc = summary.get("aulc", {}).get(task) or {}
     if aulc:
-        out += ["", "Area under the curve on the log-fraction axis (AULC, AUROC scale): " + "; ".join(
+        scale = "challenge-score scale" if "[challenge]" in task else "AUROC scale"
+        out += ["", f"Area under the curve on the log-fraction axis (AULC, {scale}): " + "; ".join(
             f"{line} {_fmt({'mean': e['estimate'], 'ci_low': e['ci_low'], 'ci_high': e['ci_high']})}"
             for line, e in aulc.items())]
     for key in ("labels_needed", "labels_needed_vs_supervised"):
