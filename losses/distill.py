@@ -1,7 +1,8 @@
 """Knowledge-distillation objectives: a student matches a frozen teacher's embeddings and logits.
 
 Both losses compare paired tensors of one shape and average over every leading position; the caller computes the
-teacher's side without gradients.
+teacher's side without gradients. Like the contrastive losses, both compute in float32 with autocast disabled, so a
+bf16-mixed run (whose linear layers hand over bf16 tensors) gets the float32 loss of those values.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ __all__ = ["EmbeddingDistillLoss", "LogitDistillLoss", "EMBEDDING_KINDS", "LOGIT
 
 EMBEDDING_KINDS = ("cosine", "mse")
 LOGIT_KINDS = ("binary", "multiclass", "multilabel")
+
+
+def _float32(x: Tensor) -> Tensor:
+    """Half-precision inputs (bf16/fp16 from autocast) in float32; float64 is kept, for exact references."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def _paired(student: Tensor, teacher: Tensor, what: str) -> None:
@@ -53,10 +59,11 @@ class EmbeddingDistillLoss(nn.Module):
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """Loss for student and teacher embeddings of one shape (..., D); a scalar."""
         _paired(student, teacher, "embeddings")
-        s, t = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
-        if self.kind == "cosine":
-            return (1 - (s * t).sum(-1)).mean()
-        return F.mse_loss(s, t)
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            s, t = F.normalize(_float32(student), dim=-1), F.normalize(_float32(teacher), dim=-1)
+            if self.kind == "cosine":
+                return (1 - (s * t).sum(-1)).mean()
+            return F.mse_loss(s, t)
 
 
 class LogitDistillLoss(nn.Module):
@@ -105,10 +112,11 @@ class LogitDistillLoss(nn.Module):
         if self.kind == "multiclass" and student.shape[1] < 2:
             raise ValueError(f"logits: a multiclass head needs K >= 2 classes, got {tuple(student.shape)}")
         t2 = self.temperature ** 2
-        a, b = teacher / self.temperature, student / self.temperature
-        if self.kind == "multiclass":
-            log_p, log_q = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
-            return t2 * (log_p.exp() * (log_p - log_q)).sum(1).mean()
-        p = torch.sigmoid(a)
-        kl = p * (F.logsigmoid(a) - F.logsigmoid(b)) + (1 - p) * (F.logsigmoid(-a) - F.logsigmoid(-b))
-        return t2 * kl.mean()
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            a, b = _float32(teacher) / self.temperature, _float32(student) / self.temperature
+            if self.kind == "multiclass":
+                log_p, log_q = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
+                return t2 * (log_p.exp() * (log_p - log_q)).sum(1).mean()
+            p = torch.sigmoid(a)
+            kl = p * (F.logsigmoid(a) - F.logsigmoid(b)) + (1 - p) * (F.logsigmoid(-a) - F.logsigmoid(-b))
+            return t2 * kl.mean()

@@ -143,3 +143,70 @@ def test_bad_inputs_are_named():
         LogitDistillLoss(1.0, "multiclass")(torch.randn(3, 1), torch.randn(3, 1))
     with pytest.raises(ValueError, match="logits"):
         LogitDistillLoss(1.0, "multilabel")(torch.randn(3), torch.randn(3))
+
+
+def _bf16_pair(shape, seed):
+    """Student/teacher tensors as a bf16-mixed run hands them over: outputs of linear layers under autocast."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape[0], 16, generator=g)
+    a, b = torch.nn.Linear(16, shape[1]), torch.nn.Linear(16, shape[1])
+    with torch.no_grad():
+        for layer in (a, b):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=g))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s, t = a(x), b(x)
+    assert s.dtype == t.dtype == torch.bfloat16
+    return s, t
+
+
+@pytest.mark.parametrize("make", [lambda: EmbeddingDistillLoss("cosine"), lambda: EmbeddingDistillLoss("mse"),
+                                  lambda: LogitDistillLoss(2.0, "multiclass"),
+                                  lambda: LogitDistillLoss(3.0, "multilabel")])
+def test_losses_compute_in_float32_under_bf16_autocast(make):
+    loss = make()
+    s, t = _bf16_pair((64, 12), seed=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(s, t)
+    want = loss(s.float(), t.float())  # the same bf16 values, float32 arithmetic, no autocast
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=1e-6, abs=1e-7)
+    # and both equal the float64 loop reference of those values within float32 rounding
+    if isinstance(loss, EmbeddingDistillLoss):
+        ref = embedding_reference(s.float(), t.float(), loss.kind)
+    else:
+        ref = logit_reference(s.float(), t.float(), loss.temperature, loss.kind)
+    assert got.item() == pytest.approx(ref, rel=1e-5, abs=1e-7)
+
+
+def test_binary_logit_loss_under_bf16_autocast():
+    s, t = _bf16_pair((64, 1), seed=9)
+    loss = LogitDistillLoss(2.0, "binary")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(s, t)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(logit_reference(s.float(), t.float(), 2.0, "binary"), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind,k", [("multiclass", 4), ("multilabel", 3), ("binary", 1)])
+def test_logit_gradient_scale_is_independent_of_temperature(kind, k):
+    """Hinton et al. section 2.1: for large T the gradient of KL at temperature T is ~ (z_s - z_t) / (K T^2) per
+    logit (zero-mean logits); the T^2 factor makes it (z_s - z_t) / K, whatever T. Without it the gradient would
+    shrink 100x from T = 10 to T = 100."""
+    g = torch.Generator().manual_seed(10)
+    zs, zt = torch.randn(8, k, generator=g, dtype=torch.float64), torch.randn(8, k, generator=g, dtype=torch.float64)
+    if kind == "multiclass":  # softmax ignores a per-row shift: compare with zero-mean logits, as Hinton et al.
+        zs, zt = zs - zs.mean(1, keepdim=True), zt - zt.mean(1, keepdim=True)
+
+    def grad(temperature):
+        s = zs.clone().requires_grad_(True)
+        LogitDistillLoss(temperature, kind)(s, zt).backward()
+        return s.grad
+
+    n = zs.shape[0]
+    # the large-T limits: softmax(z / T) ~ (1 + z / T) / K; sigmoid(z / T) ~ 1/2 + z / (4 T)
+    limit = (zs - zt) / (k * n) if kind == "multiclass" else (zs - zt) / (4 * n * k)
+    g10, g100, g1000 = grad(10.0), grad(100.0), grad(1000.0)
+    assert (g1000 - limit).norm().item() < 1e-2 * limit.norm().item()  # the O(1/T) remainder
+    assert g100.norm().item() == pytest.approx(g1000.norm().item(), rel=2e-2)
+    assert g10.norm().item() == pytest.approx(g1000.norm().item(), rel=0.2)
