@@ -14,7 +14,7 @@ Per size: the build with 1 and 2 worker processes (records/s), size on disk,
 and, in a fresh subprocess per loader setting (0 and 2 DataLoader workers,
 batch 256 of 2.5 s windows, :class:`~ssl_ecg.data.sampler.EpochShuffleSampler`
 over a seeded permutation): the time to the first batch, the steady windows/s
-over the next batches, and the resident memory (RSS and its private part, USS:
+over the next batches, and the resident memory (RSS and its private part, anon:
 RSS counts the shared page cache of the memory-mapped shards) of the main
 process and each worker; and the epoch-shuffle cost. Then log-log slopes and
 an extrapolation to 10 M records.
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -108,13 +107,15 @@ loader = DataLoader(data, batch_size=%(batch)d, sampler=sampler, num_workers=wor
                     persistent_workers=workers > 0, multiprocessing_context="fork" if workers else None)
 
 def mem(pid):
+    # RssAnon: the process's own memory (heap, arrays); RssFile: mapped file pages (torch's libraries and the
+    # touched cache pages: shared, reclaimable page cache, so not what grows per worker)
     out = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 out[k] = int(v.split()[0]) / 1024
-    return {"rss_mb": out["Rss"], "uss_mb": out["Private_Clean"] + out["Private_Dirty"], "pss_mb": out["Pss"]}
+    return {"rss_mb": out["VmRSS"], "anon_mb": out["RssAnon"], "file_mb": out["RssFile"]}
 
 t = time.perf_counter()
 it = iter(loader)
@@ -225,25 +226,25 @@ def main() -> None:
 
 def report(results: list[dict]) -> None:
     print("\n| records | build rec/s (1 w) | build rec/s (2 w) | MB on disk | first batch s (0 / 2 w) "
-          "| windows/s (0 w) | windows/s (2 w) | worker RSS / USS MB | main USS MB (0 w) | shuffle s |")
+          "| windows/s (0 w) | windows/s (2 w) | worker RSS / anon MB | main anon MB (0 w) | shuffle s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         b = r["build"]
         w2 = r["loader2"]["workers"]
         rss = np.mean([w["rss_mb"] for w in w2]) if w2 else float("nan")
-        uss = np.mean([w["uss_mb"] for w in w2]) if w2 else float("nan")
+        uss = np.mean([w["anon_mb"] for w in w2]) if w2 else float("nan")
         one = f"{b[1]['records_per_s']:.0f}" if 1 in b else "-"
         two = f"{b[2]['records_per_s']:.0f}" if 2 in b else "-"
         print(f"| {r['n']:,} | {one} | {two} | {r['bytes'] / 2**20:.0f} | {r['loader0']['first_batch_s']:.2f} / "
               f"{r['loader2']['first_batch_s']:.2f} | {r['loader0']['windows_per_s']:.0f} | "
-              f"{r['loader2']['windows_per_s']:.0f} | {rss:.0f} / {uss:.0f} | {r['loader0']['main']['uss_mb']:.0f} | "
+              f"{r['loader2']['windows_per_s']:.0f} | {rss:.0f} / {uss:.0f} | {r['loader0']['main']['anon_mb']:.0f} | "
               f"{r['shuffle']['sampler_list_s']:.3f} |")
     ns = [r["n"] for r in results]
     if len(ns) > 1:
         fits = {
             "windows/s (2 w)": [r["loader2"]["windows_per_s"] for r in results],
-            "worker USS MB": [np.mean([w["uss_mb"] for w in r["loader2"]["workers"]]) for r in results],
-            "main USS MB (0 w)": [r["loader0"]["main"]["uss_mb"] for r in results],
+            "worker anon MB": [np.mean([w["anon_mb"] for w in r["loader2"]["workers"]]) for r in results],
+            "main anon MB (0 w)": [r["loader0"]["main"]["anon_mb"] for r in results],
             "shuffle s": [r["shuffle"]["sampler_list_s"] for r in results],
             "MB on disk": [r["bytes"] / 2**20 for r in results],
         }
@@ -261,8 +262,8 @@ def report(results: list[dict]) -> None:
         m = r["memmap"]
         print(f"memmap n={r['n']:,}: build {m['records_per_s']:.0f} rec/s, {m['bytes'] / 2**20:.0f} MB, "
               f"windows/s {m['loader0']['windows_per_s']:.0f} (0 w) / {m['loader2']['windows_per_s']:.0f} (2 w), "
-              f"worker USS {np.mean([w['uss_mb'] for w in m['loader2']['workers']]):.0f} MB, "
-              f"main USS {m['loader0']['main']['uss_mb']:.0f} MB")
+              f"worker anon {np.mean([w['anon_mb'] for w in m['loader2']['workers']]):.0f} MB, "
+              f"main anon {m['loader0']['main']['anon_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,34 @@ from typing import Callable
 import numpy as np
 from safetensors.numpy import save_file
 
-from ssl_ecg.data.cache import (CacheParams, _content_key, _digest, _hash_sources, _jsonable, _params_key, _stat_all,
-                                _stat_key, record_fingerprint, source_files)
+from ssl_ecg.data.cache import (
+    CacheParams,
+    _content_key,
+    _digest,
+    _hash_sources,
+    _jsonable,
+    _params_key,
+    _stat_all,
+    _stat_key,
+    record_fingerprint,
+    source_files,
+)
 from ssl_ecg.data.index import DatasetIndex
 from ssl_ecg.data.preprocess import preprocess
-from ssl_ecg.data.shards import (_CODES, _LENGTHS, _MANIFEST, _PATIENTS, _RECORDS, _STARTS, SHARD_BACKEND,
-                                 SHARD_FORMAT, STORAGE_DTYPES, ShardCache, quantize, shard_name)
+from ssl_ecg.data.shards import (
+    _CODES,
+    _LENGTHS,
+    _MANIFEST,
+    _PATIENTS,
+    _RECORDS,
+    _STARTS,
+    SHARD_BACKEND,
+    SHARD_FORMAT,
+    STORAGE_DTYPES,
+    ShardCache,
+    quantize,
+    shard_name,
+)
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError
 
 __all__ = ["build_shards", "shard_key", "ShardBuild", "DEFAULT_SHARD_RECORDS"]
@@ -252,8 +274,7 @@ def _merge(folder: Path, n_shards: int, head: dict) -> None:
                 "nonfinite_samples": sum(m["nonfinite_samples"] for m in markers),
                 "dropped_short": sum(m["dropped_short"] for m in markers), "n_skipped": len(skipped),
                 "skipped": skipped,
-                "shards": [{"file": m["file"], "n_records": m["n_records"], "bytes": m["bytes"], "blake2b": m["blake2b"]}
-                           for m in markers]}
+                "shards": [{k: m[k] for k in ("file", "n_records", "bytes", "blake2b")} for m in markers]}
     _write_json_atomic(folder / _MANIFEST, manifest)
 
 
@@ -301,8 +322,9 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
     storage = _storage(dtype, shard_records)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected a positive integer, got {workers!r}")
-    if not (isinstance(num_nodes, int) and num_nodes >= 1 and isinstance(node_rank, int) and 0 <= node_rank < num_nodes):
-        raise ConfigError(f"node_rank, num_nodes: expected 0 <= node_rank < num_nodes, got {node_rank!r}, {num_nodes!r}")
+    if not (isinstance(num_nodes, int) and isinstance(node_rank, int) and 0 <= node_rank < num_nodes):
+        raise ConfigError(f"node_rank, num_nodes: expected 0 <= node_rank < num_nodes, got {node_rank!r}, "
+                          f"{num_nodes!r}")
     if rebuild and num_nodes > 1:
         raise ConfigError("rebuild: a multi-node build cannot rebuild (other nodes share the folder); delete the "
                           "cache folder once, then build on every node")

@@ -359,7 +359,7 @@ class ShardCache:
 
 
 class ShardWindows(Dataset):
-    """Random windows of a :class:`ShardCache`: the items of ``CacheWindows`` or, with ``per_lead``, of ``CacheLeadWindows``.
+    """Random windows of a :class:`ShardCache`: ``CacheWindows``' items, or ``CacheLeadWindows``' with ``per_lead``.
 
     Item i (``per_lead=False``): a (L, window) crop of record ``records[i]`` and
     its patient code. With ``per_lead`` (CLOCS' CMSC instances, Kiyasseh et al.,

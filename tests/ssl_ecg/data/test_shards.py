@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, cache_key, open_cache
