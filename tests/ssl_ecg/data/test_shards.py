@@ -242,3 +242,16 @@ def test_corrupt_shard_gives_one_line_error_naming_it(tmp_path, ludb):
     with pytest.raises(DatasetError, match="shard-000001.safetensors: corrupt shard") as err:
         cache.record(3)
     assert "\n" not in str(err.value)
+
+
+def test_cli_builds_shards_in_parallel_then_reuses_them(tmp_path, ludb, capsys):
+    from ssl_ecg.cli import main
+
+    argv = ["cache", "build", "--dataset", "ludb", "--root", str(ludb.root), "--out", str(tmp_path / "c"), "--fs",
+            "100", "--format", "shards", "--workers", "2", "--shard-records", "3", "--dtype", "float16"]
+    assert main(argv) == 0
+    assert "7 records, 12 leads at 100 Hz in 3 float16 shards (3 built now, 0 reused" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "(0 built now, 3 reused" in capsys.readouterr().out
+    assert main(argv[:-6] + ["--workers", "0"]) == 2
+    assert "workers: expected a positive integer, got 0" in capsys.readouterr().err
