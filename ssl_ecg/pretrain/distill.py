@@ -1,16 +1,32 @@
 """12-lead -> lead-subset knowledge distillation: ``ssl-ecg distill RECIPE.yaml``.
 
 A frozen, pretrained teacher (any method) embeds each unlabelled window of the distillation pool the way its probe
-sees it (:class:`~ssl_ecg.evaluate.head.WindowFeatures`: for a per-lead teacher the lead embeddings concatenated);
-a student that sees only ``student_leads`` (lead II by default) of the same window learns to match that feature
-through a learned linear map (training only: the saved student is the bare encoder), and optionally the teacher
-probe's logits (Hinton et al. 2015) through the same map and the probe's frozen head. The student's run folder is
-a pretraining run folder (``encoder.pt``, ``encoder.json`` with provenance, ``split.json``, ``run.json``,
-``pretrain.json``), so it goes on the label-efficiency curve beside its teacher with ``leads: [II]``.
+sees it: the window feature of :class:`~ssl_ecg.evaluate.head.WindowFeatures` (for a per-lead teacher the lead
+embeddings concatenated), standardised per dimension like the probe's ``StandardScaler`` does, with the mean and
+scale of the pool's record features (each record's mean over its tiled windows, exactly as
+:func:`~ssl_ecg.evaluate.embed.embed_records` gives the probe; computed once with the frozen teacher, no labels,
+stored in ``pretrain.json`` as ``target_standardization``). Without it the cosine on the raw lead concatenation is
+dominated by the few highest-variance dimensions, which need not be the ones the probe weighs. A student that sees
+only ``student_leads`` (lead II by default) of the same window learns to match that target through a learned
+linear map (training only: the saved student is the bare encoder), and optionally the teacher probe's logits
+(Hinton et al. 2015) through the same map and the probe's frozen head.
+
+Why windows and not records: the probe sees the record feature, the mean of the record's window features; the
+standardisation is affine and the map linear, so a student whose mapped window features equal every window's
+target also gives the standardised record feature (the mean of the targets). Random crops give more, varied pairs
+per record than whole records would. The embedding loss compares directions (it is scale invariant per window), so
+zero loss fixes each mapped window up to a positive factor; where those factors differ the record mean matches
+only approximately.
+
+The student's run folder is a pretraining run folder (``encoder.pt``, ``encoder.json`` with provenance,
+``split.json``, ``run.json``, ``pretrain.json``), so it goes on the label-efficiency curve beside its teacher with
+``leads: [II]``. Under DDP (``devices`` > 1) every rank trains and rank 0 alone writes the run folder.
 
 Provenance: the student has seen the distillation pool's signals and, through the teacher, the teacher's pool, so
 its ``pool_patients`` are their union; its ``label_patients`` are the teacher's plus, with logits, the patients
-whose labels fitted or selected the teacher's probe. Evaluation's overlap and label checks then apply to it.
+whose labels fitted or selected the teacher's probe. Evaluation's overlap and label checks then apply to it. A pool
+holding the teacher's test patients is refused unless ``allow_test_patients: true`` (recorded in the provenance);
+those patients are then in the student's ``pool_patients``, so evaluating on that split flags the overlap.
 """
 
 from __future__ import annotations
@@ -26,6 +42,8 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -36,8 +54,9 @@ from ssl_ecg.data.prepare import Split as PatientSplit
 from ssl_ecg.data.record import canonical_lead
 from ssl_ecg.data.sampler import EpochShuffleSampler
 from ssl_ecg.errors import ConfigError, DatasetError, EncoderChangedError
-from ssl_ecg.evaluate.embed import state_dict_hash
-from ssl_ecg.evaluate.head import FittedProbe, WindowFeatures, fit_probe_model
+from ssl_ecg.evaluate.challenge import challenge_year
+from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
+from ssl_ecg.evaluate.head import FittedProbe, WindowFeatures, fit_probe_model, probe_rows
 from ssl_ecg.models import build_encoder
 from ssl_ecg.models.registry import ENCODERS
 from ssl_ecg.paths import run_folder
@@ -58,9 +77,10 @@ from ssl_ecg.recipe import (
 from ssl_ecg.utils import seeded
 
 __all__ = ["DistillConfig", "LogitsSpec", "run_distill", "distill_fingerprint", "DistillModule", "PairedWindows",
-           "DISTILL_POOLS"]
+           "DISTILL_POOLS", "pool_target_stats"]
 
-#: What ``pool`` may name besides "+"-joined split names: every record of the data.
+#: Typical ``pool`` values ("+"-joined names of the teacher's split, or "all": every record of the data). A pool
+#: holding the split's ``test`` patients ("all", or one naming "test") needs ``allow_test_patients: true``.
 DISTILL_POOLS = ("train", "train+val", "all")
 # Settings that do not change the student's weights (where things are, logging, how to start).
 _NOT_RESULT_AFFECTING = ("name", "root", "cache_dir", "num_workers", "wandb", "resume", "overwrite", "teacher")
@@ -106,6 +126,7 @@ class DistillConfig:
     bad_leads: Literal["zero_lead", "drop_record", "error"] | None = None
     cache_dir: str = "cache"
     pool: str = "train"  # the teacher's split names joined by "+" (e.g. "train+val"), or "all"
+    allow_test_patients: bool = False  # let a pool hold the teacher's test patients (recorded; evaluation flags it)
     lead_features: Literal["concat", "mean"] = "concat"  # the teacher feature of a per-lead teacher (as probed)
     loss: Literal["cosine", "mse"] = "cosine"
     temperature: PositiveFloat = 2.0  # of the logit term
@@ -183,26 +204,42 @@ class DistillModule(pl.LightningModule):
     ``no_grad``: checkpoints hold only the student and the map, and Lightning's ``train()`` calls never reach
     the teacher's BatchNorm statistics.
 
-    Loss per batch: ``EmbeddingDistillLoss(map(f_s), f_t) + weight * LogitDistillLoss(h(map(f_s)), h(f_t))`` with
-    f_t (N, D_t) the teacher's window feature, f_s (N, D_s) the student's, and h the probe's standardisation and
-    linear map (the second term only with a probe).
+    Loss per batch, with f_t (N, D_t) the teacher's window feature, f_s (N, D_s) the student's, mu and sigma (D_t,)
+    the pool's standardisation (:func:`pool_target_stats`), t = (f_t - mu) / sigma the target, m = map(f_s) and h the
+    probe's head (its own standardisation and linear map)::
+
+        EmbeddingDistillLoss(m, t) + weight * LogitDistillLoss(h(sigma * m + mu), h(f_t))
+
+    (the second term only with a probe: ``sigma * m + mu`` is the mapped feature back in the teacher's units). The
+    teacher, the targets and both logits are computed in float32 with autocast disabled (the probe saw float32
+    features); the student and the map run under the trainer's precision.
 
     Args:
         student: the student encoder; student_features: its window feature module (D_s).
         teacher_features: the teacher's (D_t); map: Linear(D_s, D_t).
         embed_loss: the embedding term; probe: the teacher's fitted probe model (or None) and logit_loss its term.
         weight: the logit term's weight; lr: Adam's learning rate; seed: seeds torch's RNG per step (dropout).
+        target_mean, target_scale: (D_t,) mu and sigma (buffers; default 0 and 1: the raw feature).
     """
 
     def __init__(self, student: nn.Module, student_features: WindowFeatures, teacher_features: WindowFeatures,
                  map: nn.Linear, embed_loss: EmbeddingDistillLoss, probe: nn.Module | None = None,
-                 logit_loss: LogitDistillLoss | None = None, weight: float = 1.0, lr: float = 1e-3, seed: int = 0):
+                 logit_loss: LogitDistillLoss | None = None, weight: float = 1.0, lr: float = 1e-3, seed: int = 0,
+                 target_mean: Tensor | None = None, target_scale: Tensor | None = None):
         super().__init__()
         self.student, self.map = student, map
         self.student_features = student_features
         self._frozen = (teacher_features.eval(), probe.eval() if probe is not None else None)  # not submodules
         self.embed_loss, self.logit_loss = embed_loss, logit_loss
         self.weight, self.lr, self.seed = float(weight), float(lr), int(seed)
+        d = map.out_features
+        mean = torch.zeros(d) if target_mean is None else torch.as_tensor(target_mean, dtype=torch.float32)
+        scale = torch.ones(d) if target_scale is None else torch.as_tensor(target_scale, dtype=torch.float32)
+        if tuple(mean.shape) != (d,) or tuple(scale.shape) != (d,) or not bool((scale > 0).all()):
+            raise ConfigError(f"target_mean, target_scale: expected ({d},) with a positive scale (the map's output "
+                              f"dimension), got {tuple(mean.shape)} and {tuple(scale.shape)}")
+        self.register_buffer("target_mean", mean.clone())
+        self.register_buffer("target_scale", scale.clone())
         self.last_loss: Tensor | None = None
 
     def _head(self, features: Tensor) -> Tensor:
@@ -217,15 +254,20 @@ class DistillModule(pl.LightningModule):
         (N, L_s, S) of the same crops."""
         teacher, probe = self._frozen
         teacher.to(xt.device).eval()
-        with torch.no_grad():
-            ft = teacher(xt).float()
+        if probe is not None:
+            probe.to(xt.device)
+        # the teacher's side in float32, as the probe saw its features
+        with torch.no_grad(), torch.autocast(device_type=xt.device.type, enabled=False):
+            ft = teacher(xt.float()).float()
+            target = (ft - self.target_mean) / self.target_scale
             target_logits = self._head(ft) if probe is not None else None
-        mapped = self.map(self.student_features(xs).float())
-        embed = self.embed_loss(mapped, ft)
+        mapped = self.map(self.student_features(xs))
+        embed = self.embed_loss(mapped, target)
         if probe is None:
             return embed, embed, None
-        probe.to(xt.device)
-        logit = self.logit_loss(self._head(mapped), target_logits)
+        with torch.autocast(device_type=xt.device.type, enabled=False):
+            logits = self._head(mapped.float() * self.target_scale + self.target_mean)
+        logit = self.logit_loss(logits, target_logits)
         return embed + self.weight * logit, embed, logit
 
     def training_step(self, batch, batch_idx):
@@ -305,14 +347,25 @@ def _resolved_data(cfg: DistillConfig, teacher_cfg: dict, input_len: int | None)
 
 
 def _pool_rows(cfg: DistillConfig, prepared: Prepared) -> np.ndarray:
-    if cfg.pool == "all":
-        return np.arange(len(prepared.table))
-    names = [n.strip() for n in cfg.pool.split("+")]
-    unknown = [n for n in names if n not in prepared.split.patients]
-    if unknown or not all(names):
-        raise ConfigError(f"pool={cfg.pool!r}: expected 'all' or names of the teacher's split joined by '+' "
-                          f"({sorted(prepared.split.patients)}), e.g. 'train' (the default) or 'train+val'")
-    rows = prepared.rows(*names)
+    """The teacher-cache rows of the ``pool`` patients.
+
+    Raises:
+        ConfigError: unknown split names, or a pool holding the teacher's test patients without
+            ``allow_test_patients``.
+    """
+    names = None if cfg.pool == "all" else [n.strip() for n in cfg.pool.split("+")]
+    if names is not None:
+        unknown = [n for n in names if n not in prepared.split.patients]
+        if unknown or not all(names):
+            raise ConfigError(f"pool={cfg.pool!r}: expected 'all' or names of the teacher's split joined by '+' "
+                              f"({sorted(prepared.split.patients)}), e.g. 'train' (the default) or 'train+val'")
+    test = prepared.split.patients.get("test") or ()
+    if test and (names is None or "test" in names) and not cfg.allow_test_patients:
+        raise ConfigError(f"pool={cfg.pool!r}: holds the {len(test)} test patients of the teacher's split "
+                          f"{prepared.split.hash[:12]}, whose signals the student would then see; expected a pool "
+                          "without them ('train' or 'train+val'), or allow_test_patients: true (recorded, and "
+                          "evaluation on that split flags the overlap)")
+    rows = np.arange(len(prepared.table)) if names is None else prepared.rows(*names)
     if len(rows) == 0:
         raise DatasetError(f"pool={cfg.pool!r}: none of the {len(prepared.table)} records belongs to those patients "
                            f"of the teacher's split {prepared.split.hash[:12]}; is the data the teacher's?")
@@ -352,9 +405,41 @@ def _aligned(teacher: Prepared, student: Prepared, rows: np.ndarray) -> tuple[np
     return t_rows, s_rows, lengths
 
 
-def _fit_teacher_probe(cfg: DistillConfig, spec: LogitsSpec, data: SimpleNamespace) -> FittedProbe:
-    """The teacher's logistic probe of ``spec.task``, through :func:`~ssl_ecg.evaluate.runner.evaluation_inputs`
-    (every provenance check of an evaluation)."""
+@dataclass
+class _ProbeData:
+    """The teacher probe's evaluation, resolved before anything is fitted: the checked recipe, its inputs, the
+    challenge year of its data (multi-label scoring), and what decides the probe (:meth:`identity`)."""
+
+    recipe: object  # EvalConfig
+    inputs: object  # EvalInputs
+    year: int | None
+
+    def identity(self, spec: LogitsSpec) -> dict:
+        """What decides the fitted probe besides the teacher's weights: the evaluation recipe's resolved contents
+        (not its path: an edited recipe is another probe), its data caches, its split, and the patients and labels
+        that fit and select it."""
+        inputs = self.inputs
+        settings = {k: v for k, v in asdict(self.recipe).items() if k not in _EVAL_NOT_PROBE_AFFECTING}
+        rows, y, _ = probe_rows(inputs.table, inputs.splits, spec.task, spec.fraction, spec.seed, self.year)
+        used = np.concatenate([rows["train"], rows["val"]])
+        patients = inputs.table["patient_id"].astype(str).to_numpy()
+        return {"recipe": _json_sha256(settings), "cache_keys": sorted(_cache_keys(inputs.prepared)),
+                "split": inputs.split.hash,
+                "label_patients": _json_sha256(sorted({patients[i] for i in used})),
+                "labels": _json_sha256({"rows": used.tolist(), "y": np.asarray(y)[used].tolist()})}
+
+
+# Evaluation settings that do not change the probe (the teacher is hashed by its weights, not its path).
+_EVAL_NOT_PROBE_AFFECTING = ("name", "root", "cache_dir", "encoders", "wandb")
+
+
+def _json_sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _probe_data(cfg: DistillConfig, spec: LogitsSpec, data: SimpleNamespace) -> _ProbeData:
+    """The teacher probe's evaluation through :func:`~ssl_ecg.evaluate.runner.evaluation_inputs` (every provenance
+    check of an evaluation)."""
     from ssl_ecg.evaluate.runner import EvalConfig, evaluation_inputs
 
     forced = {"encoders": {"teacher": cfg.teacher}, "random_init": False, "supervised": False,
@@ -372,23 +457,76 @@ def _fit_teacher_probe(cfg: DistillConfig, spec: LogitsSpec, data: SimpleNamespa
                           f"{sorted(inputs.table.columns)})")
     if inputs.window != data.window:
         raise ConfigError(f"logits.recipe: its window is {inputs.window} samples, the teacher's {data.window}")
+    # the curve's scoring of this data (runner.curve_spec): CinC 2020/2021 multi-label tasks use that year's classes
+    return _ProbeData(ecfg, inputs, challenge_year("+".join(inputs.prepared.spec.datasets)))
+
+
+def _fit_teacher_probe(cfg: DistillConfig, spec: LogitsSpec, probe_data: _ProbeData) -> FittedProbe:
+    """The teacher's logistic probe of ``spec.task``, fitted as the curve fits it."""
+    inputs = probe_data.inputs
     return fit_probe_model(inputs.arms["teacher"], inputs.signals, inputs.table, inputs.splits, spec.task,
                            inputs.window, inputs.per_lead["teacher"], fraction=spec.fraction, seed=spec.seed,
-                           lead_features=cfg.lead_features)
+                           lead_features=cfg.lead_features, challenge_year=probe_data.year)
 
 
-def distill_fingerprint(cfg: DistillConfig, cache_keys: list[str], split_hash: str, teacher_sha256: str) -> str:
+def distill_fingerprint(cfg: DistillConfig, cache_keys: list[str], split_hash: str, teacher_sha256: str,
+                        probe: dict | None = None) -> str:
     """SHA-256 of what decides the student: the recipe's result-affecting settings, the data caches, the split,
-    the teacher's weights (not its path) and the code.
+    the teacher's weights (not its path), with logits what decides the teacher's probe, and the code.
 
-    Leaves out ``name root cache_dir num_workers wandb resume overwrite teacher``.
+    Leaves out ``name root cache_dir num_workers wandb resume overwrite teacher`` and the path ``logits.recipe``;
+    ``probe`` (the probe's identity: the evaluation recipe's resolved contents, its caches, split, label patients
+    and labels) stands for the recipe, so editing that file gives another fingerprint and moving it does not.
     """
     from ssl_ecg import __version__
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESULT_AFFECTING}
+    if isinstance(settings.get("logits"), dict):
+        settings["logits"] = {k: v for k, v in settings["logits"].items() if k != "recipe"}
     payload = {"settings": settings, "cache_keys": list(cache_keys), "split": split_hash, "teacher": teacher_sha256,
-               "schema": RUN_SCHEMA, "version": __version__, "kind": "distill"}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+               "probe": probe, "schema": RUN_SCHEMA, "version": __version__, "kind": "distill"}
+    return _json_sha256(payload)
+
+
+def pool_target_stats(features: WindowFeatures, prepared: Prepared, rows: np.ndarray, window: int,
+                      batch_records: int = 64, device: str | torch.device = "cpu") -> dict:
+    """The per-dimension standardisation of the teacher's target: the probe's, computed on the unlabelled pool.
+
+    Each pool record is cut to the pool's shortest length (as the evaluation cuts its records) and into
+    non-overlapping ``window``-sample windows; its feature is the mean of the frozen teacher's window features
+    (:func:`~ssl_ecg.evaluate.embed.embed_records`, the probe's input). mean and scale are scikit-learn's
+    ``StandardScaler`` statistics of those (R, D) record features (population standard deviation; a constant
+    dimension gets scale 1), the standardisation the probe applies with its labelled draw in place of the pool.
+
+    Args:
+        features: the teacher's window feature module (its encoder, lead mode and ``lead_features``).
+        prepared: the teacher's prepared data; rows: the pool's rows of it.
+        window: samples per window.
+
+    Returns:
+        ``{"mean": (D,) list, "scale": (D,) list, "records": R, "windows_per_record": W, "samples": T}``.
+
+    Raises:
+        DatasetError: no rows, or a record shorter than ``window``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        raise DatasetError("pool: no records to standardise the teacher's features on")
+    n = int(prepared.table["length"].to_numpy(np.int64)[rows].min())
+    if n < window:
+        raise DatasetError(f"pool: its shortest record has {n} samples, fewer than the {window}-sample window")
+    encoder = features.encoder
+    encoder.to(device)
+    try:
+        feats = np.concatenate([
+            embed_records(encoder, prepared.arrays(n, rows[i:i + batch_records]), window, features.per_lead,
+                          device=device, lead_features=features.lead_features)
+            for i in range(0, len(rows), batch_records)])
+    finally:
+        encoder.cpu()
+    scaler = StandardScaler().fit(feats.astype(np.float64))
+    return {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), "records": int(len(rows)),
+            "windows_per_record": n // window, "samples": n}
 
 
 def _teacher_file(path: str) -> Path:
@@ -403,7 +541,9 @@ def run_distill(cfg: DistillConfig, runs: str | Path = "runs", progress: bool = 
     with the teacher's leads (its input) and with ``student_leads`` (the student's input, normalised as an
     evaluation with ``leads: student_leads`` will read it), on the teacher's own split; the windows come from the
     ``pool`` patients only (``train`` by default, so the student never sees the teacher's validation or test
-    patients' signals), ``windows_per_record`` random crops per record and epoch, the same crop for both.
+    patients' signals; a pool with test patients needs ``allow_test_patients``), ``windows_per_record`` random
+    crops per record and epoch, the same crop for both. The target is the teacher's window feature standardised
+    with the pool's statistics (:func:`pool_target_stats`, in the summary as ``target_standardization``).
 
     Training: Lightning (:func:`~ssl_ecg.pretrain.train.fit`, with its guards: a non-finite loss or weights is a
     :class:`~ssl_ecg.errors.TrainingError`), Adam on the student and the map, seeded. The teacher is frozen (eval
@@ -412,13 +552,15 @@ def run_distill(cfg: DistillConfig, runs: str | Path = "runs", progress: bool = 
     Run folder: ``encoder.pt`` + ``encoder.json`` (the student's config; ``pretraining.config`` holds the data
     settings with ``leads = student_leads``, so evaluation's preprocessing check passes; ``provenance``: the
     distillation pool's patients and fingerprints UNION the teacher's, ``label_patients`` the teacher's UNION the
-    probe's train+val patients when logits are used, the teacher's split), ``split.json``, ``pretrain.json`` (the
-    summary) and ``run.json`` (:func:`distill_fingerprint`). Re-runs follow pretraining: a finished identical run is
-    reused, ``resume`` continues one, ``overwrite`` replaces, anything else is refused.
+    probe's train+val patients when logits are used, the teacher's split, ``allow_test_patients``),
+    ``split.json``, ``pretrain.json`` (the summary) and ``run.json`` (:func:`distill_fingerprint`), written by
+    rank 0 only under DDP. Re-runs follow pretraining: a finished identical run is reused, ``resume`` continues
+    one, ``overwrite`` replaces, anything else is refused.
 
     Raises:
         ConfigError: a bad recipe or one that does not fit the teacher (fs, window, normalization, leads), a
-            teacher without provenance, or a taken run folder.
+            teacher without provenance, a pool with the teacher's test patients (without
+            ``allow_test_patients``), or a taken run folder.
         LeakageError: with logits, the probe's evaluation recipe fails a provenance check.
         TrainingError: the run diverged.
         EncoderChangedError: the teacher's weights changed (a bug: they must be frozen).
@@ -449,16 +591,24 @@ def run_distill(cfg: DistillConfig, runs: str | Path = "runs", progress: bool = 
                             cfg.windows_per_record, cfg.seed)
     cache_keys = sorted({*_cache_keys(prepared), *_cache_keys(student_prepared)})
     teacher_sha = _sha256(teacher_path)
-    fingerprint = distill_fingerprint(cfg, cache_keys, split.hash, teacher_sha)
-    existing = _claim_run_folder(out, cfg, fingerprint)
-    if existing is not None:
-        return existing
-    probe = _fit_teacher_probe(cfg, logits, data) if logits is not None else None
+    probe_data = _probe_data(cfg, logits, data) if logits is not None else None
+    fingerprint = distill_fingerprint(cfg, cache_keys, split.hash, teacher_sha,
+                                      probe_data.identity(logits) if probe_data is not None else None)
+    rank0 = (rank_zero_only.rank or 0) == 0  # under DDP the other ranks re-run this; rank 0 owns the folder
+    if rank0:
+        existing = _claim_run_folder(out, cfg, fingerprint)
+        if existing is not None:
+            return existing
+    probe = _fit_teacher_probe(cfg, logits, probe_data) if probe_data is not None else None
 
+    teacher_hash = state_dict_hash(teacher)
     teacher_features = WindowFeatures(teacher, teacher_per_lead, cfg.lead_features)
     with torch.no_grad():
         probe_x = torch.zeros(1, n_leads, data.window)
         teacher_dim = int(teacher_features.eval()(probe_x).shape[-1])
+    pool_rows = np.unique(t_rows)
+    gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    target = pool_target_stats(teacher_features, prepared, pool_rows, data.window, device="cuda" if gpu else "cpu")
     with seeded(cfg.seed):
         try:
             student = build_encoder(student_config)
@@ -472,14 +622,14 @@ def run_distill(cfg: DistillConfig, runs: str | Path = "runs", progress: bool = 
         module = DistillModule(student, student_features, teacher_features, mapping, EmbeddingDistillLoss(cfg.loss),
                                probe=probe.model if probe is not None else None,
                                logit_loss=LogitDistillLoss(cfg.temperature, probe.model.kind) if probe else None,
-                               weight=logits.weight if logits else 0.0, lr=cfg.lr, seed=cfg.seed)
+                               weight=logits.weight if logits else 0.0, lr=cfg.lr, seed=cfg.seed,
+                               target_mean=torch.tensor(target["mean"]), target_scale=torch.tensor(target["scale"]))
 
-    pool_rows = np.unique(t_rows)
     provenance = _provenance(prepared, student_prepared, pool_rows, s_rows, teacher_prov,
-                             probe.label_patients if probe is not None else [])
-    _write_state(out, {"fingerprint": fingerprint, "status": "running"})
-    split.save(out / SPLIT_FILE)
-    teacher_hash = state_dict_hash(teacher)
+                             probe.label_patients if probe is not None else [], cfg.allow_test_patients)
+    if rank0:
+        _write_state(out, {"fingerprint": fingerprint, "status": "running"})
+        split.save(out / SPLIT_FILE)
 
     def loader(world_size: int, rank: int) -> DataLoader:
         sampler = EpochShuffleSampler(len(windows), seed=cfg.seed, num_replicas=world_size, rank=rank)
@@ -507,13 +657,16 @@ def run_distill(cfg: DistillConfig, runs: str | Path = "runs", progress: bool = 
                "pool": cfg.pool, "pool_patients": len(provenance["pool_patients"]),
                "distill_pool_patients": len(prepared.patients(pool_rows)),
                "label_patients": len(provenance["label_patients"]),
-               "probe": _probe_summary(probe, logits), "bad_leads": _jsonable(prepared.bad_leads),
+               "probe": _probe_summary(probe, logits), "allow_test_patients": cfg.allow_test_patients,
+               "target_standardization": target, "bad_leads": _jsonable(prepared.bad_leads),
                "student_bad_leads": _jsonable(student_prepared.bad_leads), "losses": losses,
                "seconds": round(seconds, 1)}
-    path = save_encoder(student, out / "encoder.pt", extra={"method": "distill", "pretraining": summary,
-                                                            "provenance": provenance})
-    (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
-    _write_state(out, {"fingerprint": fingerprint, "status": "complete", "encoder_sha256": _sha256(path)})
+    path = out / "encoder.pt"
+    if rank0:
+        path = save_encoder(student, path, extra={"method": "distill", "pretraining": summary,
+                                                  "provenance": provenance})
+        (out / "pretrain.json").write_text(json.dumps(summary, indent=2, default=str))
+        _write_state(out, {"fingerprint": fingerprint, "status": "complete", "encoder_sha256": _sha256(path)})
     return {"encoder": path, **summary, "reused": False}
 
 
@@ -526,8 +679,9 @@ def _probe_summary(probe: FittedProbe | None, spec: LogitsSpec | None) -> dict |
 
 
 def _provenance(teacher_data: Prepared, student_data: Prepared, rows: np.ndarray, student_rows: np.ndarray,
-                teacher_prov: dict, probe_label_patients: list[str]) -> dict:
-    """The student's provenance: what it saw (the pool) and what its teacher saw, the labels both used."""
+                teacher_prov: dict, probe_label_patients: list[str], allow_test_patients: bool = False) -> dict:
+    """The student's provenance: what it saw (the pool) and what its teacher saw, the labels both used, and
+    whether its pool was allowed to hold the teacher's test patients."""
     datasets = set(teacher_data.table["dataset"].astype(str).to_numpy()[rows].tolist())
     cache_keys = [*_cache_keys(teacher_data), *_cache_keys(student_data)]
     return {"version": PROVENANCE_VERSION,
@@ -537,4 +691,5 @@ def _provenance(teacher_data: Prepared, student_data: Prepared, rows: np.ndarray
             "pool_fingerprints": sorted(teacher_data.fingerprints(rows) | student_data.fingerprints(student_rows)
                                         | set(teacher_prov["pool_fingerprints"])),
             "label_patients": sorted(set(teacher_prov["label_patients"]) | set(map(str, probe_label_patients))),
+            "allow_test_patients": bool(allow_test_patients),
             "split": teacher_data.split.to_dict()}
