@@ -282,13 +282,24 @@ def _merge(folder: Path, n_shards: int, head: dict) -> None:
 # The build
 
 
-def _finished(root: Path, dataset: str, pkey: str, stat_key: str) -> Path | None:
-    for folder in sorted(root.glob(f"{dataset}-*")):
+def _finished(root: Path, index: DatasetIndex, pkey: str, base: dict[str, str]) -> Path | None:
+    """A finished cache folder whose stat key matches the source files now (as :func:`open_cache` checks)."""
+    base_key = None
+    for folder in sorted(root.glob(f"{index.name}-*")):
         try:
             m = json.loads((folder / _MANIFEST).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if isinstance(m, dict) and m.get("params_key") == pkey and m.get("stat_key") == stat_key:
+        if not isinstance(m, dict) or m.get("params_key") != pkey:
+            continue
+        extra = {r: os.path.join(index.root, r) for r in m.get("header_files") or [] if r not in base}
+        extra = {r: p for r, p in extra.items() if os.path.isfile(p)}
+        if extra:
+            key = _stat_key(pkey, _stat_all({**base, **extra}))
+        else:
+            base_key = base_key or _stat_key(pkey, _stat_all(base))
+            key = base_key
+        if m.get("stat_key") == key:
             return folder
     return None
 
@@ -333,7 +344,7 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
     pkey = _shard_params_key(index, params, storage)
     base = source_files(index, exclude=root)
     if not rebuild and not verify:
-        done = _finished(root, index.name, pkey, _stat_key(pkey, _stat_all(base)))
+        done = _finished(root, index, pkey, base)
         if done is not None:
             cache = ShardCache.load(done)
             n = len(cache.manifest["shards"])
