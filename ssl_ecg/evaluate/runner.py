@@ -100,7 +100,7 @@ class EvalConfig:
     # None: the encoders' own split (from their provenance; without checkpoints: shares [0.6, 0.2, 0.2]);
     # or shares, "official" or a split.json path, checked against every encoder's pretraining pool
     split: EvalSplit = None
-    split_seed: NonNegativeInt = 0  # seed of a split drawn from shares
+    split_seed: NonNegativeInt = 0  # seed of a split drawn from shares, and of the random-init arm
     cache_dir: str = "cache"  # the record cache pretraining uses (ssl_ecg.data.prepare)
     allow_overlap: bool = False  # evaluate even when test patients were pretrained on (transductive; recorded)
     allow_unknown_provenance: bool = False  # evaluate encoders without provenance (recorded)
@@ -277,7 +277,9 @@ def evaluation_inputs(cfg: EvalConfig, progress: bool = False) -> EvalInputs:
     split = prepared.split
     checks = _check_arms(provs, cfg.encoders, sources, split, prepared.table, cfg.allow_overlap,
                          fractions=cfg.fractions)
-    arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init)
+    # the random-init arm is seeded by the split seed, so repeated splits also cover the variance over initialisations
+    arms, per_lead, config = load_arms(cfg.encoders, cfg.per_lead, signals.shape[1], window, cfg.random_init,
+                                       seed=cfg.split_seed)
     for arm, path in cfg.encoders.items():  # another normalisation/band warns; other leads in order refuse
         check_preprocessing(arm, pretraining_data(path), prepared.spec, per_lead[arm], sources[arm])
     return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config)
