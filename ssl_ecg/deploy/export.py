@@ -1,10 +1,16 @@
 """Deployable forms of an encoder (or an encoder with its probe): ONNX checked against PyTorch, safetensors with a
 model card, and an inference-only ONNX Runtime wrapper.
 
-Exporter. ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based exporter, default since torch 2.9;
-it needs ``onnxscript``) is used with one dynamic axis, the batch. The TorchScript exporter (``dynamo=False``) also
-works for every registered encoder in torch 2.14 but is deprecated; both gave the same outputs to ~1e-7 on the
-CLOCS CNN. Weights are stored inside the ``.onnx`` file (``external_data=False``): our encoders are far below
+Exporter. The model is captured with ``torch.export.export`` with one dynamic axis, the batch, and the program is
+converted by ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based exporter, default since torch 2.9;
+it needs ``onnxscript``). ``torch.export`` runs non-strict first (the Python forward runs on fake tensors); a
+forward that turns the batch size into a Python int (``len(x)``, as :class:`~ssl_ecg.models.PatchTransformer1d`
+does to expand its [CLS] token) specialises the batch there, so that case is captured again in strict mode, where
+TorchDynamo keeps ``len(x)`` symbolic. Every registered encoder (``clocs``, ``resnet1d``, ``transformer``,
+``mobilenet1d``, ``mobilenetv2_1d``) so exports with a dynamic batch (tested). The TorchScript exporter
+(``dynamo=False``) is not used: it is deprecated and bakes ``len(x)`` in as a constant. Any failure of the
+capture, the conversion or an ONNX Runtime check run is one :class:`~ssl_ecg.errors.ConfigError` naming the file
+and the model. Weights are stored inside the ``.onnx`` file (``external_data=False``): our encoders are far below
 ONNX's 2 GB protobuf limit, and one file is easier to move than two.
 
 Check. Every export is run with ONNX Runtime (``CPUExecutionProvider``) on seeded random inputs and, where given,
@@ -38,7 +44,8 @@ from ssl_ecg.evaluate.head import ProbeModel, save_probe_head
 
 __all__ = ["ExportReport", "export_onnx", "export_safetensors", "model_card", "load_onnx_encoder", "OnnxEncoder",
            "onnx_session", "pool_hash", "confined", "RecipeProbe", "fit_recipe_probe", "export_encoder", "ONNX_RTOL",
-           "ONNX_ATOL", "CARD_VERSION", "CARD_METADATA_KEY", "PROBE_HEAD_FILE"]
+           "ONNX_ATOL", "CARD_VERSION", "CARD_METADATA_KEY", "PROBE_HEAD_FILE", "ENCODER_JSON_FILE",
+           "NORMALIZATION_RULES", "input_preprocessing", "copy_encoder_json"]
 
 #: Relative and absolute parts of the ONNX-vs-PyTorch bound (see the module docstring for why).
 ONNX_RTOL = 1e-4
@@ -49,6 +56,9 @@ CARD_VERSION = 1
 CARD_METADATA_KEY = "ssl_ecg.model_card"
 #: The probe head beside an exported encoder (safetensors, with its JSON card).
 PROBE_HEAD_FILE = "probe_head.safetensors"
+#: The source's full ``encoder.json`` (config, pretraining recipe, provenance), copied beside the exported files so
+#: the export folder can go back into an evaluation recipe (its provenance is checked as the run folder's).
+ENCODER_JSON_FILE = "encoder.json"
 
 
 def confined(folder: str | os.PathLike, name: str) -> Path:
@@ -99,23 +109,69 @@ def _cache_leads(cache_dir: str | None, cache_keys: Sequence[str]) -> list[str] 
     return None
 
 
+#: What each ``normalization`` of :func:`ssl_ecg.data.preprocess.normalize` does to a record, for the card.
+NORMALIZATION_RULES = {
+    "record": "per record: each lead's mean removed, then every lead divided by the whole record's standard "
+              "deviation (one z-score per record; amplitude ratios between leads kept); unitless",
+    "lead": "per lead: each lead of the record z-scored on its own (mean removed, divided by its standard "
+            "deviation); unitless",
+    "none": "none: millivolts as read",
+}
+
+
+def input_preprocessing(normalization: str | None, band: Sequence[float | None] | None,
+                        known: bool = True) -> dict[str, Any]:
+    """The card's description of how a record must be prepared before it is cut into windows.
+
+    The cache (:func:`ssl_ecg.data.preprocess.preprocess`) resamples each whole record to ``fs``, band-passes it
+    (zero-phase Butterworth of order 4, :func:`~ssl_ecg.data.preprocess.bandpass`) and normalises it; the encoder
+    only ever saw windows of records prepared so. Units are millivolts only when ``normalization`` is ``none``.
+
+    Args:
+        normalization: ``record``, ``lead``, ``none``, or None when unknown.
+        band: ``(highpass Hz or None, lowpass Hz or None)`` or None for no filter.
+        known: False when no recipe says how the data were prepared (every field None).
+
+    Returns:
+        ``{"normalization", "normalization_rule", "units", "band": {"highpass_hz", "lowpass_hz", "filter"} or
+        None, "applied_to"}``.
+    """
+    if not known or normalization is None:
+        return {"normalization": None, "normalization_rule": "unknown (no recipe records it)", "units": None,
+                "band": None, "applied_to": None}
+    low, high = (None, None) if band is None else (band[0], band[1])
+    filt = None if low is None and high is None else {
+        "highpass_hz": None if low is None else float(low), "lowpass_hz": None if high is None else float(high),
+        "filter": "zero-phase Butterworth, order 4 (scipy.signal.sosfiltfilt)"}
+    return {"normalization": normalization,
+            "normalization_rule": NORMALIZATION_RULES.get(normalization, f"{normalization} (unknown rule)"),
+            "units": "mV" if normalization == "none" else "unitless (normalised)", "band": filt,
+            "applied_to": "each whole record after resampling to fs (band-pass first, then normalisation), "
+                          "before it is cut into windows"}
+
+
 def model_card(encoder: nn.Module, source: str | os.PathLike | None = None, *, fs: float | None = None,
                window: int | None = None, leads: Sequence[str] | None = None, per_lead: bool | None = None,
-               method: str | None = None) -> dict[str, Any]:
+               method: str | None = None, data: Any = None) -> dict[str, Any]:
     """What a user of the exported encoder needs to feed it, and where it came from.
 
     Fields: ``encoder`` (the architecture config), ``n_parameters``, ``weights_sha256`` (of the full state dict,
     :func:`~ssl_ecg.evaluate.embed.state_dict_hash`), ``input`` (``fs``, ``window_samples``, ``window_seconds``,
-    ``leads``, ``n_leads``, ``per_lead``, ``in_channels``, ``normalization``), ``pretraining`` (``method``,
-    ``datasets``, ``pool_hash`` = :func:`pool_hash` of the pool patients, ``pool_patients`` count, ``cache_keys``,
-    ``split_hash``, ``label_patients`` count), ``ssl_ecg_version``, and ``onnx`` / ``probe`` (filled by the
-    export).
+    ``leads``, ``n_leads``, ``per_lead``, ``in_channels``, the preprocessing of :func:`input_preprocessing`:
+    ``normalization``, ``normalization_rule``, ``units``, ``band``, ``applied_to``; and ``preprocessing_from``:
+    which recipe it was read from), ``pretraining`` (``method``, ``datasets``, ``pool_hash`` = :func:`pool_hash`
+    of the pool patients, ``pool_patients`` count, ``cache_keys``, ``split_hash``, ``label_patients`` count),
+    ``ssl_ecg_version``, and ``onnx`` / ``probe`` (filled by the export).
 
     Args:
         encoder: the encoder (with its ``config``).
         source: the ``encoder.pt`` / run folder it was loaded from; its ``encoder.json`` supplies the pretraining
-            recipe (rate, leads, window, method) and provenance. None: only the explicit arguments.
+            recipe (rate, leads, window, normalisation, band-pass, method) and provenance. None: only the explicit
+            arguments.
         fs, window, leads, per_lead, method: override what ``source`` says (e.g. from an evaluation recipe).
+        data: the :class:`~ssl_ecg.data.prepare.DataSpec` of the data the export was checked and its probe fitted
+            on (an evaluation recipe's): its normalisation and band-pass (and ``fs`` unless given) replace the
+            pretraining recipe's.
 
     Raises:
         ConfigError: the encoder has no config dict.
@@ -135,7 +191,14 @@ def model_card(encoder: nn.Module, source: str | os.PathLike | None = None, *, f
     pre = meta.get("pretraining") or {}
     recipe = pre.get("config") or {}
     prov = meta.get("provenance") or {}
-    fs = fs if fs is not None else recipe.get("fs")
+    if fs is None:
+        fs = data.fs if data is not None else recipe.get("fs")
+    if data is not None:
+        prep, prep_from = input_preprocessing(data.normalization, data.band), "evaluation recipe"
+    elif "normalization" in recipe:
+        prep, prep_from = input_preprocessing(recipe["normalization"], recipe.get("band")), "pretraining recipe"
+    else:
+        prep, prep_from = input_preprocessing(None, None, known=False), None
     in_channels = config.get("in_channels")
     per_lead = per_lead if per_lead is not None else in_channels == 1
     if window is None:
@@ -154,7 +217,7 @@ def model_card(encoder: nn.Module, source: str | os.PathLike | None = None, *, f
         "input": {"fs": fs, "window_samples": window,
                   "window_seconds": (window / fs) if window and fs else None,
                   "leads": leads, "n_leads": n_leads, "per_lead": bool(per_lead), "in_channels": in_channels,
-                  "normalization": recipe.get("normalization"), "units": "mV"},
+                  **prep, "preprocessing_from": prep_from},
         "pretraining": {"method": method or meta.get("method"), "datasets": prov.get("datasets"),
                         "pool_hash": pool_hash(prov["pool_patients"]) if prov.get("pool_patients") else None,
                         "pool_hash_of": "SHA-256 of the sorted pool patient keys (dataset:patient_id), one a line",
@@ -234,13 +297,63 @@ def _example_check(model: nn.Module, example_shape: Sequence[int]) -> tuple[int,
     return shape
 
 
+def _model_name(model: nn.Module) -> str:
+    """How messages name a model: the encoder's registry name (``probe on <name>`` for a probe model)."""
+    if isinstance(model, ProbeModel):
+        return f"probe on {_model_name(model.features.encoder)}"
+    config = getattr(model, "config", None)
+    return str(config.get("name")) if isinstance(config, dict) and config.get("name") else type(model).__name__
+
+
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())[:limit]
+
+
+def _capture(model: nn.Module, shape: tuple[int, ...], path: Path, input_name: str, output_name: str):
+    """``(ONNX program, exporter description)`` of ``model`` with a dynamic batch axis (see the module docstring).
+
+    Raises:
+        ConfigError: neither non-strict nor strict ``torch.export`` keeps the batch dynamic, or the conversion
+            to ONNX fails; names the file and the model.
+    """
+    from torch._dynamo.exc import UserError
+
+    # torch.export specialises a dynamic dimension whose example size is 0 or 1: trace at batch >= 2
+    args, dims = (torch.zeros(max(2, shape[0]), *shape[1:]),), ({0: torch.export.Dim("batch")},)
+    with warnings.catch_warnings():  # torch.export's notes on the graph it traces are not the user's concern
+        warnings.simplefilter("ignore")
+        try:
+            try:
+                program, mode = torch.export.export(model, args, dynamic_shapes=dims, strict=False), "non-strict"
+            except UserError:  # the batch was specialised (e.g. len(x)): TorchDynamo keeps it symbolic
+                program, mode = torch.export.export(model, args, dynamic_shapes=dims, strict=True), "strict"
+            onnx_program = torch.onnx.export(program, args, dynamo=True, verbose=False, input_names=[input_name],
+                                             output_names=[output_name])
+        except Exception as exc:  # torch.export and the ONNX converter raise many types
+            raise ConfigError(f"{path}: {_model_name(model)} could not be exported to ONNX with a dynamic batch "
+                              f"({_one_line(exc)}); expected a model torch.export can capture") from None
+    return onnx_program, f"torch.export.export(strict={mode == 'strict'}) + torch.onnx.export(dynamo=True)"
+
+
+def _run_session(session, path: Path, model: nn.Module, output_name: str, input_name: str, x: np.ndarray,
+                 what: str) -> np.ndarray:
+    """``session`` on ``x``, any ONNX Runtime failure a one-line :class:`ConfigError` naming the file and model."""
+    try:
+        return session.run([output_name], {input_name: x})[0]
+    except Exception as exc:  # onnxruntime's InvalidArgument, Fail, RuntimeException, ...
+        raise ConfigError(f"{path}: ONNX Runtime failed on the {what} inputs of shape {x.shape} for "
+                          f"{_model_name(model)} ({_one_line(exc)}); expected the exported graph to run at any "
+                          "batch size") from None
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequence[int], *,
                 input_name: str = "x", output_name: str | None = None, real_inputs: np.ndarray | None = None,
                 card: dict | None = None, seed: int = 0, n_check: int = 3) -> ExportReport:
     """Export an encoder ((N, C, S) -> (N, E)) or a :class:`~ssl_ecg.evaluate.head.ProbeModel` ((N, L, S) ->
     (N, K) logits) to ONNX with a dynamic batch axis, validate it, and check it against PyTorch.
 
-    Steps: ``torch.onnx.export(dynamo=True)`` in eval mode (the model's training flag is restored);
+    Steps: ``torch.export`` with a dynamic batch and ``torch.onnx.export(dynamo=True)`` in eval mode (the model's
+    training flag is restored; see the module docstring for the strict-mode retry);
     ``onnx.checker.check_model(full_check=True)`` (structure and shape inference); the model card, if given, goes
     into the file's ``metadata_props`` under :data:`CARD_METADATA_KEY`; then ONNX Runtime runs ``n_check``
     seeded standard-normal inputs and ``real_inputs`` (if given) and the results are compared with PyTorch within
@@ -258,7 +371,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
         :class:`ExportReport`.
 
     Raises:
-        ConfigError: a bad ``example_shape`` or ``real_inputs``; ONNX Runtime's outputs differ by more than the bound.
+        ConfigError: a bad ``example_shape`` or ``real_inputs`` (a shape other than the example's, NaN or inf);
+            the export fails; ONNX Runtime fails on a check input or its outputs differ by more than the bound.
     """
     import onnx
 
@@ -273,12 +387,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
             if real_inputs.ndim != 3 or real_inputs.shape[1:] != shape[1:] or not len(real_inputs):
                 raise ConfigError(f"real_inputs: shape {real_inputs.shape}; expected (M >= 1, {shape[1]}, {shape[2]}) "
                                   "like example_shape")
+            bad = ~np.isfinite(real_inputs).all(axis=(1, 2))
+            if bad.any():
+                raise ConfigError(f"real_inputs: windows {np.flatnonzero(bad)[:5].tolist()} ({int(bad.sum())} of "
+                                  f"{len(real_inputs)}) hold NaN or inf; expected finite signals to check the export on")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # torch.export's notes on the graph it traces are not the user's concern
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, (torch.zeros(shape),), dynamo=True, verbose=False,
-                                        input_names=[input_name], output_names=[output_name],
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
+        program, exporter = _capture(model, shape, path, input_name, output_name)
         proto = program.model_proto
         if card is not None:
             entry = proto.metadata_props.add()
@@ -287,7 +401,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
         onnx.checker.check_model(str(path), full_check=True)
         session = onnx_session(path)
         rng = np.random.default_rng(seed)
-        batch = n_check if n_check != shape[0] else n_check + 1
+        batch = n_check if n_check not in (shape[0], max(2, shape[0])) else max(2, shape[0]) + 1
         checks = {"random": rng.standard_normal((batch, *shape[1:])).astype(np.float32),
                   "real": None if real_inputs is None else real_inputs.astype(np.float32)}
         diffs, bound = {}, np.inf
@@ -297,7 +411,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
                 continue
             with torch.no_grad():
                 ref = model(torch.from_numpy(x)).numpy()
-            got = session.run([output_name], {input_name: x})[0]
+            got = _run_session(session, path, model, output_name, input_name, x, name)
             diffs[name] = float(np.abs(got.astype(np.float64) - ref).max())
             allowed = ONNX_ATOL + ONNX_RTOL * float(np.abs(ref).max())
             bound = min(bound, allowed)
@@ -309,7 +423,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     out_dim = session.get_outputs()[0].shape[-1]
     return ExportReport(path=str(path), bytes=path.stat().st_size,
-                        exporter=f"torch.onnx.export(dynamo=True) torch {torch.__version__}, opset {opset}",
+                        exporter=f"{exporter}, torch {torch.__version__}, opset {opset}",
                         input_name=input_name, output_name=output_name, input_shape=["batch", *shape[1:]],
                         output_shape=["batch", out_dim], max_abs_diff_random=diffs["random"],
                         max_abs_diff_real=diffs["real"], bound=float(bound))
@@ -388,7 +502,8 @@ class OnnxEncoder:
         """Run the model on ``x`` (N, C, S) float32; returns float32 (N, E) or (N, K).
 
         Raises:
-            ConfigError: ``x`` is not a float32 numpy array of shape (N, C, S) with this model's C and S.
+            ConfigError: ``x`` is not a float32 numpy array of shape (N, C, S) with this model's C and S, holds NaN
+                or inf, or ONNX Runtime fails on it.
         """
         _, channels, samples = self.input_shape
         if not isinstance(x, np.ndarray):
@@ -407,7 +522,14 @@ class OnnxEncoder:
             at = (f" ({info['window_seconds']:g} s at {info['fs']:g} Hz)"
                   if info.get("window_seconds") and info.get("fs") else "")
             raise ConfigError(f"x: {x.shape[2]} samples per window (shape {x.shape}); expected {samples}{at}")
-        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+        bad = ~np.isfinite(x).all(axis=(1, 2))
+        if bad.any():  # ONNX Runtime would return NaN embeddings without a word
+            raise ConfigError(f"x: windows {np.flatnonzero(bad)[:5].tolist()} ({int(bad.sum())} of {len(x)}) hold NaN "
+                              "or inf; expected finite signals")
+        try:
+            return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+        except Exception as exc:  # onnxruntime's InvalidArgument, Fail, RuntimeException, ...
+            raise ConfigError(f"{self.path}: ONNX Runtime failed on x of shape {x.shape} ({_one_line(exc)})") from None
 
 
 def load_onnx_encoder(path: str | os.PathLike, threads: int | None = 1) -> OnnxEncoder:
@@ -424,6 +546,31 @@ def load_onnx_encoder(path: str | os.PathLike, threads: int | None = 1) -> OnnxE
     if path.is_dir():
         path = path / "encoder.onnx"
     return OnnxEncoder(path, threads)
+
+
+def copy_encoder_json(encoder: nn.Module, source: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """Copy the source's ``encoder.json`` (config, pretraining recipe and full provenance) into ``out`` as
+    :data:`ENCODER_JSON_FILE`, so :func:`~ssl_ecg.evaluate.provenance.read_provenance` and an evaluation recipe
+    read the exported folder as they read the run folder. Returns the path, or None when the source has none
+    (third-party weights: the export then has unknown provenance, as its source had).
+
+    Raises:
+        ConfigError: the source's ``encoder.json`` is not a JSON object or describes another architecture than
+            ``encoder``'s config.
+    """
+    from ssl_ecg.checkpoint import _config_path
+
+    src = _config_path(source)
+    if not src.is_file():
+        return None
+    meta = _read_json(src)
+    if meta.get("encoder") != encoder.config:
+        raise ConfigError(f"{src}: its 'encoder' config {meta.get('encoder')} differs from the exported encoder's "
+                          f"{encoder.config}; expected the encoder.json written with these weights")
+    path = confined(out, ENCODER_JSON_FILE)
+    if src.resolve() != path.resolve():
+        path.write_text(json.dumps(meta, indent=2, default=str))
+    return path
 
 
 def _weights_path(path: str | os.PathLike) -> Path:
@@ -467,6 +614,7 @@ def fit_recipe_probe(recipe: str | os.PathLike, task: str, fraction: float = 1.0
             ``task`` is not a column.
         LeakageError: a provenance check fails (unless the recipe allows it).
     """
+    from ssl_ecg.evaluate.challenge import challenge_year
     from ssl_ecg.evaluate.head import fit_probe_model
     from ssl_ecg.evaluate.runner import EvalConfig, evaluation_inputs
     from ssl_ecg.recipe import load_recipe
@@ -488,12 +636,15 @@ def fit_recipe_probe(recipe: str | os.PathLike, task: str, fraction: float = 1.0
     inputs = evaluation_inputs(cfg, progress=progress)
     if task not in inputs.table.columns:
         raise ConfigError(f"task: {task!r} is not a column of {cfg.dataset} (columns: {sorted(inputs.table.columns)})")
+    spec = inputs.prepared.spec
     fitted = fit_probe_model(inputs.arms[arm], inputs.signals, inputs.table, inputs.splits, task, inputs.window,
-                             inputs.per_lead[arm], fraction=fraction, seed=seed, lead_features=cfg.lead_features)
+                             inputs.per_lead[arm], fraction=fraction, seed=seed, lead_features=cfg.lead_features,
+                             challenge_year=challenge_year("+".join(spec.datasets)))
     manifest = getattr(inputs.prepared.cache, "manifest", None) or {}
     leads = manifest.get("leads") or cfg.leads
     card = model_card(inputs.arms[arm], cfg.encoders[arm], fs=cfg.fs, window=inputs.window, leads=leads,
-                      per_lead=inputs.per_lead[arm])
+                      per_lead=inputs.per_lead[arm], data=spec)
+    card["input"]["differs_from_pretraining"] = _differs_from_pretraining(cfg.encoders[arm], spec, leads)
     res = fitted.result
     meta = {"task": task, "fraction": float(fraction), "seed": int(seed), "recipe": str(recipe), "arm": arm,
             "label_patients": len(fitted.label_patients), "train_records": int(len(fitted.rows["train"])),
@@ -502,6 +653,34 @@ def fit_recipe_probe(recipe: str | os.PathLike, task: str, fraction: float = 1.0
     card["probe"] = {"kind": fitted.model.kind, "classes": fitted.model.classes, "n_outputs": fitted.model.n_outputs,
                      **meta}
     return RecipeProbe(arm, str(cfg.encoders[arm]), inputs, fitted, card, meta)
+
+
+def _differs_from_pretraining(source: str | os.PathLike, spec: Any, leads: Sequence[str] | None) -> dict:
+    """Where the evaluation recipe's data settings (``fs``, ``leads``, ``normalization``, ``band``) differ from
+    the encoder's pretraining recipe: ``{key: {"evaluation", "pretraining"}}`` ({} when they agree or the
+    pretraining recipe is unknown). A difference warns (``UserWarning``): the card then describes the evaluation's
+    input, which the probe was fitted on, and the encoder learned on other input."""
+    from ssl_ecg.data.record import canonical_lead
+    from ssl_ecg.evaluate.provenance import pretraining_data
+
+    theirs = pretraining_data(source) or {}
+
+    def norm(key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if key == "leads":
+            return [canonical_lead(str(v)) for v in value]
+        if key == "band":
+            return [None if v is None else float(v) for v in value]
+        return float(value) if key == "fs" else value
+
+    ours = {"fs": spec.fs, "leads": leads, "normalization": spec.normalization, "band": spec.band}
+    differs = {k: {"evaluation": norm(k, ours[k]), "pretraining": norm(k, theirs[k])} for k in ours
+               if k in theirs and theirs[k] is not None and norm(k, ours[k]) != norm(k, theirs[k])}
+    if differs:
+        warnings.warn(f"{source}: the evaluation recipe's data settings differ from its pretraining ones ({differs}); "
+                      "the model card describes the evaluation's input", UserWarning, stacklevel=3)
+    return differs
 
 
 def _training_windows(rp: RecipeProbe, n: int = 16, seed: int = 0) -> np.ndarray:
@@ -520,8 +699,9 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike, *, onnx: b
     and/or safetensors files with a model card, all inside ``out``.
 
     Files: ``encoder.onnx`` ((N, C, S) -> (N, E)); with a probe, ``probe.onnx`` ((N, L, S) -> (N, K) logits) and
-    ``probe_head.safetensors`` + ``.json``; ``encoder.safetensors`` and ``model_card.json`` (written in every case:
-    the card records the ONNX differences).
+    ``probe_head.safetensors`` + ``.json``; ``encoder.safetensors``; ``model_card.json`` (written in every case:
+    the card records the ONNX differences) and ``encoder.json`` (the source's, with the full provenance, when it
+    has one: the safetensors folder then reads as an encoder of an evaluation recipe, its provenance checked).
 
     Args:
         source: the encoder checkpoint or run folder.
@@ -558,6 +738,8 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike, *, onnx: b
         raise ConfigError(f"{source}: the encoder's window is unknown (no input_len in its config and no pretraining "
                           "recipe in encoder.json); expected --probe RECIPE, whose window sets it")
     out.mkdir(parents=True, exist_ok=True)
+    provenance_file = copy_encoder_json(encoder, rp.encoder_path if probe is not None else source, out)
+    card["pretraining"]["provenance_file"] = provenance_file.name if provenance_file is not None else None
     reports: dict[str, ExportReport] = {}
     if onnx:
         channels = info["in_channels"] or (len(info["leads"]) if info["leads"] else None)
@@ -575,6 +757,8 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike, *, onnx: b
         for name, r in reports.items():
             card["onnx"][name]["file"] = Path(r.path).name
     written: dict[str, Path] = {name: Path(r.path) for name, r in reports.items()}
+    if provenance_file is not None:
+        written["encoder_json"] = provenance_file
     if safetensors:
         files = export_safetensors(encoder, out, card, probe=probe, probe_meta=rp.probe_meta if probe else None)
         written.update({"safetensors": files["weights"], "card": files["card"]})

@@ -10,8 +10,10 @@ draw), so no validation or test record informs the quantised model.
 
 The report compares, on the same test records: PyTorch, the FP32 ONNX model and the INT8 model; test AUROC of the
 record scores (mean of the record's window logits, then the probe's output function, as
-:meth:`~ssl_ecg.evaluate.head.ProbeModel.record_scores`), file size, and CPU latency per record at batch 1 (one
-record's windows in one call, one thread, median).
+:meth:`~ssl_ecg.evaluate.head.ProbeModel.record_scores`), file size, and CPU latency per record with one protocol
+for all three: one call per record on a batch of that record's windows, one intra-op thread
+(``torch.set_num_threads(1)`` for PyTorch, ``intra_op_num_threads=1`` for ONNX Runtime), ``warmup`` untimed calls
+first, the median over the test records.
 """
 
 from __future__ import annotations
@@ -34,13 +36,24 @@ from ssl_ecg.evaluate.head import FittedProbe
 from ssl_ecg.evaluate.tasks import auroc
 
 __all__ = ["WindowCalibrationReader", "QuantReport", "quantize_probe_model", "calibration_windows",
-           "DEFAULT_CALIBRATION_WINDOWS", "FP32_FILE", "INT8_FILE"]
+           "check_calibration", "DEFAULT_CALIBRATION_WINDOWS", "FP32_FILE", "INT8_FILE"]
 
 #: Calibration windows drawn (seeded) from the training records; a few hundred cover MinMax ranges of a small CNN.
 DEFAULT_CALIBRATION_WINDOWS = 256
 FP32_FILE = "probe_fp32.onnx"
 INT8_FILE = "probe_int8.onnx"
 _PRE_FILE = "probe_fp32_pre.onnx"
+
+
+def check_calibration(n: Any) -> int:
+    """``n`` calibration windows as an int, checked before anything is fitted or written.
+
+    Raises:
+        ConfigError: ``n`` is not an integer >= 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
+        raise ConfigError(f"calibration: expected a number of training windows >= 1, got {n!r}")
+    return int(n)
 
 
 def calibration_windows(signals: np.ndarray, rows: np.ndarray, window: int, n: int = DEFAULT_CALIBRATION_WINDOWS,
@@ -103,7 +116,8 @@ class QuantReport:
 
     Attributes:
         models: ``{"pytorch", "onnx_fp32", "onnx_int8"}`` -> ``{"path", "bytes", "latency_ms" (median per record,
-            batch 1, one thread), "test_auroc"}`` (PyTorch has no file; its latency is not measured).
+            one call on the record's windows, one thread), "test_auroc"}`` (PyTorch has no file: path and bytes
+            None).
         test_records, windows_per_record: what the AUROC and latency ran on.
         calibration: windows used, their seed, the rows they came from (``train``) and how many records.
         onnx_max_abs_diff: FP32 export vs PyTorch (:class:`~ssl_ecg.deploy.export.ExportReport`).
@@ -124,8 +138,11 @@ class QuantReport:
         return asdict(self)
 
 
-def _record_logits(run, signals: np.ndarray, window: int) -> tuple[np.ndarray, list[float]]:
-    """Mean window logits per record, one call per record (batch 1), and each call's seconds."""
+def _record_logits(run, signals: np.ndarray, window: int, warmup: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Mean window logits per record, one call per record (a batch of its windows), and each call's seconds
+    (after ``warmup`` untimed calls on the first record)."""
+    for _ in range(warmup):
+        run(np.ascontiguousarray(tile_windows(torch.as_tensor(signals[:1]), window)[0].numpy()))
     out, times = [], []
     for rec in signals:
         w = tile_windows(torch.as_tensor(rec[None], dtype=torch.float32), window)[0].numpy()  # (W, L, S)
@@ -134,6 +151,21 @@ def _record_logits(run, signals: np.ndarray, window: int) -> tuple[np.ndarray, l
         times.append(time.perf_counter() - t0)
         out.append(np.asarray(logits, dtype=np.float64).mean(0))
     return np.stack(out), times
+
+
+def _torch_record_logits(model: torch.nn.Module, signals: np.ndarray, window: int,
+                         warmup: int) -> tuple[np.ndarray, list[float]]:
+    """:func:`_record_logits` for the PyTorch model: eval mode, ``torch.inference_mode``, one intra-op thread
+    (the caller's thread count and training flag restored)."""
+    was_training, threads = model.training, torch.get_num_threads()
+    model.eval()
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            return _record_logits(lambda x: model(torch.from_numpy(x)).numpy(), signals, window, warmup)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
 
 
 def quantize_probe_model(fitted: FittedProbe, signals: np.ndarray, window: int, out_dir: str | os.PathLike, *,
@@ -156,11 +188,17 @@ def quantize_probe_model(fitted: FittedProbe, signals: np.ndarray, window: int, 
         warmup: untimed calls before the latency is measured.
 
     Raises:
-        ConfigError: no training or test rows, a window longer than the records, or a bad calibration set.
+        ConfigError: no training or test rows, a window longer than the records, ``calibration`` < 1, a reader
+            without ``pairs`` (so its rows cannot be checked), or one reading other than training rows.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    calibration = check_calibration(calibration)
+    if reader is not None and not (hasattr(reader, "pairs") and hasattr(reader, "get_next")):
+        raise ConfigError(f"reader: a {type(reader).__name__} without .pairs and .get_next(); expected a "
+                          "WindowCalibrationReader-like reader whose (record row, window) pairs can be checked to "
+                          "be training windows")
     model, rows = fitted.model, fitted.rows
     test = np.asarray(rows.get("test", []), dtype=np.int64)
     if len(test) == 0:
@@ -173,7 +211,10 @@ def quantize_probe_model(fitted: FittedProbe, signals: np.ndarray, window: int, 
     reader = reader or WindowCalibrationReader(signals, rows["train"], window, n=calibration, seed=seed)
     if len(reader) == 0:
         raise ConfigError("calibration: the reader yields no windows; expected training windows to calibrate on")
-    outside = sorted(set(np.asarray(reader.pairs)[:, 0].tolist()) - set(np.asarray(rows["train"]).tolist()))
+    pairs = np.asarray(reader.pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ConfigError(f"reader.pairs: shape {pairs.shape}; expected (n, 2) (record row, window index) pairs")
+    outside = sorted(set(pairs[:, 0].tolist()) - set(np.asarray(rows["train"]).tolist()))
     if outside:
         raise ConfigError(f"calibration: the reader reads rows {outside[:5]} outside the training rows; expected "
                           "training windows only (validation and test records must not inform the INT8 model)")
@@ -198,7 +239,6 @@ def quantize_probe_model(fitted: FittedProbe, signals: np.ndarray, window: int, 
 
     x_test, y_test = signals[test], fitted.y[test]
     sessions = {"onnx_fp32": onnx_session(fp32, threads=1), "onnx_int8": onnx_session(int8, threads=1)}
-    first = tile_windows(torch.as_tensor(x_test[:1]), window)[0].numpy()
     logits, models = {}, {}
     for name, session in sessions.items():
         in_name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
@@ -206,14 +246,12 @@ def quantize_probe_model(fitted: FittedProbe, signals: np.ndarray, window: int, 
         def run(x, session=session, in_name=in_name, out_name=out_name):
             return session.run([out_name], {in_name: x})[0]
 
-        for _ in range(warmup):
-            run(first)
-        logits[name], times = _record_logits(run, x_test, window)
+        logits[name], times = _record_logits(run, x_test, window, warmup)
         path = fp32 if name == "onnx_fp32" else int8
         models[name] = {"path": str(path), "bytes": path.stat().st_size,
                         "latency_ms": 1e3 * statistics.median(times)}
-    logits["pytorch"] = model.record_logits(x_test, window).astype(np.float64)
-    models["pytorch"] = {"path": None, "bytes": None, "latency_ms": None}
+    logits["pytorch"], times = _torch_record_logits(model, x_test, window, warmup)
+    models["pytorch"] = {"path": None, "bytes": None, "latency_ms": 1e3 * statistics.median(times)}
     for name in ("pytorch", "onnx_fp32", "onnx_int8"):
         models[name]["test_auroc"] = auroc(y_test, model.scores(logits[name]), model.kind)
     windows = tile_windows(torch.as_tensor(x_test), window)

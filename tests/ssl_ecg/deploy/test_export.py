@@ -24,7 +24,7 @@ from ssl_ecg.deploy.export import (
 )
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.head import fit_probe_model, load_probe_head
-from ssl_ecg.models import build_encoder
+from ssl_ecg.models import ENCODERS, build_encoder
 
 CLOCS = {"name": "clocs", "input_len": 400, "embed_dim": 8}
 RESNET = {"name": "resnet1d", "embed_dim": 8, "widths": [8, 16], "depth": [1, 1]}
@@ -147,8 +147,13 @@ def test_model_card_fields_from_encoder_json(tmp_path):
     card = model_card(enc, tmp_path / "run")
     inp, pre = card["input"], card["pretraining"]
     assert card["encoder"] == enc.config and card["n_parameters"] == sum(p.numel() for p in enc.parameters())
-    assert inp == {"fs": 80.0, "window_samples": 400, "window_seconds": 5.0, "leads": ["II", "V1"], "n_leads": 2,
-                   "per_lead": True, "in_channels": 1, "normalization": "record", "units": "mV"}
+    assert {k: inp[k] for k in ("fs", "window_samples", "window_seconds", "leads", "n_leads", "per_lead",
+                                "in_channels", "normalization", "band", "preprocessing_from")} == {
+        "fs": 80.0, "window_samples": 400, "window_seconds": 5.0, "leads": ["II", "V1"], "n_leads": 2,
+        "per_lead": True, "in_channels": 1, "normalization": "record", "band": None,
+        "preprocessing_from": "pretraining recipe"}
+    # z-scored per record by default: not millivolts
+    assert inp["units"] != "mV" and inp["normalization_rule"].startswith("per record")
     import hashlib
 
     assert pre["pool_hash"] == hashlib.sha256(b"ludb:1\nludb:2\nludb:3").hexdigest() == pool_hash(pool[::-1])
@@ -242,7 +247,9 @@ def test_cli_export_writes_every_form_inside_out(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "encoder.onnx: max |ONNX - PyTorch| random" in out and "model_card.json:" in out and "bytes" in out
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"encoder.onnx", "encoder.safetensors",
-                                                             "model_card.json"}
+                                                             "model_card.json", "encoder.json"}
+    assert json.loads((tmp_path / "out" / "encoder.json").read_text()) == json.loads(
+        (tmp_path / "run" / "encoder.json").read_text())
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert 0 <= card["onnx"]["encoder"]["max_abs_diff_random"] <= card["onnx"]["encoder"]["bound"]
     onnx_enc = load_onnx_encoder(tmp_path / "out")
@@ -254,3 +261,175 @@ def test_cli_export_writes_every_form_inside_out(tmp_path, capsys):
     import onnx
 
     assert CARD_METADATA_KEY in {p.key for p in onnx.load(str(tmp_path / "out" / "encoder.onnx")).metadata_props}
+
+
+# every registered encoder, tiny: each must export with a dynamic batch (the transformer needs strict torch.export)
+TINY = {"clocs": {"name": "clocs", "input_len": 400, "embed_dim": 8},
+        "resnet1d": RESNET,
+        "transformer": {"name": "transformer", "embed_dim": 8, "patch": 50, "width": 16, "depth": 1, "heads": 2},
+        "mobilenet1d": {"name": "mobilenet1d", "embed_dim": 8, "stem": [8, 4], "layers": [[16, 4]]},
+        "mobilenetv2_1d": {"name": "mobilenetv2_1d", "embed_dim": 8, "stem": [8, 4], "blocks": [[2, 16, 1, 4]],
+                           "last_channels": 16}}
+
+
+def test_every_registered_encoder_has_a_tiny_export_config():
+    assert set(TINY) == set(ENCODERS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_registered_encoder_exports_with_a_dynamic_batch(tmp_path, name):
+    enc = _encoder(TINY[name], 1)
+    report = export_onnx(enc, tmp_path / "enc.onnx", (2, 1, 400))
+    assert report.input_shape == ["batch", 1, 400]
+    onnx_enc = load_onnx_encoder(tmp_path / "enc.onnx")
+    assert onnx_enc.input_shape == (None, 1, 400)
+    for batch in (1, 5):  # neither the example's 2 nor the check's 3
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 400)).astype(np.float32)
+        with torch.no_grad():
+            ref = enc(torch.from_numpy(x)).double().numpy()
+        np.testing.assert_allclose(onnx_enc(x), ref, rtol=0, atol=ONNX_ATOL + ONNX_RTOL * np.abs(ref).max())
+
+
+def test_export_failures_are_one_line_config_errors(tmp_path, monkeypatch):
+    enc = _encoder(TINY["mobilenet1d"], 1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter\nexploded")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.onnx, "export", broken)
+        with pytest.raises(ConfigError, match=r"e.onnx: mobilenet1d could not be exported to ONNX with a dynamic "
+                                              r"batch \(RuntimeError: converter exploded\)") as info:
+            export_onnx(enc, tmp_path / "e.onnx", (1, 1, 400))
+        assert "\n" not in str(info.value)
+    real_export = torch.export.export
+
+    def frozen_batch(model, args, dynamic_shapes=None, strict=False):  # a graph whose batch is fixed
+        return real_export(model, args, strict=strict)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.export, "export", frozen_batch)
+        with pytest.raises(ConfigError, match=r"f.onnx: ONNX Runtime failed on the random inputs of shape "
+                                              r"\(3, 1, 400\) for mobilenet1d \(.*\); expected the exported graph "
+                                              r"to run at any batch size") as info:
+            export_onnx(enc, tmp_path / "f.onnx", (1, 1, 400))
+        assert "\n" not in str(info.value)
+
+
+def test_non_finite_inputs_are_refused(tmp_path):
+    enc = _encoder(CLOCS, 1)
+    real = np.zeros((4, 1, 400), np.float32)
+    real[2, 0, 7] = np.nan
+    with pytest.raises(ConfigError, match=r"real_inputs: windows \[2\] \(1 of 4\) hold NaN or inf"):
+        export_onnx(enc, tmp_path / "e.onnx", (1, 1, 400), real_inputs=real)
+    export_onnx(enc, tmp_path / "e.onnx", (1, 1, 400))
+    onnx_enc = load_onnx_encoder(tmp_path / "e.onnx")
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.zeros((3, 1, 400), np.float32)
+        x[1, 0, 0] = bad
+        with pytest.raises(ConfigError, match=r"x: windows \[1\] \(1 of 3\) hold NaN or inf; expected finite"):
+            onnx_enc(x)
+    assert np.isfinite(onnx_enc(np.zeros((3, 1, 400), np.float32))).all()
+
+
+def test_card_units_are_millivolts_only_without_normalisation(tmp_path):
+    enc = _encoder(CLOCS, 1)
+    for norm, band, units in (("none", None, "mV"), ("lead", [0.5, 40.0], "unitless (normalised)"),
+                              ("record", [0.5, None], "unitless (normalised)")):
+        save_encoder(enc, tmp_path / norm / "encoder.pt", extra={"pretraining": {"config": {
+            "fs": 100.0, "normalization": norm, "band": band}}})
+        inp = model_card(enc, tmp_path / norm)["input"]
+        assert inp["normalization"] == norm and inp["units"] == units
+        if band is None:
+            assert inp["band"] is None
+        else:
+            assert (inp["band"]["highpass_hz"], inp["band"]["lowpass_hz"]) == tuple(band)
+    save_encoder(enc, tmp_path / "bare" / "encoder.pt")  # no recipe: nothing claimed
+    inp = model_card(enc, tmp_path / "bare")["input"]
+    assert inp["units"] is None and inp["normalization"] is None and inp["preprocessing_from"] is None
+
+
+def test_exported_folder_keeps_the_provenance_and_goes_back_into_a_recipe(tmp_path, ludb_recipe):
+    from ssl_ecg.evaluate.provenance import check_overlap, read_provenance
+    from ssl_ecg.evaluate.runner import EvalConfig, evaluation_inputs
+    from ssl_ecg.recipe import load_recipe
+
+    recipe, run, _ = ludb_recipe
+    out = tmp_path / "exported"
+    export_encoder(run, out)
+    assert {"encoder.safetensors", "model_card.json", "encoder.json", "encoder.onnx"} <= {p.name for p in
+                                                                                          out.iterdir()}
+    assert read_provenance(out) == read_provenance(run) is not None
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["pretraining"]["provenance_file"] == "encoder.json"
+    inputs = {}
+    for name, path in (("run", run), ("exported", out)):
+        cfg = load_recipe(EvalConfig, recipe, {"encoders": {"cmsc": str(path)}, "fractions": [1.0]})
+        inputs[name] = evaluation_inputs(cfg)
+    run_in, exp_in = inputs["run"], inputs["exported"]
+    assert exp_in.split.hash == run_in.split.hash and exp_in.split_source == run_in.split_source == "encoders"
+    strip = ("path",)
+    assert ({k: v for k, v in exp_in.checks["cmsc"].items() if k not in strip}
+            == {k: v for k, v in run_in.checks["cmsc"].items() if k not in strip})
+    rep = check_overlap("cmsc", read_provenance(out), exp_in.split, exp_in.prepared.table)
+    assert rep.to_dict() == check_overlap("cmsc", read_provenance(run), run_in.split, run_in.prepared.table).to_dict()
+    # an encoder.json from another run beside this card is refused
+    other = json.loads((out / "encoder.json").read_text())
+    other["provenance"]["pool_patients"] = other["provenance"]["pool_patients"][:-1]
+    (out / "encoder.json").write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match=r"its encoder.json names pool .* but model_card.json pool"):
+        read_provenance(out)
+
+
+def test_cli_export_with_probe_writes_probe_onnx_and_the_card_probe_block(tmp_path, ludb_recipe, capsys,
+                                                                         monkeypatch):
+    import ssl_ecg.evaluate.challenge as challenge
+    import ssl_ecg.evaluate.head as head
+
+    recipe, run, prepared = ludb_recipe
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    fit = head.fit_probe_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(head, "fit_probe_model", spy)
+    monkeypatch.setattr(challenge, "challenge_year", lambda dataset: 2021 if dataset == "ludb" else None)
+    out = tmp_path / "out"
+    assert main(["export", str(run), "--out", str(out), "--probe", str(recipe), "--task", "lad"]) == 0
+    printed = capsys.readouterr().out
+    assert seen["challenge_year"] == 2021  # as the runner passes it
+    assert "probe.onnx: max |ONNX - PyTorch| random" in printed and "real windows" in printed
+    assert {"probe.onnx", "encoder.onnx", "probe_head.safetensors", "probe_head.json", "encoder.safetensors",
+            "model_card.json", "encoder.json"} <= {p.name for p in out.iterdir()}
+    card = json.loads((out / "model_card.json").read_text())
+    probe = card["probe"]
+    assert probe["task"] == "lad" and probe["kind"] == "binary" and probe["n_outputs"] == 1
+    assert probe["split_hash"] == prepared.split.hash and probe["label_patients"] > 0
+    assert 0 <= probe["test_auroc"] <= 1 and probe["test_records"] > 0
+    inp = card["input"]
+    assert inp["preprocessing_from"] == "evaluation recipe" and inp["normalization"] == "record"
+    assert inp["units"] != "mV" and inp["fs"] == 100.0 and inp["leads"] == ["II", "V1"]
+    assert inp["differs_from_pretraining"] == {}
+    assert card["onnx"]["probe"]["max_abs_diff_real"] <= card["onnx"]["probe"]["bound"]
+    probe_onnx = load_onnx_encoder(out / "probe.onnx")
+    assert probe_onnx.input_shape == (None, 2, 400) and probe_onnx.card["probe"] is not None
+    # probe.onnx gives the fitted probe's logits on real windows
+    model, _ = load_probe_head(load_encoder(out), out / "probe_head.safetensors")
+    x = np.ascontiguousarray(np.asarray(prepared.arrays(400, prepared.rows("test")))[:, :, :400], np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).double().numpy()
+    np.testing.assert_allclose(probe_onnx(x), ref, rtol=0, atol=ONNX_ATOL + ONNX_RTOL * np.abs(ref).max())
+    # an evaluation recipe that normalises otherwise than pretraining: the card describes the evaluation's input
+    # (the probe's) and records the difference, with a warning
+    other = tmp_path / "lead.yaml"
+    other.write_text(recipe.read_text() + "normalization: lead\n")
+    with pytest.warns(UserWarning, match="normalization"):
+        assert main(["export", str(run), "--out", str(tmp_path / "lead"), "--probe", str(other), "--task", "lad",
+                     "--safetensors"]) == 0
+    card = json.loads((tmp_path / "lead" / "model_card.json").read_text())
+    assert card["input"]["normalization"] == "lead" and card["input"]["normalization_rule"].startswith("per lead")
+    assert card["input"]["differs_from_pretraining"] == {"normalization": {"evaluation": "lead",
+                                                                           "pretraining": "record"}}
