@@ -200,9 +200,9 @@ class PairedWindows(Dataset):
 class DistillModule(pl.LightningModule):
     """Student + linear map trained to match a frozen teacher's window features (and its probe's logits).
 
-    The teacher (and the probe head) are held outside the module's state dict, in eval mode, run under
-    ``no_grad``: checkpoints hold only the student and the map, and Lightning's ``train()`` calls never reach
-    the teacher's BatchNorm statistics.
+    The teacher (and the probe head) are held outside the module's state dict, in eval mode, with
+    ``requires_grad`` off: checkpoints hold only the student, the map and the target's standardisation, and
+    Lightning's ``train()`` calls never reach the teacher's BatchNorm statistics.
 
     Loss per batch, with f_t (N, D_t) the teacher's window feature, f_s (N, D_s) the student's, mu and sigma (D_t,)
     the pool's standardisation (:func:`pool_target_stats`), t = (f_t - mu) / sigma the target, m = map(f_s) and h the
@@ -230,6 +230,9 @@ class DistillModule(pl.LightningModule):
         self.student, self.map = student, map
         self.student_features = student_features
         self._frozen = (teacher_features.eval(), probe.eval() if probe is not None else None)  # not submodules
+        for frozen in self._frozen:  # the student's logits pass through the probe head: no gradient piles up there
+            for param in (frozen.parameters() if frozen is not None else ()):
+                param.requires_grad_(False)
         self.embed_loss, self.logit_loss = embed_loss, logit_loss
         self.weight, self.lr, self.seed = float(weight), float(lr), int(seed)
         d = map.out_features

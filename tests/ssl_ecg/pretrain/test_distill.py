@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,15 +13,20 @@ import pytest
 import torch
 import wfdb
 
+from losses.distill import EmbeddingDistillLoss, LogitDistillLoss
 from ssl_ecg.checkpoint import load_encoder, load_provenance
-from ssl_ecg.data.prepare import Split
+from ssl_ecg.data.prepare import DataSpec, Split, prepare
 from ssl_ecg.errors import ConfigError, LeakageError
 from ssl_ecg.evaluate.embed import state_dict_hash
+from ssl_ecg.evaluate.head import ProbeModel, WindowFeatures
 from ssl_ecg.evaluate.provenance import check_labels, check_overlap
 from ssl_ecg.evaluate.runner import EvalConfig, evaluation_inputs
+from ssl_ecg.models import build_encoder
 from ssl_ecg.pretrain import PretrainConfig, run_pretrain
-from ssl_ecg.pretrain.distill import DistillConfig, run_distill
+from ssl_ecg.pretrain import distill as distill_module
+from ssl_ecg.pretrain.distill import DistillConfig, DistillModule, PairedWindows, run_distill
 from ssl_ecg.pretrain.run import _sha256
+from ssl_ecg.pretrain.train import load_checkpoint
 from ssl_ecg.recipe import load_recipe
 
 LEADS = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
@@ -33,7 +39,9 @@ def _ecg(n: int, fs: float, seed: int, lad: bool) -> np.ndarray:
     hr = rng.uniform(55, 95)
     phase = (t % (60.0 / hr)) * hr / 60.0
     wave = np.exp(-((phase - 0.3) ** 2) / (2 * 0.012**2)) + 0.3 * np.exp(-((phase - 0.6) ** 2) / (2 * 0.05**2))
-    gains = rng.uniform(0.5, 1.5, (12, 1)) * (np.where(np.arange(12) == 1, -1, 1)[:, None] if lad else 1)
+    # one amplitude per record, nearly shared by the leads: what the 3-lead teacher sees, lead II mostly tells
+    gains = rng.uniform(0.5, 1.5) * rng.uniform(0.9, 1.1, (12, 1))
+    gains = gains * (np.where(np.arange(12) == 1, -1, 1)[:, None] if lad else 1)
     return gains * wave + 0.05 * rng.standard_normal((12, n))
 
 
@@ -229,3 +237,203 @@ def test_the_cli_prints_the_loss_trend_and_the_student(runs, student, capsys):
     assert str(runs / "student" / "encoder.pt") in out
     assert main(["distill", str(recipe), "loss=huber", "--runs", str(runs)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The target: the teacher's feature standardised with the pool's statistics
+
+
+def _teacher_data(ludb, runs):
+    split = Split.load(runs / "teacher" / "split.json")
+    return prepare(DataSpec(dataset="ludb", root=str(ludb), fs=100.0, leads=("I", "II", "V2"),
+                            cache_dir=str(runs.parent / "cache")), split=split)
+
+
+def test_the_target_standardisation_is_the_probes_on_the_pool(ludb, runs, student):
+    """mean and scale = population mean and std over pool records of the mean of the teacher's tiled window
+    features (lead embeddings concatenated), by loops in float64."""
+    result, _ = student
+    stats = result["target_standardization"]
+    teacher = load_encoder(runs / "teacher").double().eval()
+    prepared = _teacher_data(ludb, runs)
+    rows = prepared.rows("train")
+    assert stats["records"] == len(rows) and stats["samples"] == 1000 and stats["windows_per_record"] == 5
+    feats = []
+    with torch.no_grad():
+        for r in rows:
+            x = torch.from_numpy(np.array(prepared.cache.segment(int(r), 0, 1000), dtype=np.float64))
+            windows = [torch.cat([teacher(x[lead, w * 200:(w + 1) * 200].reshape(1, 1, 200))[0] for lead in range(3)])
+                       for w in range(5)]
+            feats.append((sum(windows) / 5).numpy())
+    feats = np.array(feats)
+    mean = feats.sum(0) / len(feats)
+    std = np.sqrt(((feats - mean) ** 2).sum(0) / len(feats))
+    assert len(stats["mean"]) == result["teacher_dim"] == 24
+    np.testing.assert_allclose(stats["mean"], mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["scale"], std, rtol=1e-4, atol=1e-6)
+    summary = json.loads((runs / "student" / "pretrain.json").read_text())
+    assert summary["target_standardization"] == stats
+
+
+class _CodedCache:
+    """Fake cache: record r, lead l, sample t holds 10000 r + 100 l + t, so a window names its row and start."""
+
+    def __init__(self, n_leads):
+        self.n_leads = n_leads
+
+    def segment(self, row, start, length):
+        t = np.arange(start, start + length, dtype=np.float64)
+        return np.stack([10000 * row + 100 * lead + t for lead in range(self.n_leads)])
+
+
+def test_paired_windows_give_teacher_and_student_the_same_crop():
+    t_rows, s_rows = np.array([0, 1, 2, 3]), np.array([3, 0, 2, 1])  # the student cache orders records otherwise
+    lengths = np.array([50, 80, 61, 40])
+    data = PairedWindows(_CodedCache(3), _CodedCache(1), t_rows, s_rows, lengths, window=40, windows_per_record=5,
+                         seed=7)
+    assert len(data) == 20
+    starts = {}
+    for epoch in (0, 1):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            xt, xs = data[i]
+            j = i // 5
+            assert xt.shape == (3, 40) and xs.shape == (1, 40) and xt.dtype == xs.dtype == torch.float32
+            start = int(xt[0, 0]) - 10000 * int(t_rows[j])
+            assert int(xs[0, 0]) - 10000 * int(s_rows[j]) == start  # the same crop of the same record
+            assert 0 <= start <= lengths[j] - 40
+            assert torch.equal(xt - xt[:, :1], xs.expand(3, -1) - xs[:, :1])  # consecutive samples, both
+            starts[epoch, i] = start
+    assert len({starts[0, i] for i in range(5)}) > 1  # crops of one record differ
+    assert [starts[0, i] for i in range(20)] != [starts[1, i] for i in range(20)]  # and per epoch
+    again = PairedWindows(_CodedCache(3), _CodedCache(1), t_rows, s_rows, lengths, 40, 5, seed=7)
+    again.set_epoch(1)
+    assert [int(again[i][0][0, 0]) - 10000 * int(t_rows[i // 5]) for i in range(20)] == \
+        [starts[1, i] for i in range(20)]  # seeded by (seed, epoch, item), not by the instance
+
+
+class _Flat(torch.nn.Module):
+    """A linear encoder (N, C, S) -> (N, E), with its weights kept for the reference."""
+
+    def __init__(self, c, s, e, g):
+        super().__init__()
+        self.w, self.b = torch.randn(e, c * s, generator=g) / s, torch.randn(e, generator=g)
+        self.linear = torch.nn.Linear(c * s, e)
+        with torch.no_grad():
+            self.linear.weight.copy_(self.w)
+            self.linear.bias.copy_(self.b)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def _dot(w, x):
+    return [sum(a * b for a, b in zip(row, x)) for row in w]
+
+
+def test_distill_module_loss_matches_a_float64_reference():
+    """embedding term on the pool-standardised target plus weight x logit term through the probe head, against
+    loops in float64: t = (f_t - mu) / sigma; m = M f_s + c; logits h(sigma m + mu) and h(f_t)."""
+    g = torch.Generator().manual_seed(11)
+    n, leads, s, e_t, e_s, temperature, weight = 5, 3, 12, 4, 3, 2.0, 0.7
+    teacher, student = _Flat(1, s, e_t, g), _Flat(1, s, e_s, g)
+    d = leads * e_t
+    mu, sigma = torch.randn(d, generator=g), torch.rand(d, generator=g) + 0.5
+    p_mean, p_scale = torch.randn(d, generator=g), torch.rand(d, generator=g) + 0.5
+    p_w, p_b = torch.randn(1, d, generator=g), torch.randn(1, generator=g)
+    probe = ProbeModel(WindowFeatures(teacher, True), p_mean, p_scale, p_w, p_b, "binary")
+    mapping = torch.nn.Linear(e_s, d)
+    module = DistillModule(student, WindowFeatures(student, True), WindowFeatures(teacher, True), mapping,
+                           EmbeddingDistillLoss("cosine"), probe=probe, logit_loss=LogitDistillLoss(temperature, "binary"),
+                           weight=weight, target_mean=mu, target_scale=sigma)
+    xt, xs = torch.randn(n, leads, s, generator=g), torch.randn(n, 1, s, generator=g)
+    total, embed, logit = module.losses(xt, xs)
+
+    def f64(t):
+        return t.detach().double().tolist()
+
+    wt, bt, ws, bs = f64(teacher.w), f64(teacher.b), f64(student.w), f64(student.b)
+    m_w, m_b = f64(mapping.weight), f64(mapping.bias)
+    mu_, sg_, pm_, ps_, pw_, pb_ = f64(mu), f64(sigma), f64(p_mean), f64(p_scale), f64(p_w), f64(p_b)
+
+    def head(f):
+        return _dot(pw_, [(v - a) / b for v, a, b in zip(f, pm_, ps_)])[0] + pb_[0]
+
+    e_sum, l_sum = 0.0, 0.0
+    for i in range(n):
+        ft = [v + b for lead in range(leads) for v, b in zip(_dot(wt, f64(xt[i, lead])), bt)]
+        target = [(v - a) / b for v, a, b in zip(ft, mu_, sg_)]
+        fs = [v + b for v, b in zip(_dot(ws, f64(xs[i, 0])), bs)]
+        m = [v + b for v, b in zip(_dot(m_w, fs), m_b)]
+        cos = sum(a * b for a, b in zip(m, target)) / math.sqrt(sum(a * a for a in m) * sum(b * b for b in target))
+        e_sum += 1 - cos
+        zs, zt = head([b * v + a for v, a, b in zip(m, mu_, sg_)]), head(ft)
+        p, q = 1 / (1 + math.exp(-zt / temperature)), 1 / (1 + math.exp(-zs / temperature))
+        l_sum += temperature ** 2 * (p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)))
+    want_embed, want_logit = e_sum / n, l_sum / n
+    assert embed.item() == pytest.approx(want_embed, rel=1e-5)
+    assert logit.item() == pytest.approx(want_logit, rel=1e-4, abs=1e-6)
+    assert total.item() == pytest.approx(want_embed + weight * want_logit, rel=1e-5)
+    # the teacher's side is outside the graph; the student and the map get gradients from both terms
+    total.backward()
+    assert mapping.weight.grad is not None and student.linear.weight.grad is not None
+    assert teacher.linear.weight.grad is None and probe.linear.weight.grad is None
+
+
+def test_distill_module_under_bf16_autocast_keeps_the_teacher_side_in_float32():
+    g = torch.Generator().manual_seed(12)
+    teacher, student = _Flat(1, 16, 4, g), _Flat(1, 16, 3, g)
+    mapping = torch.nn.Linear(3, 8)
+    module = DistillModule(student, WindowFeatures(student, True), WindowFeatures(teacher, True), mapping,
+                           EmbeddingDistillLoss("cosine"), target_mean=torch.randn(8, generator=g),
+                           target_scale=torch.rand(8, generator=g) + 0.5)
+    xt, xs = torch.randn(6, 2, 16, generator=g), torch.randn(6, 1, 16, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _, _ = module.losses(xt, xs)
+        mapped = module.map(module.student_features(xs))
+    target = (WindowFeatures(teacher, True)(xt) - module.target_mean) / module.target_scale  # float32, no autocast
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(EmbeddingDistillLoss("cosine")(mapped.float(), target).item(), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def strong_student(runs):
+    return run_distill(_cfg(runs, "strong", epochs=12, windows_per_record=8, lr=1e-2), runs=runs, progress=False)
+
+
+def _held_out_cosine(student_features, mapping, teacher_features, stats, x_teacher, x_student) -> float:
+    with torch.no_grad():
+        target = (teacher_features(x_teacher) - torch.tensor(stats["mean"])) / torch.tensor(stats["scale"])
+        mapped = mapping(student_features(x_student))
+        return torch.nn.functional.cosine_similarity(mapped, target, dim=1).mean().item()
+
+
+def test_the_student_matches_the_standardised_target_on_held_out_patients(ludb, runs, strong_student):
+    """On the windows of validation patients (never in the student's pool), the trained student through its
+    learned map points where the teacher's pool-standardised feature points; random-init students of the same
+    architecture through a random map do not come close."""
+    stats = strong_student["target_standardization"]
+    prepared = _teacher_data(ludb, runs)
+    student_prepared = prepare(DataSpec(dataset="ludb", root=str(ludb), fs=100.0, leads=("II",),
+                                        cache_dir=str(runs.parent / "cache")), split=prepared.split)
+    rows = prepared.rows("val")
+    ids = prepared.table["record_id"].astype(str).to_numpy()[rows]
+    s_rows = [student_prepared.table["record_id"].astype(str).tolist().index(r) for r in ids]
+    # the five tiled windows of each record, teacher leads (I, II, V2) and the student's lead II cache alike
+    xt = torch.from_numpy(prepared.arrays(1000, rows)).reshape(len(rows), 3, 5, 200).transpose(1, 2)
+    xt = xt.reshape(-1, 3, 200)
+    xs = torch.from_numpy(student_prepared.arrays(1000, s_rows)).reshape(-1, 1, 200)
+    teacher = WindowFeatures(load_encoder(runs / "teacher").eval(), True)
+    state = load_checkpoint(runs / "strong" / "checkpoints" / "last.ckpt")["state_dict"]
+    mapping = torch.nn.Linear(6, 24)
+    mapping.load_state_dict({"weight": state["map.weight"], "bias": state["map.bias"]})
+    trained = WindowFeatures(load_encoder(strong_student["encoder"]).eval(), True)
+    got = _held_out_cosine(trained, mapping, teacher, stats, xt, xs)
+    baselines = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        random = WindowFeatures(build_encoder(dict(strong_student["student_encoder"])).eval(), True)
+        baselines.append(_held_out_cosine(random, torch.nn.Linear(6, 24), teacher, stats, xt, xs))
+    assert got > 0.35, got
+    assert max(baselines) < 0.2, baselines
