@@ -319,9 +319,15 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
               progress: bool = False) -> dict:
     """Pretrain and evaluate one block for each split seed (resuming what matches); returns what RESULTS.md needs.
 
-    A method whose pretraining fails with a library error (e.g. a recipe that does not fit the data) is listed
-    with that error and left out of the curve; the grid goes on. The evaluation follows the block's ``kind``
-    (see the module doc); each split's entry holds what that kind renders.
+    Every split's pretraining runs first. A method whose pretraining fails with a library error (e.g. a recipe
+    that does not fit the data) in *any* split is left out of *every* split's evaluation, so the splits stay
+    paired, and is listed in ``failed`` with the error and the split seeds it failed in; the grid goes on. The
+    evaluation follows the block's ``kind`` (see the module doc); each split's entry holds what that kind renders.
+
+    Times are those the stages recorded (:func:`_stage_seconds`), not this call's clock, so a reused stage
+    keeps the time it took when it was computed: ``pretrain_seconds[method]`` (per split, ``pretrain.json``'s
+    ``seconds``) and ``curve_seconds`` (per split, the evaluation's recorded wall time summed over the report's
+    sittings).
     """
     from ssl_ecg.evaluate.runner import run_evaluation
     from ssl_ecg.pretrain.run import run_pretrain
@@ -331,33 +337,109 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
         methods = dict(list(methods.items())[:1])
     seeds = block.split_seeds[:1] if quick else block.split_seeds
     out: dict[str, Any] = {"block": block, "splits": [], "failed": {}, "pretrain_seconds": {}, "curve_seconds": []}
+    folders = {seed: run_folder(run_folder(runs, block.name), f"split{seed}") for seed in seeds}
+    configs: dict[int, dict] = {seed: {} for seed in seeds}
     for seed in seeds:
-        folder = run_folder(run_folder(runs, block.name), f"split{seed}")
-        encoders, configs = {}, {}
         for method, recipe in methods.items():
-            cfg = configs[method] = _pretrain_config(block, method, recipe, seed, quick)
-            t0 = time.perf_counter()
+            cfg = configs[seed][method] = _pretrain_config(block, method, recipe, seed, quick)
             try:
-                run_pretrain(cfg, runs=folder, progress=progress)
+                summary = run_pretrain(cfg, runs=folders[seed], progress=progress)
             except SslEcgError as exc:
-                out["failed"].setdefault(method, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+                failed = out["failed"].setdefault(method, {"reason": f"{type(exc).__name__}: {_one_line(exc)}",
+                                                           "seeds": []})
+                failed["seeds"].append(seed)
                 continue
-            out["pretrain_seconds"].setdefault(method, []).append(time.perf_counter() - t0)
-            encoders[method] = str(folder / method)
-        t0 = time.perf_counter()
+            out["pretrain_seconds"].setdefault(method, []).append(_pretrain_seconds(summary))
+    kept = [m for m in methods if m not in out["failed"]]  # the same encoders in every split: paired comparisons
+    for seed in seeds:
+        folder = folders[seed]
+        encoders = {m: str(folder / m) for m in kept}
         if block.kind == "reduced_leads":
             entry = _run_reduced(block, encoders, seed, quick, folder, progress)
         elif block.kind == "fewshot":
             entry = _run_fewshot(block, encoders, seed, quick, folder, progress)
         else:
-            result = run_evaluation(_curve_config(block, encoders, seed, quick), runs=folder, progress=progress)
-            entry = {"seed": seed, "curve": result["curve"], "predictions": result["predictions"],
-                     "out": result["out"], "split_hash": result["split_hash"],
-                     "allow_flags": result.get("allow_flags")}
+            cfg = _curve_config(block, encoders, seed, quick)
+            result = run_evaluation(cfg, runs=folder, progress=progress)
+            meta = json.loads((Path(result["out"]) / "curve.json").read_text())  # the runner's meta, at the top
+            entry = {"seed": seed, "curve": _without(result["curve"], out["failed"]),
+                     "predictions": result["predictions"], "out": result["out"], "split_hash": result["split_hash"],
+                     "allow_flags": result.get("allow_flags"), "wall_seconds": meta.get("wall_seconds"),
+                     "val_patients": validation_patients(cfg, Path(result["out"]) / "split.json")}
             if block.kind == "transfer":
-                entry.update(_transfer_extras(result, configs, encoders))
-        out["curve_seconds"].append(time.perf_counter() - t0)
+                entry.update(_transfer_extras(result, meta, configs[seed], encoders))
+        out["curve_seconds"].append(_stage_seconds(folder, "evaluation", entry.get("wall_seconds")))
         out["splits"].append(entry)
+    return out
+
+
+def _without(curve: Any, failed: dict) -> Any:
+    """``curve``'s rows less those of the ``failed`` methods (rows a earlier sitting may have left in a resumed
+    curve), so that no split holds a line the others lack."""
+    if not failed or curve is None or "arm" not in getattr(curve, "columns", ()):
+        return curve
+    return curve.loc[~curve["arm"].isin(list(failed))].reset_index(drop=True)
+
+
+def _pretrain_seconds(summary: dict) -> float:
+    """The pretraining time a run recorded (``pretrain.json``): the sum of its sittings' ``seconds`` where it
+    lists them (``sittings``), else its ``wall_seconds``, else ``seconds`` (the fit's time)."""
+    sittings = summary.get("sittings")
+    if isinstance(sittings, list) and sittings:
+        return float(sum(float(s.get("seconds", 0.0)) for s in sittings if isinstance(s, dict)))
+    for key in ("wall_seconds", "seconds"):
+        if summary.get(key) is not None:
+            return float(summary[key])
+    return float("nan")
+
+
+SITTINGS_FILE = "report_sittings.json"
+"""Per split folder: the wall time each sitting of the report's evaluation stage recorded (the runner's
+``curve.json`` / ``reduced_leads.json`` / ``fewshot.json``), since a resumed stage overwrites its own record."""
+
+
+def _stage_seconds(folder: Path, stage: str, recorded: float | None) -> float:
+    """Append this sitting's ``recorded`` seconds of ``stage`` to ``folder``'s :data:`SITTINGS_FILE` and return the
+    sum over every sitting, so a stage that this sitting mostly reused still counts the time it took to compute.
+    A sitting killed before the stage wrote its record is not counted (nothing recorded it)."""
+    path = folder / SITTINGS_FILE
+    try:
+        ledger = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        ledger = {}
+    if not isinstance(ledger, dict):
+        ledger = {}
+    times = [float(s) for s in ledger.get(stage, []) if isinstance(s, (int, float))]
+    if recorded is not None and np.isfinite(float(recorded)):
+        times.append(float(recorded))
+        ledger[stage] = times
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(ledger, indent=2))
+        os.replace(tmp, path)
+    return float(sum(times))
+
+
+def validation_patients(cfg: Any, split: str | os.PathLike) -> dict[str, int]:
+    """Per task of the curve recipe ``cfg``, the labelled validation patients of the split at ``split``: the
+    patients whose labels chose the probe's C and the supervised arm's settings at every fraction (they are not
+    counted in the fraction). Labels as the curve reads them (:func:`~ssl_ecg.evaluate.tasks.task_y`)."""
+    from ssl_ecg.data.prepare import DataSpec, prepare
+    from ssl_ecg.evaluate.challenge import challenge_year
+    from ssl_ecg.evaluate.tasks import task_y
+
+    prepared = prepare(DataSpec.from_config(cfg), split=split)
+    table = prepared.table
+    record_split = table["split"].astype(str).to_numpy()
+    val = record_split == "val"
+    year = challenge_year("+".join(prepared.spec.datasets))
+    out = {}
+    for task in cfg.tasks:
+        if task not in table.columns:
+            continue
+        y, _ = task_y(table[task], record_split, task, {}, challenge_year=year)
+        labelled = ~np.isnan(y if y.ndim == 1 else y[:, 0])
+        out[task] = int(table.loc[val & labelled, "patient_key"].astype(str).nunique())
     return out
 
 
@@ -375,7 +457,7 @@ def _run_reduced(block: ReportBlock, encoders: dict, seed: int, quick: bool, fol
     return {"seed": seed, "table": result["table"], "curves": result["curves"], "predictions": dirs,
             "lead_sets": result["lead_sets"], "per_lead": result["per_lead"], "out": result["out"],
             "split_hash": result["split_hash"], "split_source": result["split_source"],
-            "allow_flags": _allow_flags(cfg, result["provenance"])}
+            "allow_flags": _allow_flags(cfg, result["provenance"]), "wall_seconds": result.get("wall_seconds")}
 
 
 def _run_fewshot(block: ReportBlock, encoders: dict, seed: int, quick: bool, folder: Path, progress: bool) -> dict:
@@ -388,7 +470,17 @@ def _run_fewshot(block: ReportBlock, encoders: dict, seed: int, quick: bool, fol
             "allow_flags": result.get("allow_flags"), "scoring": result.get("scoring", {}),
             "patients_rule": result["patients_rule"], "head_patients": result["head_patients"],
             "episode_patients": result["episode_patients"], "items": result["items"],
-            "setting": {k: getattr(cfg, k) for k in ("ways", "shots", "queries", "episodes", "head", "n_boot")}}
+            "setting": {k: getattr(cfg, k) for k in ("ways", "shots", "queries", "episodes", "head", "n_boot")},
+            "wall_seconds": _fewshot_seconds(Path(result["out"]))}
+
+
+def _fewshot_seconds(out: Path) -> float | None:
+    """The few-shot run's recorded time: the sum of ``fewshot.json``'s ``seconds_per_arm``."""
+    try:
+        seconds = json.loads((out / "fewshot.json").read_text()).get("seconds_per_arm") or {}
+    except (OSError, ValueError):
+        return None
+    return float(sum(float(s) for s in seconds.values())) if seconds else None
 
 
 def _allow_flags(cfg: Any, provenance: dict) -> str | None:
@@ -398,9 +490,9 @@ def _allow_flags(cfg: Any, provenance: dict) -> str | None:
                              "allow_unknown_provenance": cfg.allow_unknown_provenance})
 
 
-def _transfer_extras(result: dict, configs: dict, encoders: dict) -> dict:
-    """A ``transfer`` split's pools (:func:`describe_pool`) and the runner's checks against the curve's data."""
-    meta = json.loads((Path(result["out"]) / "curve.json").read_text())  # the runner's meta, at the top level
+def _transfer_extras(result: dict, meta: dict, configs: dict, encoders: dict) -> dict:
+    """A ``transfer`` split's pools (:func:`describe_pool`) and the runner's checks against the curve's data
+    (``meta``: its ``curve.json``)."""
     return {"pools": {m: describe_pool(configs[m], encoders[m]) for m in encoders},
             "provenance": result["provenance"], "split_source": meta.get("split_source"),
             "split_sizes": meta.get("split_sizes"), "records": meta.get("records")}
@@ -470,18 +562,79 @@ def _pct(fraction: str | float) -> str:
     return f"{float(fraction) * 100:g}%"
 
 
-def _table(lines: dict) -> list[str]:
+#: Per-cell flags of :func:`~ssl_ecg.evaluate.curve.summarize_runs` (when it sets them): the mark in a table
+#: cell and the footnote under the table.
+CELL_FLAGS: dict[str, tuple[str, str]] = {
+    "few_positives": ("†", "few positives in the test set: the interval is wide and the AUROC unstable"),
+    "degenerate": ("‡", "degenerate: a perfect score with the interval [1, 1] (every replicate scored 1)"),
+}
+
+
+def _flagged(cell: dict | None, key: str) -> bool:
+    value = (cell or {}).get(key)
+    return bool(value) and not (isinstance(value, float) and not np.isfinite(value))
+
+
+def _table(lines: dict, val_patients: list[int] | None = None, n_splits: int | None = None) -> list[str]:
+    """One task's table: arms x fractions with the estimate and its interval, cells marked by
+    :data:`CELL_FLAGS` (and cells present in fewer than ``n_splits`` splits), then the real fraction of the
+    training patients and the labelled validation patients (per split) that chose each cell's settings."""
     fractions = sorted({f for cells in lines.values() for f in cells}, key=float)
     rows = ["| arm | " + " | ".join(_pct(f) for f in fractions) + " |",
             "|---|" + "---|" * len(fractions)]
+    used: dict[str, list[str]] = {}
+    short: list[str] = []
     for arm, cells in lines.items():
-        rows.append(f"| {arm} | " + " | ".join(_fmt(cells.get(f)) for f in fractions) + " |")
+        shown = []
+        for f in fractions:
+            cell = cells.get(f)
+            marks = ""
+            for key, (mark, _) in CELL_FLAGS.items():
+                if _flagged(cell, key):
+                    marks += mark
+                    value = cell[key]
+                    if key == "few_positives" and cell.get("class_patients") is not None:
+                        value = f"{int(cell['class_patients'])} patients on a class's smaller side"
+                    used.setdefault(key, []).append(f"{arm} at {_pct(f)}"
+                                                    + ("" if isinstance(value, bool) else f" ({value})"))
+            if cell and n_splits and cell.get("n_splits") is not None and int(cell["n_splits"]) < n_splits:
+                marks += "§"
+                short.append(f"{arm} at {_pct(f)} ({cell['n_splits']} of {n_splits})")
+            shown.append(_fmt(cell) + marks)
+        rows.append(f"| {arm} | " + " | ".join(shown) + " |")
     real = {f: sorted({round(c[f]["real_fraction"], 3) for c in lines.values() if f in c and
                        c[f].get("real_fraction") is not None}) for f in fractions}
     if any(real.values()):
         rows.append("| *real fraction* | " + " | ".join(
             ", ".join(f"{v * 100:.0f}%" for v in real[f]) or "–" for f in fractions) + " |")
-    return rows
+    if val_patients:
+        per_split = ", ".join(str(n) for n in val_patients)
+        rows.append("| *labelled validation patients used for selection (per split)* | "
+                    + " | ".join(per_split for _ in fractions) + " |")
+    notes = [f"{CELL_FLAGS[key][0]} {CELL_FLAGS[key][1]}: {'; '.join(cells)}." for key, cells in used.items()]
+    if short:
+        notes.append(f"§ not in every split (its interval covers fewer splits): {'; '.join(short)}.")
+    return rows + (["", *notes] if notes else [])
+
+
+def _between_split_sd(lines: dict) -> list[str]:
+    """The between-split SD of each cell (``sigma_between``, or ``between_split_sd``: the run-to-run spread of
+    the split seeds' estimates), when the summary has it."""
+    fractions = sorted({f for cells in lines.values() for f in cells}, key=float)
+
+    def sd(cell: dict) -> Any:
+        return cell.get("sigma_between", cell.get("between_split_sd"))
+
+    sds = {arm: {f: sd(cells.get(f) or {}) for f in fractions} for arm, cells in lines.items()}
+    if not any(v is not None for cells in sds.values() for v in cells.values()):
+        return []
+
+    def shown(v: Any) -> str:
+        return "–" if v is None or not np.isfinite(float(v)) else f"{float(v):.3f}"
+
+    return ["", "Between-split SD (the standard deviation of the split seeds' estimates):", "",
+            "| arm | " + " | ".join(_pct(f) for f in fractions) + " |", "|---|" + "---|" * len(fractions),
+            *[f"| {arm} | " + " | ".join(shown(cells[f]) for f in fractions) + " |" for arm, cells in sds.items()]]
 
 
 def _figures(summary: dict, figures: Path, block: str) -> list[str]:
@@ -497,24 +650,53 @@ def _figures(summary: dict, figures: Path, block: str) -> list[str]:
     return [Path(p).name for p in made]
 
 
+def _compute_seconds(done: list[dict]) -> float:
+    """The stages' recorded compute time over every block: pretraining (each run's record) and evaluation
+    (summed over the report's sittings)."""
+    total = 0.0
+    for result in done:
+        total += sum(float(s) for v in result["pretrain_seconds"].values() for s in v if np.isfinite(float(s)))
+        total += sum(float(s) for s in result["curve_seconds"] if np.isfinite(float(s)))
+    return total
+
+
+def _failed_line(method: str, failed: Any, seeds: list[int]) -> str:
+    """A failed method's entry: the error and the split seeds it failed in (older results: the error only)."""
+    if not isinstance(failed, dict):
+        return f"- **{method}**: pretraining failed: {failed}"
+    where = failed["seeds"]
+    return (f"- **{method}**: pretraining failed in split seed{'s' if len(where) > 1 else ''} {where} of {seeds} "
+            f"({failed['reason']}); left out of every split so that all comparisons stay paired")
+
+
 def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: bool, full: bool, n_boot: int,
                    seed: int) -> str:
-    """The Markdown of RESULTS.md from :func:`run_block` results with their ``summary``."""
+    """The Markdown of RESULTS.md from :func:`run_block` results with their ``summary``.
+
+    ``wall_seconds`` is this invocation's wall time; the stages' compute time comes from their records
+    (:func:`run_block`), so a resumed report still shows what the reused stages cost.
+    """
     from ssl_ecg.evaluate.curve import environment
 
     env = environment()
     mode = "a smoke test on tiny settings: NOT results" if quick else ("the full grid" if full else "the core grid")
     lines = ["# Results", "",
              f"Written by `ssl-ecg report{' --quick' if quick else ''}{' --full' if full else ''}` "
-             f"({mode}); wall time {wall_seconds / 60:.1f} min on {env['cpu_count']} CPU core(s) "
+             f"({mode}); compute time of the stages (from their records) {_compute_seconds(done) / 60:.1f} min, "
+             f"this invocation's wall time {wall_seconds / 60:.1f} min, on {env['cpu_count']} CPU core(s) "
              f"({env['cuda_device'] if env['cuda_device'] != 'none' else 'no GPU'}), commit "
              f"`{env['git_commit'][:12] or 'unknown'}`, torch {env['torch_version']}.", "",
              "Every number is a test-set estimate with a 95% interval from a hierarchical bootstrap "
              f"({n_boot} replicates, seed {seed}): split seeds, label draws and test patients are resampled, "
              "so the interval covers the finite test set, the label draw and the pretraining run, not only seeds. "
-             "Comparisons are paired (the same split, draw and patients in every replicate) and Holm-corrected "
-             "within each task. Nothing was chosen on test data: probes choose C on validation patients, the "
-             "supervised arm its learning rate, batch size and epoch on validation AUROC.", ""]
+             "Comparisons are paired (the same split, draw and patients in every replicate) and corrected for "
+             "multiple comparisons within each family (Holm, unless a family names another correction); a verdict "
+             "says better or worse only where the adjusted p is below 0.05. Nothing was chosen on test data: "
+             "probes choose C on validation patients, the supervised arm its learning rate, batch size and epoch "
+             "on validation AUROC. Those selections read the labels of every labelled validation patient at every "
+             "fraction, and these labels are **not** counted in the fraction: each table's last rows give the real "
+             "fraction of training patients and the labelled validation patients used for selection, per split.",
+             ""]
     for result in done:
         block: ReportBlock = result["block"]
         summary = result["summary"]
@@ -522,19 +704,22 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
         seeds = [s["seed"] for s in result["splits"]]
         recipe = "curve" if block.kind in ("curve", "transfer") else f"{block.kind.replace('_', '-')} recipe"
         lines.append(f"Split seeds {seeds}; recipes: `{Path(block.source).name}` "
-                     f"({recipe} `{block.curve}`). Pretraining wall time per method (mean over splits): " + ", ".join(
-                         f"{m} {np.mean(v) / 60:.1f} min" for m, v in result["pretrain_seconds"].items())
-                     + f"; curves {np.sum(result['curve_seconds']) / 60:.1f} min in all.")
+                     f"({recipe} `{block.curve}`). Pretraining time per method (each run's record, mean over "
+                     "splits): " + (", ".join(f"{m} {np.mean(v) / 60:.1f} min"
+                                              for m, v in result["pretrain_seconds"].items()) or "none")
+                     + f"; evaluation {np.sum(result['curve_seconds']) / 60:.1f} min in all (its records, summed "
+                     "over sittings).")
         if block.chosen_on_validation:
             lines += ["", f"Chosen on validation: {block.chosen_on_validation}"]
         flags = sorted({s["allow_flags"] for s in result["splits"] if s.get("allow_flags")})
         if flags:
             lines += ["", *[f"**NOTE** {f}" for f in flags]]
-        skipped = {**block.not_applicable, **result["failed"]}
+        skipped = [f"- **{m}**: {why}" for m, why in block.not_applicable.items() if m not in result["failed"]]
+        skipped += [_failed_line(m, why, seeds) for m, why in result["failed"].items()]
         if not full:
-            skipped.update({m: "in `--full` only" for m in block.full_methods})
+            skipped += [f"- **{m}**: in `--full` only" for m in block.full_methods]
         if skipped:
-            lines += ["", "Not in this table:", *[f"- **{m}**: {why}" for m, why in skipped.items()]]
+            lines += ["", "Not in this table:", *skipped]
         if block.kind == "reduced_leads":
             lines += _reduced_section(result, figures)
         elif block.kind == "fewshot":
@@ -542,17 +727,23 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
         else:
             if block.kind == "transfer":
                 lines += _transfer_section(result)
-            lines += _curve_section(summary, figures, block.name)
+            val = {}
+            for split in result["splits"]:
+                for task, n in (split.get("val_patients") or {}).items():
+                    val.setdefault(task, []).append(n)
+            lines += _curve_section(summary, figures, block.name, val, n_splits=len(result["splits"]))
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def _curve_section(summary: dict, figures: Path, name: str) -> list[str]:
+def _curve_section(summary: dict, figures: Path, name: str, val_patients: dict[str, list[int]] | None = None,
+                   n_splits: int | None = None) -> list[str]:
     """A curve's tables per task (and per metric other than AUROC), the extras of each, and the figures."""
     lines: list[str] = []
     for task, lines_of_task in summary["summary"].items():
         lines += ["", f"### {task}", ""]
-        lines += _table(lines_of_task)
+        lines += _table(lines_of_task, (val_patients or {}).get(task.split(" [")[0]), n_splits)
+        lines += _between_split_sd(lines_of_task)
         lines += _metric_note(task, lines_of_task)
         lines += _task_extras(summary, task)
     names = _figures(summary, figures, name)
@@ -583,27 +774,84 @@ def _needed_text(point: float | None, boot: dict | None) -> str:
     return f"{shown} [{low}, {high}] (never in {boot['never'] * 100:.0f}% of replicates)"
 
 
+ALPHA = 0.05
+"""The level of the headline's and the verdicts' test: better or worse where the adjusted p is below it."""
+
+
+def _family(c: dict, task: str) -> str:
+    """The name of a comparison's correction family: its ``family`` (a name, or a mapping with ``name``), else
+    the task (the summaries that predate families correct over all of a task's comparisons)."""
+    family = c.get("family")
+    if isinstance(family, dict):
+        family = family.get("name")
+    return str(family) if family else f"all of {task}"
+
+
+def _families(summary: dict, task: str) -> dict[str, dict]:
+    """The comparison families of ``task`` in order of appearance: ``{name: {"comparisons", "size",
+    "correction", "p_min"}}``. ``size`` is the family's own record (``family_size``, or ``size`` in a mapping
+    ``family``), else the number of its comparisons with a p-value (those a Holm adjustment counts)."""
+    comparisons = summary["comparisons"].get(task, [])
+    default = str((summary.get("bootstrap") or {}).get("correction") or "Holm")
+    out: dict[str, dict] = {}
+    for c in comparisons:
+        name = _family(c, task)
+        entry = out.setdefault(name, {"comparisons": [], "size": None, "correction": None, "p_min": None,
+                                      "p_holm_min": None})
+        entry["comparisons"].append(c)
+        family = c.get("family")
+        size = c.get("family_size", family.get("size") if isinstance(family, dict) else None)
+        if size is not None:
+            entry["size"] = int(size)
+        entry["correction"] = entry["correction"] or c.get("correction")
+        entry["p_min"] = c.get("p_min", entry["p_min"])
+        entry["p_holm_min"] = c.get("p_holm_min", entry["p_holm_min"])
+    for entry in out.values():
+        if entry["size"] is None:
+            entry["size"] = sum(1 for c in entry["comparisons"] if c.get("p") is None or np.isfinite(float(c["p"])))
+        entry["correction"] = _correction_name(str(entry["correction"] or default))
+        if entry["p_min"] is None:
+            entry["p_min"] = (summary.get("bootstrap") or {}).get("p_min")
+    return out
+
+
+def _correction_name(correction: str) -> str:
+    """``Holm (statsmodels ...) within ...`` -> ``Holm``: the method's name for a verdict line."""
+    return correction.split(" (")[0].split(" within")[0].strip() or "Holm"
+
+
 def headline(summary: dict, task: str, low_fraction: float = 0.1) -> list[str]:
     """The question users ask first, per encoder line: does its probe at 10% of the labels match the same
-    architecture trained supervised on 100%? One line each, from the paired comparison (Holm-adjusted)."""
+    architecture trained supervised on 100%? One line each, decided by the comparison's adjusted p-value
+    (``p_holm``, adjusted within its family): below :data:`ALPHA`, better or worse by the sign of the estimate;
+    otherwise not distinguishable. Each line names the family, its size and its correction, so the answer never
+    contradicts the printed correction."""
     out = []
+    families = _families(summary, task)
     for c in summary["comparisons"].get(task, []):
         a, b = c["a"], c["b"]
         if b[0] != "supervised" or float(b[1]) != 1.0 or float(a[1]) == 1.0:
             continue
-        if c["ci_low"] > 0:
-            answer = "yes, and it is better"
-        elif c["ci_high"] < 0:
-            answer = "no, it is worse"
+        name = _family(c, task)
+        family = families[name]
+        how = family["correction"]
+        p = c.get("p_holm")
+        p = float("nan") if p is None else float(p)
+        within = f"{how}-adjusted over the {family['size']} comparisons of family *{name}*"
+        if np.isfinite(p) and p < ALPHA:
+            answer = "yes, and it is better" if c["estimate"] > 0 else "no, it is worse"
+            answer += f" ({within}, p < {ALPHA:g})"
         else:
-            answer = "not distinguishable at this test-set size (the interval holds 0)"
+            answer = f"not distinguishable ({within}, p ≥ {ALPHA:g})"
+        shown = "n/a" if not np.isfinite(p) else f"{p:.2g}"
         out.append(f"- **{a[0]} at {_pct(a[1])} vs supervised at 100%**: {c['estimate']:+.3f} "
-                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], Holm p={c['p_holm']:.2g}: {answer}.")
+                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {how} p={shown}: {answer}.")
     return out
 
 
 def _task_extras(summary: dict, task: str) -> list[str]:
-    """The headline question, AULC, labels needed and the paired verdicts of one task."""
+    """The headline question, AULC, labels needed, the bootstrap's redraws and the paired verdicts of one task,
+    grouped by correction family."""
     out: list[str] = []
     head = headline(summary, task)
     if head:
@@ -622,10 +870,23 @@ def _task_extras(summary: dict, task: str) -> list[str]:
             parts = [f"{line} {_needed_text(point, needed['bootstrap'].get(line))}"
                      for line, point in needed["fractions"].items()]
             out += ["", f"Labels needed to match {needed['reference']} ({needed['target']:.3f}): " + "; ".join(parts)]
-    verdicts = [c["verdict"] for c in summary["comparisons"].get(task, [])]
-    if verdicts:
-        out += ["", "<details><summary>All paired comparisons (Holm-corrected within this task)</summary>", "",
-                *[f"- {v}" for v in verdicts], "", "</details>"]
+    boot = summary.get("bootstrap") or {}
+    redrawn = (boot.get("n_redrawn") or {}).get(task)
+    if redrawn is not None:
+        out += ["", f"Bootstrap replicates redrawn because a class was missing (n_redrawn): {int(redrawn)} "
+                f"(of {boot.get('n_boot', '?')} kept)."]
+    families = _families(summary, task)
+    if families:
+        out += ["", "<details><summary>All paired comparisons, by correction family</summary>"]
+        for name, family in families.items():
+            floor = ""
+            if family["p_min"] is not None:
+                floor = f"; the smallest p the bootstrap can give is {float(family['p_min']):.2g}"
+            if family["p_holm_min"] is not None:
+                floor += f", the smallest adjusted p {float(family['p_holm_min']):.2g}"
+            out += ["", f"Family *{name}*: {family['size']} comparisons, {family['correction']}{floor}.", "",
+                    *[f"- {c['verdict']}" for c in family["comparisons"]]]
+        out += ["", "</details>"]
     return out
 
 

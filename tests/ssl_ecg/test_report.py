@@ -115,24 +115,43 @@ def test_cli_report_errors_exit_2(tmp_path, capsys):
     assert "n_boot=0" in capsys.readouterr().err
 
 
-def _comparison(a, b, est, lo, hi):
-    return {"a": a, "b": b, "estimate": est, "ci_low": lo, "ci_high": hi, "p_holm": 0.5, "verdict": "v"}
+def _comparison(a, b, est, lo, hi, p_holm=0.5, **extra):
+    return {"a": a, "b": b, "estimate": est, "ci_low": lo, "ci_high": hi, "p": p_holm / 5, "p_holm": p_holm,
+            "verdict": f"{a[0]} - {b[0]}", **extra}
 
 
-def test_headline_answers_from_the_paired_interval():
+def test_headline_answers_from_the_holm_adjusted_p():
     summary = {"comparisons": {"lad": [
-        _comparison(["cmsc", 0.1], ["supervised", 1.0], 0.05, 0.01, 0.09),
-        _comparison(["simclr", 0.1], ["supervised", 1.0], -0.05, -0.09, -0.01),
-        _comparison(["byol", 0.1], ["supervised", 1.0], 0.01, -0.02, 0.04),
+        _comparison(["cmsc", 0.1], ["supervised", 1.0], 0.05, 0.01, 0.09, p_holm=0.01),
+        _comparison(["simclr", 0.1], ["supervised", 1.0], -0.05, -0.09, -0.01, p_holm=0.02),
+        _comparison(["byol", 0.1], ["supervised", 1.0], 0.01, -0.02, 0.04, p_holm=0.6),
+        # the unadjusted interval excludes 0, but Holm's p does not reach 0.05: the answer must follow Holm
+        _comparison(["cmsmlc", 0.1], ["supervised", 1.0], 0.04, 0.002, 0.08, p_holm=0.09),
         _comparison(["cmsc", 0.1], ["supervised", 0.1], 0.2, 0.1, 0.3),  # same fraction: not the headline
         _comparison(["cmsc", 1.0], ["supervised", 1.0], 0.0, -0.1, 0.1),
     ]}}
     lines = headline(summary, "lad")
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "cmsc at 10% vs supervised at 100%" in lines[0] and "yes, and it is better" in lines[0]
     assert "simclr" in lines[1] and "no, it is worse" in lines[1]
     assert "byol" in lines[2] and "not distinguishable" in lines[2]
+    assert "cmsmlc" in lines[3] and "not distinguishable" in lines[3] and "better" not in lines[3]
+    assert all("Holm-adjusted over the 6 comparisons of family *all of lad*" in line for line in lines)
     assert headline({"comparisons": {}}, "lad") == []
+
+
+def test_headline_names_the_family_and_its_size():
+    fam = {"family": "vs supervised at 100%", "family_size": 3, "correction": "Holm"}
+    summary = {"comparisons": {"lad": [
+        _comparison(["cmsc", 0.1], ["supervised", 1.0], 0.05, 0.01, 0.09, p_holm=0.049, **fam),
+        _comparison(["byol", 0.1], ["supervised", 1.0], 0.05, 0.01, 0.09, p_holm=0.05, **fam),
+        _comparison(["cmsc", 0.1], ["random_init", 0.1], 0.1, 0.05, 0.2, p_holm=0.01, family="vs random init",
+                    family_size=12),
+    ]}}
+    lines = headline(summary, "lad")
+    assert len(lines) == 2
+    assert "yes, and it is better" in lines[0] and "3 comparisons of family *vs supervised at 100%*" in lines[0]
+    assert "not distinguishable" in lines[1]  # p = 0.05 is not below 0.05
 
 
 @pytest.mark.slow
@@ -262,3 +281,146 @@ def test_quick_transfer_block_writes_pools_and_overlap(tmp_path, real_dataset, m
                                                    {"dataset": "cpsc2018", "root": str(data / "cpsc2018_sample")}]}),
                           tmp_path / "runs" / "t" / "split0" / "cmsc")
     assert again == pools
+
+
+def _cell(mean, lo, hi, **flags):
+    return {"mean": mean, "estimate": mean, "ci_low": lo, "ci_high": hi, "n_splits": 2, "real_fraction": 0.1,
+            **flags}
+
+
+def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path):
+    fam = {"family": "lad: vs supervised", "family_size": 2, "p_min": 0.0099, "p_holm_min": 0.0198}
+    summary = {"summary": {"lad": {
+        "cmsc": {"0.1": _cell(0.7, 0.6, 0.8, few_positives=True, class_patients=3, sigma_between=0.0412),
+                 "1": _cell(1.0, 1.0, 1.0, degenerate=True, sigma_between=0.0)},
+        "supervised": {"0.1": _cell(0.6, 0.5, 0.7, n_splits=1), "1": _cell(0.8, 0.7, 0.9)}}},
+        "comparisons": {"lad": [
+            _comparison(["cmsc", 0.1], ["supervised", 1.0], -0.1, -0.2, -0.01, p_holm=0.2, **fam),
+            _comparison(["cmsc", 0.1], ["supervised", 0.1], 0.1, 0.01, 0.2, p_holm=0.03, **fam)]},
+        "bootstrap": {"n_boot": 50, "n_redrawn": {"lad": 7}, "correction": "Holm (statsmodels) within each family"}}
+    block = ReportBlock(name="b", curve="c.yaml", title="B", not_applicable={"pclr": "one record per patient"})
+    done = {"block": block, "summary": summary, "pretrain_seconds": {"cmsc": [120.0, 240.0]},
+            "curve_seconds": [60.0, 60.0], "failed": {"byol": {"reason": "DatasetError: no", "seeds": [1]}},
+            "splits": [{"seed": 0, "val_patients": {"lad": 40}}, {"seed": 1, "val_patients": {"lad": 39}}]}
+    monkey_figures = tmp_path / "figs"
+    import ssl_ecg.report as report
+
+    original = report._figures
+    report._figures = lambda *a: []  # the plots are tested elsewhere; this test reads the text
+    try:
+        text = render_results([done], monkey_figures, wall_seconds=6.0, quick=False, full=True, n_boot=50, seed=0)
+    finally:
+        report._figures = original
+    assert "compute time of the stages (from their records) 8.0 min" in text  # 2 + 4 + 1 + 1 min
+    assert "this invocation's wall time 0.1 min" in text
+    assert "cmsc 3.0 min" in text and "evaluation 2.0 min in all" in text
+    assert "| cmsc | 0.700 [0.600, 0.800]† | 1.000 [1.000, 1.000]‡ |" in text
+    assert "† few positives" in text and "cmsc at 10% (3 patients on a class's smaller side)" in text
+    assert "‡ degenerate" in text
+    assert "| supervised | 0.600 [0.500, 0.700]§ |" in text and "supervised at 10% (1 of 2)" in text
+    assert "| *labelled validation patients used for selection (per split)* | 40, 39 | 40, 39 |" in text
+    assert "| cmsc | 0.041 | 0.000 |" in text  # between-split SD
+    assert "n_redrawn): 7" in text
+    assert ("Family *lad: vs supervised*: 2 comparisons, Holm; the smallest p the bootstrap can give is 0.0099, the "
+            "smallest adjusted p 0.02") in text
+    assert "not distinguishable (Holm-adjusted over the 2 comparisons of family *lad: vs supervised*" in text
+    assert "**byol**: pretraining failed in split seed [1] of [0, 1] (DatasetError: no)" in text
+    assert "**pclr**: one record per patient" in text
+    assert "not** counted in the fraction" in text
+
+
+def _fake_stages(monkeypatch, tmp_path, fail: dict[str, set[int]]):
+    """run_pretrain raising for (method, seed) in ``fail``, and a run_evaluation that records its encoders."""
+    import pandas as pd
+
+    import ssl_ecg.evaluate.runner as runner
+    import ssl_ecg.pretrain.run as pretrain
+    import ssl_ecg.report as report
+    from ssl_ecg.errors import DatasetError
+
+    calls: list[dict] = []
+
+    def run_pretrain(cfg, runs, progress=False):
+        if cfg.split_seed in fail.get(cfg.name, set()):
+            raise DatasetError(f"{cfg.name}: does not fit\nthe data")
+        return {"seconds": 30.0, "reused": True}
+
+    def run_evaluation(cfg, runs, progress=False):
+        calls.append({"seed": cfg.split_seed, "encoders": dict(cfg.encoders)})
+        out = Path(runs) / "curve"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "curve.json").write_text('{"wall_seconds": 5.0}')
+        arms = [*cfg.encoders, "byol", "random_init"]  # a stale byol row must be dropped as well
+        curve = pd.DataFrame({"task": "lad", "arm": arms, "probe": "logistic", "fraction": 1.0, "seed": 0,
+                              "metric": "auroc", "value": 0.5})
+        return {"curve": curve, "predictions": None, "out": out, "split_hash": f"h{cfg.split_seed}"}
+
+    monkeypatch.setattr(pretrain, "run_pretrain", run_pretrain)
+    monkeypatch.setattr(runner, "run_evaluation", run_evaluation)
+    monkeypatch.setattr(report, "validation_patients", lambda cfg, split: {"lad": 40})
+    return calls
+
+
+def test_a_method_failing_in_one_split_is_left_out_of_every_split(tmp_path, monkeypatch):
+    from ssl_ecg.report import run_block
+
+    _block(tmp_path, "b", methods={"cmsc": "recipes/pre.yaml", "byol": "recipes/pre.yaml"}, split_seeds=[0, 1])
+    (block,) = load_blocks(tmp_path)
+    calls = _fake_stages(monkeypatch, tmp_path, {"byol": {1}})
+    result = run_block(block, tmp_path / "runs")
+    assert result["failed"] == {"byol": {"reason": "DatasetError: byol: does not fit the data", "seeds": [1]}}
+    assert [c["encoders"] for c in calls] == [{"cmsc": str(tmp_path / "runs" / "b" / f"split{s}" / "cmsc")}
+                                              for s in (0, 1)]  # byol pretrained in split 0, yet left out there
+    assert all(set(s["curve"]["arm"]) == {"cmsc", "random_init"} for s in result["splits"])
+    assert result["pretrain_seconds"] == {"cmsc": [30.0, 30.0], "byol": [30.0]}  # the runs' records
+    assert result["curve_seconds"] == [5.0, 5.0]
+    again = run_block(block, tmp_path / "runs")  # a resumed sitting adds its record: reuse never counts as 0
+    assert again["curve_seconds"] == [10.0, 10.0] and again["pretrain_seconds"]["cmsc"] == [30.0, 30.0]
+
+
+@pytest.mark.slow
+def test_two_split_seeds_each_evaluated_on_its_own_split(tmp_path, real_dataset):
+    """Two split seeds on real LUDB (quick settings): each curve uses its own split, the encoders of seed k are
+    evaluated only on split k's test patients, and a method whose pretraining fails is listed and absent."""
+    import json
+
+    import numpy as np
+
+    from ssl_ecg.data.prepare import Split
+
+    real_dataset("ludb")
+    cache = str(Path.cwd() / "cache")
+    (tmp_path / "recipes").mkdir()
+    cmsc = yaml.safe_load((RESULTS.parent / "ludb_cmsc.yaml").read_text())
+    (tmp_path / "recipes" / "cmsc.yaml").write_text(yaml.safe_dump({**cmsc, "cache_dir": cache}))
+    # PCLR needs patients with 2+ records; LUDB has one each, so its pretraining fails
+    (tmp_path / "recipes" / "pclr.yaml").write_text(yaml.safe_dump({**cmsc, "method": "pclr", "cache_dir": cache}))
+    (tmp_path / "recipes" / "curve.yaml").write_text(
+        (RESULTS / "recipes" / "ludb_curve.yaml").read_text() + f"cache_dir: {cache}\n")
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({
+        "name": "two", "methods": {"cmsc": "recipes/cmsc.yaml", "pclr": "recipes/pclr.yaml"},
+        "curve": "recipes/curve.yaml", "split_seeds": [0, 1], "pretrain_overrides": {"epochs": 1, "max_steps": 2,
+                                                                                     "batch_size": 16},
+        "curve_overrides": {"tasks": ["lad"], "fractions": [1.0], "seeds": [0], "supervised": False,
+                            "feature_arm": False, "probes": ["logistic"]}}))
+    out = tmp_path / "RESULTS.md"
+    done = run_report(tmp_path, runs=tmp_path / "runs", out=out, n_boot=40)
+    text = out.read_text()
+    result = done["blocks"][0]
+    assert list(result["failed"]) == ["pclr"] and result["failed"]["pclr"]["seeds"] == [0, 1]
+    assert "**pclr**: pretraining failed in split seeds [0, 1]" in text and "| pclr |" not in text
+    assert "| cmsc |" in text and "| random_init |" in text
+    hashes = []
+    for seed, split in zip((0, 1), result["splits"]):
+        pretrained = json.loads((tmp_path / "runs" / "two" / f"split{seed}" / "cmsc" / "pretrain.json").read_text())
+        assert split["split_hash"] == pretrained["split_hash"]  # the curve ran on the encoder's own split
+        hashes.append(split["split_hash"])
+        test = set(Split.load(Path(split["out"]) / "split.json").patients["test"])
+        rows = split["curve"][split["curve"]["arm"] == "cmsc"]
+        assert len(rows) > 0
+        for fingerprint in rows["fingerprint"]:
+            with np.load(Path(split["out"]) / "predictions" / f"{fingerprint}.npz", allow_pickle=False) as z:
+                assert set(z["patients"].astype(str)) <= test  # only this split's test patients
+        assert split["val_patients"]["lad"] > 0
+    assert hashes[0] != hashes[1]  # two split seeds, two patient splits
+    assert "labelled validation patients used for selection (per split)" in text
