@@ -33,9 +33,26 @@ from ssl_ecg.evaluate.probe import DEFAULT_CS, ProbeData, ProbeResult, logistic_
 from ssl_ecg.evaluate.tasks import patient_labels, task_kind, task_y
 
 __all__ = ["WindowFeatures", "ProbeModel", "FittedProbe", "fit_probe_model", "probe_rows", "save_probe_head",
-           "load_probe_head", "HEAD_KINDS"]
+           "load_probe_head", "check_records", "HEAD_KINDS"]
 
 HEAD_KINDS = ("binary", "multiclass", "multilabel")
+
+
+def check_records(signals: np.ndarray | Tensor, window: int, name: str = "signals") -> None:
+    """Refuse records that cannot be cut into at least one ``window``-sample window.
+
+    Raises:
+        ConfigError: ``signals`` is not (R, L, T), ``window`` < 1, or T < ``window``; names the record count,
+            their length and the window.
+    """
+    shape = tuple(signals.shape)
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ConfigError(f"window: expected a number of samples >= 1, got {window!r}")
+    if len(shape) != 3:
+        raise ConfigError(f"{name}: shape {shape}; expected records (R, L, T)")
+    if shape[-1] < window:
+        raise ConfigError(f"{name}: the {shape[0]} record(s) have {shape[-1]} samples, shorter than one "
+                          f"{window}-sample window; expected records of at least {window} samples")
 
 
 class WindowFeatures(nn.Module):
@@ -113,8 +130,14 @@ class ProbeModel(nn.Module):
 
     @torch.no_grad()
     def record_logits(self, signals: np.ndarray | Tensor, window: int, batch_records: int = 64) -> np.ndarray:
-        """(R, L, T) records -> (R, K) logits: the mean of the logits of each record's non-overlapping windows."""
+        """(R, L, T) records -> (R, K) logits: the mean of the logits of each record's non-overlapping windows.
+
+        Raises:
+            ConfigError: ``signals`` is not (R, L, T), or its records are shorter than one ``window`` (checked
+                before any computation).
+        """
         x = torch.as_tensor(signals, dtype=torch.float32)
+        check_records(x, window)
         was_training = self.training
         self.eval()
         out = []

@@ -11,7 +11,8 @@ Two attribution methods, both from captum (Kokhlikyan et al., 2020) on a
   which is *complete*: sum_i IG_i(x) = F(x) - F(x'). captum approximates the integral with ``n_steps``
   Gauss-Legendre nodes; the returned convergence delta is the completeness error of that approximation. For a
   model linear in x, IG with a zero baseline is exactly x * dF/dx.
-* **Grad-CAM** (Selvaraju et al., ICCV 2017) on the encoder's last convolutional feature map A (N, C, T'):
+* **Grad-CAM** (Selvaraju et al., ICCV 2017) on the encoder's last rectified convolutional feature map A
+  (N, C, T') (the activation following the last convolution, see :func:`find_gradcam_layer`):
   weights a_c = mean_t dF/dA_ct, map = ReLU(sum_c a_c A_c) (T',), linearly interpolated to the S input samples.
   Per-lead encoders see each lead alone, so each lead gets its own map; a multi-lead encoder sees all leads in
   one feature map, so its map is shared by every lead (broadcast over L).
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.embed import tile_windows
-from ssl_ecg.evaluate.head import FittedProbe, ProbeModel
+from ssl_ecg.evaluate.head import FittedProbe, ProbeModel, check_records
 
 __all__ = ["SALIENCY_METHODS", "CLIP_PERCENTILE", "integrated_gradients", "grad_cam", "find_gradcam_layer",
            "record_attributions", "plot_saliency", "saliency_figure", "explain_records", "run_explain"]
@@ -136,13 +137,23 @@ def integrated_gradients(model: ProbeModel, x: Tensor, target: int | Sequence[in
     return attr.detach(), delta.detach()
 
 
-def find_gradcam_layer(model: ProbeModel, x: Tensor) -> tuple[str, nn.Module]:
-    """The encoder's last convolutional feature map: Grad-CAM's layer.
+#: Activations whose output, following the last convolution, is the rectified feature map Grad-CAM uses.
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish)
+#: Modules that may sit between a convolution and its activation without changing the map's shape or meaning.
+_BETWEEN = (nn.BatchNorm1d, nn.GroupNorm, nn.InstanceNorm1d, nn.Identity, nn.Dropout)
 
-    It is the last module, in the order the forward pass finishes them, that is or contains a ``Conv1d`` and
-    returns an (N, C, T') map with T' > 1 (a map of one time step carries no position). For the CLOCS encoder
-    that is its last ``Conv1d`` (its last pool leaves one step at 4-5 s windows); for ResNet1d the residual
-    ``blocks`` (after the last block's addition and ReLU).
+
+def find_gradcam_layer(model: ProbeModel, x: Tensor) -> tuple[str, nn.Module]:
+    """The encoder's last rectified convolutional feature map: Grad-CAM's layer.
+
+    Selvaraju et al. (ICCV 2017) take the feature maps of the last convolutional layer *after* its
+    rectification. The search: the last module, in the order the forward pass finishes them, that is or contains
+    a ``Conv1d`` and returns an (N, C, T') map with T' > 1 (a map of one time step carries no position); then,
+    when the modules finishing right after it are normalisations (BatchNorm, GroupNorm, Identity, Dropout) and
+    an activation (ReLU, ReLU6, GELU, SiLU, ...) called once per forward pass with the same output shape, that
+    activation instead. For the CLOCS encoder that is the ReLU after its last ``Conv1d`` and BatchNorm
+    (``features.12``; its last pool leaves one step at 4-5 s windows); for ResNet1d the residual ``blocks``
+    (which end with the last block's addition and ReLU already).
 
     Args:
         model: encoder + probe; x: an example (N, L, S) window batch (one forward pass, no gradients).
@@ -163,19 +174,33 @@ def find_gradcam_layer(model: ProbeModel, x: Tensor) -> tuple[str, nn.Module]:
     finished: list[tuple[str, nn.Module, tuple]] = []
     hooks = [module.register_forward_hook(lambda m, i, o, name=name: finished.append(
         (name, m, tuple(o.shape) if isinstance(o, Tensor) else ())))
-        for name, module in encoder.named_modules() if name and has_conv[name]]
+        for name, module in encoder.named_modules() if name]
     try:
         with _EvalMode(model), torch.no_grad():
             model(x[:1])
     finally:
         for hook in hooks:
             hook.remove()
-    maps = [(name, m) for name, m, shape in finished if len(shape) == 3 and shape[-1] > 1]
+    maps = [k for k, (name, m, shape) in enumerate(finished)
+            if has_conv[name] and len(shape) == 3 and shape[-1] > 1]
     if not maps:
         raise ConfigError(f"grad_cam: no convolutional layer of {type(encoder).__name__} keeps more than one time "
                           f"step at {x.shape[-1]}-sample windows; expected a (N, C, T'>1) feature map "
                           f"(pass layer= or use method='ig')")
-    return maps[-1]
+    last = maps[-1]
+    calls: dict[int, int] = {}
+    for _, m, _ in finished:
+        calls[id(m)] = calls.get(id(m), 0) + 1
+    for name, m, shape in finished[last + 1:]:  # the activation rectifying that map, if it follows directly
+        if shape != finished[last][2]:
+            break
+        if isinstance(m, _ACTIVATIONS):
+            if calls[id(m)] == 1:  # a shared activation module would give captum another call's output
+                return name, m
+            break
+        if not isinstance(m, _BETWEEN):
+            break
+    return finished[last][0], finished[last][1]
 
 
 def grad_cam(model: ProbeModel, x: Tensor, target: int | Sequence[int] = 0, layer: nn.Module | None = None,
@@ -236,10 +261,7 @@ def record_attributions(model: ProbeModel, signals: np.ndarray | Tensor, window:
     if method not in SALIENCY_METHODS:
         raise ConfigError(f"method: expected one of {list(SALIENCY_METHODS)}, got {method!r}")
     x = torch.as_tensor(signals, dtype=torch.float32)
-    if x.ndim != 3:
-        raise ConfigError(f"signals: expected records (R, L, T), got shape {tuple(x.shape)}")
-    if x.shape[-1] < window:
-        raise ConfigError(f"signals: records have {x.shape[-1]} samples, fewer than one {window}-sample window")
+    check_records(x, window)
     windows = tile_windows(x, window)  # (R, W, L, S)
     r, n_w = windows.shape[:2]
     flat = windows.reshape(r * n_w, *windows.shape[2:])
@@ -396,11 +418,12 @@ def explain_records(fitted: FittedProbe, signals: np.ndarray, table: pd.DataFram
         n_steps: integrated-gradient nodes; meta: extra keys for ``saliency.json``.
 
     Returns:
-        The ``saliency.json`` contents.
+        The ``saliency.json`` contents; ``note`` says when ``top_k`` exceeds the split's records (all are
+        explained then; ``selection`` says so too), else None.
 
     Raises:
         ConfigError: unknown method, split, target or record id (one not in ``split``), both or neither of
-            ``records`` and ``top_k`` wrong.
+            ``records`` and ``top_k`` wrong, or records shorter than one window (before any computation).
     """
     from augmentations.peaks import r_peak_positions
 
@@ -415,12 +438,14 @@ def explain_records(fitted: FittedProbe, signals: np.ndarray, table: pd.DataFram
     for column in ("record_id", "patient_id"):
         if column not in table.columns:
             raise ConfigError(f"table: expected a {column!r} column, got {sorted(table.columns)}")
+    check_records(np.asarray(signals), window)
     model = fitted.model
     t_index = _target_index(model, target)
     rows = np.asarray(fitted.rows[split], dtype=np.int64)
     ids = table["record_id"].astype(str).to_numpy()
     scores = model.record_scores(np.asarray(signals)[rows], window)
     scores = scores if scores.ndim == 1 else scores[:, t_index]
+    note = None
     if records is not None:
         where = {rid: k for k, rid in enumerate(ids[rows])}
         missing = [str(r) for r in records if str(r) not in where]
@@ -433,6 +458,10 @@ def explain_records(fitted: FittedProbe, signals: np.ndarray, table: pd.DataFram
         k = int(top_k or 3)
         chosen = list(np.argsort(-scores, kind="stable")[:k])
         selection = f"top {k} {split} records by the positive-class score"
+        if k > len(rows):
+            note = (f"top_k {k} asked, but the {split} split of this task has only {len(rows)} records: all "
+                    f"{len(rows)} are explained")
+            selection += f"; {note}"
     picked = rows[chosen]
     x = np.asarray(signals, dtype=np.float32)[picked]
     attr, delta = record_attributions(model, x, window, t_index, method, n_steps)
@@ -458,6 +487,7 @@ def explain_records(fitted: FittedProbe, signals: np.ndarray, table: pd.DataFram
                         "r_peaks": int(counts[rank]), "completeness_delta": None if np.isnan(delta[rank])
                         else float(delta[rank])})
     summary = {"method": method, "target": _json_value(target_name), "split": split, "selection": selection,
+               "note": note,
                "window": int(window), "fs": float(fs), "n_steps": int(n_steps) if method == "ig" else None,
                "record_attribution": "window attributions concatenated and divided by the number of windows",
                "records": entries, **(meta or {})}

@@ -93,3 +93,22 @@ def test_bad_inputs_are_named(tmp_path):
     feats = torch.nn.Identity()
     with pytest.raises(ConfigError, match="do not fit"):
         ProbeModel(feats, torch.zeros(3), torch.ones(3), torch.zeros(1, 4), torch.zeros(1), "binary")
+
+
+def test_record_logits_refuse_records_shorter_than_the_window_before_computing():
+    signals, table, splits = _data("binary")
+    torch.manual_seed(0)
+    enc = build_encoder({"name": "clocs", "in_channels": 1, "input_len": 400, "embed_dim": 16})
+    fitted = fit_probe_model(enc, signals, table, splits, "task", window=400, per_lead=True)
+    calls = []
+    hook = enc.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ConfigError, match=r"signals: the 5 record\(s\) have 300 samples, shorter than one "
+                                              r"400-sample window"):
+            fitted.model.record_logits(signals[:5, :, :300], 400)
+        with pytest.raises(ConfigError, match=r"signals: shape \(3, 400\); expected records \(R, L, T\)"):
+            fitted.model.record_scores(signals[0, :, :400], 400)
+        assert not calls  # refused before the encoder ran
+        assert fitted.model.record_logits(signals[:2, :, :400], 400).shape == (2, 1)
+    finally:
+        hook.remove()

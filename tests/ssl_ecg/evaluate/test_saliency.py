@@ -140,11 +140,23 @@ def _gradcam_reference(model: ProbeModel, layer: nn.Module, x: torch.Tensor) -> 
     return cam.detach().numpy()
 
 
-@pytest.mark.parametrize("name,expected", [("clocs", "features.10"), ("resnet1d", "blocks")])
-def test_gradcam_finds_the_last_conv_map_and_matches_a_float64_reference(name, expected):
+@pytest.mark.parametrize("name,expected", [("clocs", "features.12"), ("resnet1d", "blocks")])
+def test_gradcam_finds_the_last_rectified_conv_map_and_matches_a_float64_reference(name, expected):
     model, x = _model(name, True), _x(2)
     layer_name, layer = find_gradcam_layer(model, x)
     assert layer_name == expected
+    # Selvaraju et al.'s map is rectified: the chosen layer's output is >= 0; CLOCS' raw last conv output is not
+    maps = {}
+    encoder = model.features.encoder
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o.detach()))
+             for n, m in encoder.named_modules() if n in (expected, "features.10")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert (maps[expected] >= 0).all() and maps[expected].shape[-1] > 1
+    if name == "clocs":
+        assert isinstance(layer, nn.ReLU) and (maps["features.10"] < 0).any()
     cam = grad_cam(model, x).double().numpy()
     ref = _gradcam_reference(model, layer, x).reshape(2, LEADS, S)  # per-lead instances, lead-major per window
     np.testing.assert_allclose(cam, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
@@ -291,3 +303,19 @@ def test_explain_command_end_to_end(tmp_path, ecg_like, capsys, monkeypatch):
         assert message in err and err.count("\n") == 1
     assert main(["explain", str(recipe), "--task", "nope", "--runs", str(runs), "--quiet"]) == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_explain_records_refuses_short_records_and_notes_a_top_k_above_the_split(tmp_path):
+    fitted, signals, table = _fitted()
+    with pytest.raises(ConfigError, match=r"signals: the 30 record\(s\) have 300 samples, shorter than one "
+                                          r"400-sample window"):
+        explain_records(fitted, signals[..., :300], table, tmp_path / "short", S, 100.0, top_k=1)
+    assert not (tmp_path / "short").exists()  # before any computation or file
+    with pytest.raises(ConfigError, match=r"shorter than one 400-sample window"):
+        record_attributions(fitted.model, signals[:2, :, :300], S)
+    out = explain_records(fitted, signals, table, tmp_path / "all", S, 100.0, top_k=10, method="gradcam")
+    assert len(out["records"]) == 6  # the test split has 6 records
+    assert out["note"] == "top_k 10 asked, but the test split of this task has only 6 records: all 6 are explained"
+    assert out["note"] in out["selection"]  # the CLI prints the selection
+    assert explain_records(fitted, signals, table, tmp_path / "two", S, 100.0, top_k=2,
+                           method="gradcam")["note"] is None
