@@ -16,7 +16,12 @@ from torch import nn
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.models.registry import ENCODERS, build_encoder
 
-__all__ = ["encoder_summary", "summarize_registry", "count_macs"]
+__all__ = ["encoder_summary", "summarize_registry", "count_macs", "MAX_INPUT_SAMPLES"]
+
+#: The most samples per lead a summary builds an input of (10^7: e.g. 11 h at 250 Hz; a 12-lead float32 record of
+#: that length is already 480 MB and every encoder runs on it): beyond it ``fs x seconds`` is a typo, refused
+#: before any memory is taken.
+MAX_INPUT_SAMPLES = 10**7
 
 #: Element-wise layers that ptflops' pytorch backend would count as one (BatchNorm: two) operation per element.
 #: They are left out, so "MACs" means the multiply-accumulates of convolutions, linear layers and attention, as
@@ -170,7 +175,8 @@ def summarize_registry(fs: float = 250, seconds: float = 10, leads: int = 12, th
         A ``pandas.DataFrame`` with the columns of :func:`encoder_summary`, in registry order.
 
     Raises:
-        ConfigError: fs or seconds not a finite number > 0, or fewer than one sample, lead or thread.
+        ConfigError: fs or seconds not a finite number > 0, fewer than one sample, lead or thread, or more than
+            :data:`MAX_INPUT_SAMPLES` samples per lead.
     """
     import pandas as pd
 
@@ -180,9 +186,12 @@ def summarize_registry(fs: float = 250, seconds: float = 10, leads: int = 12, th
     _positive_int("leads", leads)
     if in_channels is not None and in_channels not in (1, leads):
         raise ConfigError(f"in_channels: expected 1 (per lead) or leads = {leads}, got {in_channels!r}")
-    input_len = round(fs * seconds)
+    input_len = round(fs * seconds) if math.isfinite(fs * seconds) else math.inf
     if input_len < 1:
         raise ConfigError(f"fs x seconds: {fs} Hz x {seconds} s is {fs * seconds:g} samples; expected at least 1")
+    if input_len > MAX_INPUT_SAMPLES:
+        raise ConfigError(f"fs x seconds: {fs:g} Hz x {seconds:g} s is {fs * seconds:.3g} samples per lead; expected "
+                          f"at most {MAX_INPUT_SAMPLES:.0e} (check --fs and --seconds)")
     rows = [encoder_summary(default_config(name, input_len, in_channels), leads, input_len, threads=threads,
                             repeats=repeats) for name in ENCODERS]
     return pd.DataFrame(rows)

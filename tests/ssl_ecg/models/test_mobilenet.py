@@ -86,11 +86,69 @@ def test_v2_last_conv_is_not_thinned_below_width_one():
     assert MobileNetV2_1d(width_mult=2.0).out_channels == 192
 
 
+def _inverted_residual_reference(block: InvertedResidual1d, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Sandler et al.'s bottleneck written out in float64 loops from the block's weights: 1x1 expansion -> BN ->
+    ReLU6, depthwise conv (same padding, ``stride``) -> BN -> ReLU6, 1x1 projection -> BN, plus the input when
+    the shapes allow."""
+    import numpy as np
+
+    def bn(y, m):  # eval-mode BatchNorm from running statistics
+        g, b = m.weight.detach().double().numpy(), m.bias.detach().double().numpy()
+        mu, var = m.running_mean.double().numpy(), m.running_var.double().numpy()
+        return (y - mu[:, None]) / np.sqrt(var[:, None] + m.eps) * g[:, None] + b[:, None]
+
+    def relu6(y):
+        return np.minimum(np.maximum(y, 0.0), 6.0)
+
+    expand, depthwise, project = (seq for seq in block.body)
+    w_e = expand[0].weight.detach().double().numpy()[:, :, 0]       # (hidden, c_in)
+    w_d = depthwise[0].weight.detach().double().numpy()[:, 0, :]    # (hidden, k)
+    w_p = project[0].weight.detach().double().numpy()[:, :, 0]      # (c_out, hidden)
+    k = w_d.shape[1]
+    out = []
+    for item in x.double().numpy():                                 # (c_in, T)
+        h = relu6(bn(w_e @ item, expand[1]))
+        t = h.shape[1]
+        padded = np.pad(h, ((0, 0), (k // 2, k // 2)))
+        t_out = (t + 2 * (k // 2) - k) // stride + 1
+        d = np.zeros((h.shape[0], t_out))
+        for c in range(h.shape[0]):
+            for j in range(t_out):
+                d[c, j] = sum(w_d[c, i] * padded[c, j * stride + i] for i in range(k))
+        d = relu6(bn(d, depthwise[1]))
+        y = bn(w_p @ d, project[1])
+        out.append(y + item if stride == 1 and y.shape == item.shape else y)
+    return torch.from_numpy(np.stack(out))
+
+
+def _randomise_bn(module: nn.Module) -> None:
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_inverted_residual_matches_a_float64_reference(stride):
+    torch.manual_seed(0)
+    block = InvertedResidual1d(8, 8, kernel=5, stride=stride, expansion=3).eval()
+    _randomise_bn(block)
+    x = torch.randn(2, 8, 40)
+    ref = _inverted_residual_reference(block, x, stride)
+    with torch.no_grad():
+        got = block(x)
+    assert got.shape == ref.shape == (2, 8, 40 // stride)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    assert block.use_residual == (stride == 1)
+
+
 def test_inverted_residual_uses_its_shortcut():
     torch.manual_seed(0)
     block = InvertedResidual1d(8, 8, kernel=5, stride=1, expansion=3).eval()
     x = torch.randn(2, 8, 40)
-    torch.testing.assert_close(block(x), x + block.body(x))
     assert not torch.allclose(block(x), x)
     with torch.no_grad():  # projection BN -> 0: only the shortcut is left
         block.projection_bn.weight.zero_()

@@ -80,7 +80,21 @@ def test_summary_of_a_multi_lead_config():
     row = encoder_summary(config, 12, 300, repeats=2, warmup=0)
     enc = build_encoder(config)
     assert row["input"] == "1 x (12, 300)" and row["encoder"] == "mobilenet1d"
-    assert row["macs"] == count_macs(enc, 12, 300) and row["params"] == sum(p.numel() for p in enc.parameters())
+    # default table: stem (8, stride 6), rows (16, 4), (32, 4), (64, 2), (96, 2), kernel 7, same padding, no biases
+    t0 = math.ceil(300 / 6)
+    t1, t2 = math.ceil(t0 / 4), math.ceil(math.ceil(t0 / 4) / 4)
+    t3, t4 = math.ceil(t2 / 2), math.ceil(math.ceil(t2 / 2) / 2)
+    by_hand = (conv_macs(12, 8, 7, t0)
+               + conv_macs(8, 8, 7, t1, groups=8) + conv_macs(8, 16, 1, t1)
+               + conv_macs(16, 16, 7, t2, groups=16) + conv_macs(16, 32, 1, t2)
+               + conv_macs(32, 32, 7, t3, groups=32) + conv_macs(32, 64, 1, t3)
+               + conv_macs(64, 64, 7, t4, groups=64) + conv_macs(64, 96, 1, t4)
+               + 96 * 16 + 16)
+    assert (t0, t1, t2, t3, t4) == (50, 13, 4, 2, 1)
+    assert row["macs"] == by_hand
+    params = (12 * 8 * 7 + 16 + (8 * 7 + 16 + 8 * 16 + 32) + (16 * 7 + 32 + 16 * 32 + 64)
+              + (32 * 7 + 64 + 32 * 64 + 128) + (64 * 7 + 128 + 64 * 96 + 192) + 96 * 16 + 16)
+    assert row["params"] == params == sum(p.numel() for p in enc.parameters())
 
 
 def test_summary_errors():
@@ -96,6 +110,17 @@ def test_summary_errors():
         summarize_registry(fs=float("nan"))
     with pytest.raises(ConfigError, match=r"in_channels: expected 1 \(per lead\) or leads = 12, got 5"):
         summarize_registry(in_channels=5)
+    with pytest.raises(ConfigError, match=r"fs x seconds: 1e\+09 Hz x 3600 s is 3.6e\+12 samples per lead; "
+                                          r"expected at most 1e\+07"):
+        summarize_registry(fs=1e9, seconds=3600)
+    with pytest.raises(ConfigError, match=r"fs x seconds: .* samples per lead; expected at most 1e\+07"):
+        summarize_registry(fs=1e300, seconds=1e300)  # overflows to inf
+
+
+def test_cli_models_refuses_absurd_lengths_in_one_line(capsys):
+    assert main(["models", "--fs", "1e6", "--seconds", "3600"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "fs x seconds: 1e+06 Hz x 3600 s is 3.6e+09 samples per lead" in err
 
 
 @pytest.mark.parametrize("in_channels", [1, 12])
