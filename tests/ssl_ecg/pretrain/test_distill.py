@@ -437,3 +437,75 @@ def test_the_student_matches_the_standardised_target_on_held_out_patients(ludb, 
         baselines.append(_held_out_cosine(random, torch.nn.Linear(6, 24), teacher, stats, xt, xs))
     assert got > 0.35, got
     assert max(baselines) < 0.2, baselines
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pools with test patients, the probe's recipe in the fingerprint, the challenge year, rank 0
+
+
+@pytest.mark.parametrize("pool", ["all", "train+test", "test"])
+def test_a_pool_with_the_teachers_test_patients_is_refused(runs, pool):
+    with pytest.raises(ConfigError, match="allow_test_patients") as err:
+        run_distill(_cfg(runs, "with_test", pool=pool), runs=runs, progress=False)
+    assert "\n" not in str(err.value) and f"pool={pool!r}" in str(err.value)
+    assert not (runs / "with_test").exists()
+
+
+def test_allowed_test_patients_are_recorded_and_flagged_by_evaluation(ludb, runs, student):
+    result = run_distill(_cfg(runs, "with_test", pool="all", allow_test_patients=True, epochs=1), runs=runs,
+                         progress=False)
+    prov = load_provenance(result["encoder"])
+    split = Split.load(runs / "with_test" / "split.json")
+    assert prov["allow_test_patients"] is True and result["allow_test_patients"] is True
+    assert set(split.patients["test"]) <= set(prov["pool_patients"])
+    assert load_provenance(runs / "student")["allow_test_patients"] is False
+    cfg = EvalConfig(dataset="ludb", root=str(ludb), fs=100.0, window=2.0, leads=["II"], random_init=False,
+                     encoders={"student": str(result["encoder"])}, cache_dir=str(runs.parent / "cache"))
+    with pytest.raises(LeakageError, match="student"):
+        evaluation_inputs(cfg)
+    flagged = evaluation_inputs(replace(cfg, allow_overlap=True)).checks["student"]["overlap"]
+    assert flagged["allowed"] and flagged["by_patient"] == len(split.patients["test"])
+
+
+def _eval_recipe(path: Path, ludb: Path, runs: Path, **extra) -> Path:
+    lines = [f"dataset: ludb", f"root: {ludb}", "fs: 100.0", "leads: [I, II, V2]", "window: 2.0",
+             f"cache_dir: {runs.parent / 'cache'}", *(f"{k}: {v}" for k, v in extra.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_fingerprint_follows_the_probe_recipes_contents_and_the_probe_gets_the_challenge_year(
+        ludb, runs, tmp_path, monkeypatch):
+    seen = []
+    fit = distill_module.fit_probe_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("challenge_year", "missing"))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "fit_probe_model", spy)
+    monkeypatch.setattr(distill_module, "challenge_year", lambda name: {"ludb": 2021}.get(name))
+    recipe = _eval_recipe(tmp_path / "a.yaml", ludb, runs)
+    cfg = _cfg(runs, "probe_recipe", epochs=1, logits={"task": "lad", "recipe": str(recipe)})
+    first = run_distill(cfg, runs=runs, progress=False)
+    assert seen == [2021]  # the curve's scoring year of the probe's data (runner.curve_spec)
+    # the same contents under another path: the same student
+    moved = _eval_recipe(tmp_path / "b.yaml", ludb, runs)
+    again = run_distill(replace(cfg, logits={"task": "lad", "recipe": str(moved)}), runs=runs, progress=False)
+    assert again["reused"] and again["losses"] == first["losses"]
+    # an edited recipe is another probe: not silently reused
+    _eval_recipe(recipe, ludb, runs, bad_leads="drop_record")
+    with pytest.raises(ConfigError, match="already holds a run of a different recipe"):
+        run_distill(cfg, runs=runs, progress=False)
+    assert seen == [2021]
+
+
+def test_only_rank_0_writes_the_run_folder(runs, monkeypatch):
+    from pytorch_lightning.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    result = run_distill(_cfg(runs, "rank1", epochs=1), runs=runs, progress=False)
+    out = runs / "rank1"
+    written = {p.name for p in out.iterdir()} if out.exists() else set()
+    assert not written & {"run.json", "split.json", "encoder.pt", "encoder.json", "pretrain.json"}
+    assert result["encoder"] == out / "encoder.pt" and result["target_standardization"]["records"] > 0
