@@ -390,7 +390,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_shape: Sequen
             bad = ~np.isfinite(real_inputs).all(axis=(1, 2))
             if bad.any():
                 raise ConfigError(f"real_inputs: windows {np.flatnonzero(bad)[:5].tolist()} ({int(bad.sum())} of "
-                                  f"{len(real_inputs)}) hold NaN or inf; expected finite signals to check the export on")
+                                  f"{len(real_inputs)}) hold NaN or inf; expected finite signals to check the export "
+                                  "on")
         path.parent.mkdir(parents=True, exist_ok=True)
         program, exporter = _capture(model, shape, path, input_name, output_name)
         proto = program.model_proto
