@@ -47,7 +47,9 @@ Both halve the size of float32. A lead that is all zero gets ``s = 1``.
 
 Reading. :class:`ShardCache` keeps the shard boundaries (one int64 per shard)
 and memory-maps ``lengths.npy``; a shard's data is memory-mapped on first use
-(at most :data:`OPEN_SHARDS` per process, least recently used closed first).
+(at most :data:`OPEN_SHARDS` per process, least recently used closed first:
+an open shard is one map and about a kilobyte, whereas reopening costs a header read, and uniform random
+access touches every shard).
 A window read is a strided view of one record, dequantised to float32.
 :class:`ShardWindows` gives the items of
 :class:`~ssl_ecg.data.dataset.CacheWindows` (one per record) or
@@ -90,8 +92,9 @@ SHARD_FORMAT = 1
 SHARD_BACKEND = "safetensors"
 #: Storage dtypes of the samples.
 STORAGE_DTYPES = ("int16", "float16")
-#: Shards a process keeps memory-mapped at once.
-OPEN_SHARDS = 64
+#: Shards a process keeps memory-mapped at once (one map and ~1 kB each; 16,384 shards of 1,024 records cover
+#: 16 M records). Uniform random access over more shards than this reopens shards (a header read each).
+OPEN_SHARDS = 16384
 
 _MANIFEST, _RECORDS, _PATIENTS = "manifest.json", "records.jsonl", "patients.json"
 _LENGTHS, _CODES, _STARTS = "lengths.npy", "patient_codes.npy", "shard_starts.npy"
@@ -173,6 +176,9 @@ class _Shard:
 
     def __init__(self, path: Path):
         start, header = _read_header(path)
+        # one map per shard, and plain ndarray views of it (slicing np.memmap objects costs more than the read):
+        # an open shard costs about a kilobyte of Python objects, so thousands can stay open
+        whole = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
         arrays = {}
         for name in _TENSORS:
             info = header[name]
@@ -185,16 +191,10 @@ class _Shard:
             count = int(np.prod(shape)) if shape else 1
             if count * np.dtype(dtype).itemsize != hi - lo:
                 raise DatasetError(f"{path}: corrupt shard (tensor {name!r} of shape {shape} in {hi - lo} bytes)")
-            if count == 0:
-                arrays[name] = np.zeros(shape, dtype=dtype)
-            else:
-                # a plain ndarray view of the map: slicing np.memmap objects costs more than the read
-                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + lo, shape=shape).view(np.ndarray)
+            arrays[name] = whole[start + lo:start + hi].view(dtype).reshape(shape)
         self.path = path
-        self.signals = arrays["signals"]
-        self.scales = np.array(arrays["scales"])  # (R, L): small, copied
-        self.offsets = np.array(arrays["offsets"])
-        self.lengths = np.array(arrays["lengths"])
+        self.signals, self.scales = arrays["signals"], arrays["scales"]
+        self.offsets, self.lengths = arrays["offsets"], arrays["lengths"]
         n_leads = self.scales.shape[1] if self.scales.ndim == 2 else 0
         if len(self.offsets) and int(self.offsets[-1] + n_leads * self.lengths[-1]) != len(self.signals):
             raise DatasetError(f"{path}: corrupt shard (its offsets do not match its {len(self.signals)} samples)")
