@@ -308,8 +308,9 @@ def _quantize(args: argparse.Namespace) -> int:
     import json
 
     from ssl_ecg.deploy.export import confined, fit_recipe_probe
-    from ssl_ecg.deploy.quantize import quantize_probe_model
+    from ssl_ecg.deploy.quantize import check_calibration, quantize_probe_model
 
+    check_calibration(args.calibration)  # before the probe is fitted
     rp = fit_recipe_probe(args.recipe, args.task, args.fraction, args.seed, encoder=args.encoder)
     report = quantize_probe_model(rp.fitted, rp.inputs.signals, rp.inputs.window, args.out,
                                   calibration=args.calibration, seed=args.seed, per_channel=args.per_channel,

@@ -76,10 +76,34 @@ def check_provenance(provenance: Any, source: str) -> dict | None:
 
 
 def read_provenance(path: str | os.PathLike, source: str | None = None) -> dict | None:
-    """The checked provenance of the encoder at ``path`` (``.pt`` or run folder); None when it has none."""
-    from ssl_ecg.checkpoint import load_provenance
+    """The checked provenance of the encoder at ``path`` (``.pt``, run folder, or an ``ssl-ecg export`` folder,
+    whose ``encoder.json`` is the run's copy); None when it has none.
 
-    return check_provenance(load_provenance(path), source or str(path))
+    Raises:
+        ConfigError: beside an exported ``model_card.json``, the ``encoder.json`` names another pool or split than
+            the card (a provenance file from another run).
+    """
+    import hashlib
+    import json
+
+    from ssl_ecg.checkpoint import MODEL_CARD_FILE, _config_path, load_provenance
+
+    who = source or str(path)
+    provenance = check_provenance(load_provenance(path), who)
+    card_path = _config_path(path).with_name(MODEL_CARD_FILE)
+    if card_path.is_file():  # the exported form: the card (written with the weights) must describe this pool
+        try:
+            pre = json.loads(card_path.read_text(encoding="utf-8")).get("pretraining") or {}
+        except (OSError, ValueError, AttributeError):
+            raise ConfigError(f"{card_path}: expected a JSON model card with a 'pretraining' block") from None
+        pool = provenance["pool_patients"] if provenance else []
+        mine = hashlib.sha256("\n".join(sorted(map(str, pool))).encode()).hexdigest() if pool else None
+        split = provenance["split"]["hash"] if provenance else None
+        if pre.get("pool_hash") != mine or (provenance is not None and pre.get("split_hash") != split):
+            raise ConfigError(f"{who}: its encoder.json names pool {str(mine)[:12]} / split {str(split)[:12]}, but "
+                              f"{card_path.name} pool {str(pre.get('pool_hash'))[:12]} / split "
+                              f"{str(pre.get('split_hash'))[:12]}; expected the encoder.json exported with it")
+    return provenance
 
 
 def check_known(arm: str, provenance: dict | None, allow_unknown: bool, source: str | None = None) -> bool:
