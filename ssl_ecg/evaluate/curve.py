@@ -43,6 +43,7 @@ from ssl_ecg.evaluate.metrics import tune_thresholds
 from ssl_ecg.evaluate.plots import plot_curve, plot_differences, plot_labels_needed
 from ssl_ecg.evaluate.probe import DEFAULT_CS, ProbeData, fit_probe
 from ssl_ecg.evaluate.stats import (
+    FEW_POSITIVES,
     HIERARCHICAL_BOOTSTRAP,
     SplitPredictions,
     aulc,
@@ -50,7 +51,8 @@ from ssl_ecg.evaluate.stats import (
     hierarchical_replicates,
     holm,
     labels_needed_distribution,
-    percentile_interval,
+    min_bootstrap_p,
+    split_contrast,
     task_rng,
     verdict,
 )
@@ -592,32 +594,49 @@ def _pct(f: float) -> str:
     return f"{100 * float(f):g}%"
 
 
+#: The pre-specified comparison families of a task, each Holm-corrected on its own (see :func:`summarize_runs`).
+FAMILIES = ("headline", "vs random_init", "vs supervised", "vs features")
+#: The hand-crafted feature arm (``ssl_ecg.evaluate.runner.FEATURE_ARM``; runner imports this module).
+_FEATURES = "features"
+
+
 def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, confidence: float) -> list[dict]:
-    """Paired differences of the panel's bootstrapped cells, Holm-adjusted over the panel's family."""
+    """Paired differences of the panel's bootstrapped cells (:func:`~ssl_ecg.evaluate.stats.split_contrast` over
+    the splits holding both cells), Holm-adjusted within each of :data:`FAMILIES`."""
     pairs = []
     for line, (arm, probe) in lines.items():
         if arm in ("random_init", "supervised"):
             continue
         fracs = sorted(f for (ln, f) in cells if ln == line)
-        for ref in (line_name("random_init", probe), "supervised"):
-            pairs += [((line, f), (ref, f)) for f in fracs if (ref, f) in cells]
+        refs = [("vs random_init", line_name("random_init", probe)), ("vs supervised", "supervised")]
+        if arm != _FEATURES:
+            refs.append(("vs features", line_name(_FEATURES, probe)))
+        for family, ref in refs:
+            pairs += [(family, (line, f), (ref, f)) for f in fracs if (ref, f) in cells]
         low = low_fraction if low_fraction in fracs else min(fracs)
         if low < 1.0 and (line, low) in cells and ("supervised", 1.0) in cells:
-            pairs.append(((line, low), ("supervised", 1.0)))
+            pairs.append(("headline", (line, low), ("supervised", 1.0)))
     out = []
-    for a, b in pairs:
+    n_boot = len(next(iter(boot["replicates"].values()))) if boot["replicates"] else 0
+    for family, a, b in pairs:
         if a not in boot["replicates"] or b not in boot["replicates"]:
             continue
-        d = boot["replicates"][a] - boot["replicates"][b]
-        lo, hi = percentile_interval(d, confidence)
+        res = split_contrast(boot, {a: 1.0, b: -1.0}, confidence)
+        if res.n_splits == 0:  # no split holds both cells: nothing is paired
+            continue
         name = (f"{a[0]} - {b[0]} at {_pct(a[1])}" if a[1] == b[1]
                 else f"{a[0]} - {b[0]} at {_pct(a[1])} vs {_pct(b[1])}")
-        out.append({"name": name, "a": [a[0], a[1]], "b": [b[0], b[1]],
-                    "estimate": boot["estimate"][a] - boot["estimate"][b], "ci_low": lo, "ci_high": hi,
-                    "p": bootstrap_p_value(d)})
-    for c, p in zip(out, holm([c["p"] for c in out])):
-        c["p_holm"] = float(p)
-        c["verdict"] = verdict(c["name"], c["estimate"], c["ci_low"], c["ci_high"], c["p_holm"], "Holm")
+        out.append({"name": name, "a": [a[0], a[1]], "b": [b[0], b[1]], "family": family,
+                    "estimate": res.estimate, "ci_low": res.low, "ci_high": res.high,
+                    "p": bootstrap_p_value(res.replicates), "n_splits": res.n_splits,
+                    "sigma_between": res.sigma_between, "p_min": min_bootstrap_p(n_boot)})
+    for family in FAMILIES:
+        members = [c for c in out if c["family"] == family]
+        for c, p in zip(members, holm([c["p"] for c in members])):
+            c["family_size"] = len(members)
+            c["p_holm"] = float(p)
+            c["p_holm_min"] = float(min(1.0, len(members) * c["p_min"]))
+            c["verdict"] = verdict(c["name"], c["estimate"], c["ci_low"], c["ci_high"], c["p_holm"], "Holm")
     return out
 
 
@@ -650,17 +669,35 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
     Each run is one split (its ``curve.csv`` rows and its ``predictions/`` folder,
     or None); several runs of the same grid on different split seeds combine into
     one summary. Intervals come from :func:`~ssl_ecg.evaluate.stats.hierarchical_replicates`:
-    every replicate resamples the splits, then the label draws (seeds) within a
-    split, then the test patients within that split's test set; the estimate is
-    the mean over splits and draws of the full-test-set AUROC. A cell with a row
+    every replicate resamples the test patients (once per patient id across the
+    splits' test sets) and the label draws (seeds); the estimate is the mean over
+    splits and draws of the full-test-set AUROC. A cell with a row
     lacking stored predictions (or a metric other than AUROC, e.g. the challenge
     score) falls back to a t interval over its rows, and its ``interval`` says so.
 
-    Every line of a task shares the replicates, so differences are paired:
-    each encoder line vs ``random_init`` (same probe) and vs ``supervised`` at
-    every fraction, and at ``low_fraction`` (10%; else its smallest fraction)
-    vs ``supervised`` at 100%; p-values are two-sided bootstrap p-values,
-    Holm-adjusted within each task's family of comparisons.
+    The splits are fixed: the between-split (run-to-run) variance is added by the
+    method of moments (:func:`~ssl_ecg.evaluate.stats.split_contrast`; each cell
+    and comparison records ``sigma_between``, the between-split SD, and
+    ``n_splits``). A cell missing from some splits averages the splits it has
+    (its ``n_splits`` says how many), and a comparison uses only the splits
+    holding both cells.
+
+    Every line of a task shares the replicates, so differences are paired. The
+    comparisons fall in pre-specified families (:data:`FAMILIES`), each
+    Holm-adjusted on its own within a task: ``headline`` (each encoder or
+    feature line at ``low_fraction``, 10% or else its smallest fraction, vs
+    ``supervised`` at 100%), ``vs random_init`` (same probe, each fraction),
+    ``vs supervised`` (each fraction) and ``vs features`` (each encoder line vs
+    the hand-crafted feature arm with the same probe, where it exists). p-values
+    are two-sided bootstrap p-values; B replicates cannot give p below
+    ``p_min`` = 2 / (B + 1), so a family of k comparisons needs
+    B > 2 k / alpha - 1 (alpha = 1 - ``confidence``) for any Holm-adjusted p to
+    reach alpha; a warning says when ``n_boot`` is too small.
+
+    Cells whose test set (in any split) has fewer than
+    :data:`~ssl_ecg.evaluate.stats.FEW_POSITIVES` patients on one side of a class
+    are marked ``few_positives`` (their percentile interval under-covers), and
+    zero-width intervals (e.g. [1, 1] of a perfect score) ``degenerate``.
 
     Args:
         runs: ``[(curve rows, predictions folder or None), ...]``, one per split; a list of folders is searched
@@ -675,11 +712,21 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
         [...]}, "labels_needed": {task: ...} (vs random_init at 100%), "labels_needed_vs_supervised": {task: ...},
         "bootstrap": settings}``; a cell holds ``mean`` (= ``estimate``), ``ci_low``, ``ci_high``,
         ``interval`` (the method), ``n_seeds``, ``n_splits``, ``n_test_patients``, ``real_fraction``,
-        ``t_ci_low``/``t_ci_high`` (the t interval over its rows) and, bootstrapped, ``patient_se`` (and
-        ``delong_se`` for binary tasks: the cross-check of the patient bootstrap's standard error).
+        ``t_ci_low``/``t_ci_high`` (the t interval over its rows), ``few_positives``, ``degenerate`` and,
+        bootstrapped, ``sigma_between``, ``class_patients`` (fewest patients on one side of a class),
+        ``n_redrawn``, ``patient_se`` (and ``delong_se`` for binary tasks: the cross-check of the patient
+        bootstrap's standard error). A comparison holds ``name``, ``a``, ``b``, ``family``, ``family_size``,
+        ``estimate``, ``ci_low``, ``ci_high``, ``p``, ``p_holm``, ``p_min``, ``p_holm_min`` (the smallest
+        attainable adjusted p), ``n_splits``, ``sigma_between`` and ``verdict``.
     """
     if not runs:
         raise ConfigError("runs: expected at least one (curve rows, predictions folder) pair, got none")
+    needed_columns = ("task", "arm", "fraction", "seed", "value")
+    for i, (df, _) in enumerate(runs):
+        lacking = [c for c in needed_columns if c not in getattr(df, "columns", ())]
+        if lacking:
+            raise ConfigError(f"runs[{i}]: curve rows lack column(s) {lacking}; expected curve.csv rows with "
+                              f"{list(needed_columns)}")
     frames = [_panels(df) for df, _ in runs]
     dirs = [None if d is None else [Path(d)] if isinstance(d, (str, os.PathLike)) else [Path(x) for x in d]
             for _, d in runs]
@@ -688,18 +735,25 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                     "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "confidence": float(confidence),
                                   "method": HIERARCHICAL_BOOTSTRAP, "n_splits": len(runs), "n_redrawn": {},
                                   "p_value": "two-sided bootstrap p-value of the paired difference",
-                                  "correction": "Holm (statsmodels multipletests) within each task's comparisons",
+                                  "p_min": min_bootstrap_p(n_boot),
+                                  "correction": "Holm (statsmodels multipletests) within each pre-specified family "
+                                                f"of a task's comparisons: {', '.join(FAMILIES)}",
+                                  "between_split": "method of moments: sigma_b^2 = max(0, s^2 of the split "
+                                                   "estimates - its draw/patient part); replicates scaled to "
+                                                   "variance V_within + sigma_b^2 / M",
+                                  "few_positives": f"fewer than {FEW_POSITIVES} patients on one side of a class",
                                   "aulc": "trapezoid on log10(fraction), divided by the axis range",
                                   "redraw": "replicates missing a class are redrawn (n_redrawn)"}}
     panels = list(dict.fromkeys(p for f in frames for p in f["panel"]))
+    largest = 0  # the largest comparison family, for the n_boot warning
     for panel in panels:
         rows = [f.loc[f["panel"] == panel] for f in frames]
         allrows = pd.concat(rows, ignore_index=True)
         probes = allrows["probe"] if "probe" in allrows else ["logistic"] * len(allrows)
         lines = {ln: (a, p) for ln, a, p in zip(allrows["line"], allrows["base_arm"], probes)}
         sets, missing = _test_sets(rows, dirs)
-        boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel)) if sets
-                else {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}})
+        boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel), confidence=confidence)
+                if sets else {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}})
         boot["replicates"] = {c: r for c, r in boot["replicates"].items() if c not in missing}
         result["bootstrap"]["n_redrawn"][panel] = int(boot["n_redrawn"])
         n_test = [len(np.unique(ts.patients)) for ts in sets]
@@ -716,16 +770,18 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                                        and g["real_fraction"].notna().all() else None),
                      "t_ci_low": t_lo, "t_ci_high": t_hi}
             if cell in boot["replicates"]:
-                est = boot["estimate"][cell]
-                lo, hi = percentile_interval(boot["replicates"][cell], confidence)
+                est, lo, hi = boot["estimate"][cell], boot["low"][cell], boot["high"][cell]
                 entry.update(interval=HIERARCHICAL_BOOTSTRAP, n_test_patients=n_test[0] if len(n_test) == 1
-                             else n_test, patient_se=boot["patient_se"][cell])
+                             else n_test, patient_se=boot["patient_se"][cell],
+                             sigma_between=boot["sigma_between"][cell], class_patients=boot["class_patients"][cell],
+                             few_positives=bool(boot["class_patients"][cell] < FEW_POSITIVES),
+                             degenerate=bool(boot["degenerate"][cell]), n_redrawn=int(boot["n_redrawn"]))
                 if cell in boot["delong_se"]:
                     entry["delong_se"] = boot["delong_se"][cell]
             else:
                 est, (lo, hi) = float(v.mean()), (t_lo, t_hi)
                 entry.update(interval=NO_PREDICTIONS if "[" not in panel else NOT_BOOTSTRAPPED,
-                             n_test_patients=None)
+                             n_test_patients=None, few_positives=None, degenerate=False)
             estimates[cell] = est
             summary.setdefault(str(line), {})[f"{frac:g}"] = {"mean": est, "estimate": est, "ci_low": lo,
                                                                "ci_high": hi, **entry}
@@ -736,16 +792,24 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                 continue
             entry = {"estimate": aulc(fracs, [estimates[(line, f)] for f in fracs]), "ci_low": None,
                      "ci_high": None, "fractions": fracs}
-            if all((line, f) in boot["replicates"] for f in fracs):
-                reps = aulc(fracs, np.stack([boot["replicates"][(line, f)] for f in fracs], axis=1))
-                entry["ci_low"], entry["ci_high"] = percentile_interval(reps, confidence)
+            if all((line, f) in boot["replicates"] for f in fracs):  # AULC is linear in the cells
+                res = split_contrast(boot, dict(zip([(line, f) for f in fracs], aulc(fracs, np.eye(len(fracs))))),
+                                     confidence)
+                entry.update(estimate=res.estimate, ci_low=res.low, ci_high=res.high, sigma_between=res.sigma_between,
+                             n_splits=res.n_splits)
             aulcs[line] = entry
-        result["comparisons"][panel] = _comparisons(lines, estimates, boot, low_fraction, confidence)
+        result["comparisons"][panel] = comps = _comparisons(lines, estimates, boot, low_fraction, confidence)
+        largest = max([largest, *(c["family_size"] for c in comps)])
         for key, ref, skip in (("labels_needed", "random_init", ("supervised",)),
                                ("labels_needed_vs_supervised", "supervised", ())):
             needed = _needed(lines, estimates, boot, ref, skip, confidence)
             if needed is not None:
                 result[key][panel] = needed
+    alpha = 1 - confidence
+    if largest and largest * min_bootstrap_p(n_boot) > alpha:
+        warnings.warn(f"n_boot: {n_boot} replicates give bootstrap p >= {min_bootstrap_p(n_boot):.2g}, so no "
+                      f"Holm-adjusted p of a family of {largest} comparisons can reach {alpha:g}; expected n_boot >= "
+                      f"{int(np.ceil(2 * largest / alpha))}", stacklevel=2)
     return result
 
 

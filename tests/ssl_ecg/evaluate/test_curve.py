@@ -410,3 +410,60 @@ def test_write_outputs_records_the_bootstrap_and_draws_the_difference_plot(tmp_p
     assert out["bootstrap"]["n_boot"] == 200 and out["bootstrap"]["seed"] == 3 and out["note"] == 1
     assert "Holm" in out["bootstrap"]["correction"] and len(out["verdicts"]["t"]) == 7
     assert (tmp_path / "differences.png").stat().st_size > 1000
+
+
+def test_comparisons_fall_in_prespecified_families_each_holm_corrected(tmp_path):
+    from ssl_ecg.evaluate.curve import summarize_runs
+    from ssl_ecg.evaluate.stats import holm
+
+    one = fake_run(tmp_path / "s0", 0, effect=2.0)
+    feats = one.loc[one.arm == "cmsc"].assign(arm="features")  # a feature arm scored like cmsc
+    feats["fingerprint"] = feats["fingerprint"].str.replace("cmsc", "features")
+    for fp in one.loc[one.arm == "cmsc", "fingerprint"]:
+        shutil.copy(tmp_path / "s0" / f"{fp}.npz", tmp_path / "s0" / f"{fp.replace('cmsc', 'features')}.npz")
+    res = summarize_runs([(pd.concat([one, feats], ignore_index=True), tmp_path / "s0")], n_boot=300, seed=0)
+    comps = res["comparisons"]["t"]
+    fam = {f: [c for c in comps if c["family"] == f] for f in ("headline", "vs random_init", "vs supervised",
+                                                              "vs features")}
+    assert [c["name"] for c in fam["headline"]] == ["cmsc - supervised at 10% vs 100%",
+                                                    "features - supervised at 10% vs 100%"]
+    assert [c["name"] for c in fam["vs features"]] == [f"cmsc - features at {f}" for f in ("10%", "50%", "100%")]
+    assert len(fam["vs random_init"]) == len(fam["vs supervised"]) == 6
+    for members in fam.values():  # Holm within the family only
+        np.testing.assert_allclose([c["p_holm"] for c in members], holm([c["p"] for c in members]))
+        assert all(c["family_size"] == len(members) and c["p_min"] == pytest.approx(2 / 301) for c in members)
+        assert all(c["p_holm_min"] == pytest.approx(len(members) * 2 / 301) for c in members)
+    same = next(c for c in fam["vs features"] if c["name"] == "cmsc - features at 50%")
+    assert same["estimate"] == 0 and same["ci_low"] == same["ci_high"] == 0 and same["p"] == 1.0
+    assert res["bootstrap"]["p_min"] == pytest.approx(2 / 301) and "vs features" in res["bootstrap"]["correction"]
+    with pytest.warns(UserWarning, match=r"n_boot: 50 replicates .* family of 6 comparisons .* n_boot >= 240"):
+        summarize_runs([(pd.concat([one, feats], ignore_index=True), tmp_path / "s0")], n_boot=50, seed=0)
+
+
+def test_splits_missing_a_cell_pair_only_where_both_exist_and_cells_carry_flags(tmp_path):
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    one, two = fake_run(tmp_path / "s0", 0, effect=2.0), fake_run(tmp_path / "s1", 1, effect=2.0)
+    two = two.loc[~((two.arm == "random_init") & (two.fraction == 0.5))]  # this cell never ran in split 1
+    both = summarize_runs([(one, tmp_path / "s0"), (two, tmp_path / "s1")], n_boot=200, seed=0)
+    cell = both["summary"]["t"]["random_init"]["0.5"]
+    assert cell["n_splits"] == 1 and both["summary"]["t"]["cmsc"]["0.5"]["n_splits"] == 2
+    comp = next(c for c in both["comparisons"]["t"] if c["name"] == "cmsc - random_init at 50%")
+    first = summarize_runs([(one, tmp_path / "s0")], n_boot=200, seed=0)["summary"]["t"]
+    assert comp["n_splits"] == 1  # split 0 only: the pair's difference there, not a mix of splits
+    assert comp["estimate"] == pytest.approx(first["cmsc"]["0.5"]["estimate"] - first["random_init"]["0.5"]["estimate"])
+    other = next(c for c in both["comparisons"]["t"] if c["name"] == "cmsc - random_init at 10%")
+    assert other["n_splits"] == 2 and other["sigma_between"] >= 0
+    full = both["summary"]["t"]["cmsc"]["1"]
+    assert full["few_positives"] is False and full["class_patients"] == 12 and full["degenerate"] is False
+    assert full["n_redrawn"] == both["bootstrap"]["n_redrawn"]["t"] and full["sigma_between"] >= 0
+    small = summarize_runs([(fake_run(tmp_path / "s2", 2, effect=2.0, n_pat=12), tmp_path / "s2")], n_boot=200)
+    assert small["summary"]["t"]["cmsc"]["1"]["few_positives"] is True  # 6 patients per class
+
+
+def test_summarize_runs_names_missing_columns():
+    from ssl_ecg.errors import ConfigError
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    with pytest.raises(ConfigError, match=r"runs\[0\]: curve rows lack column\(s\) \['arm', 'seed'\]"):
+        summarize_runs([(pd.DataFrame({"task": ["t"], "fraction": [1.0], "value": [0.5]}), None)])
