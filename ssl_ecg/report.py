@@ -9,9 +9,11 @@ fingerprint matches). So the report resumes where it stopped, and a changed reci
 changes.
 
 The curves of all split seeds are then combined by :func:`~ssl_ecg.evaluate.curve.summarize_runs`: estimates and
-95% intervals from a hierarchical bootstrap over splits, label draws and test patients, paired comparisons with
-Holm's correction, the area under each curve and the labels each arm needs. Nothing here looks at test data to
-choose anything: every setting is in the recipes, chosen on validation patients where a recipe says so.
+95% intervals from a bootstrap of label draws and test patients (one multiplicity per patient across splits) with
+the between-split variance added (method of moments, widened for its few degrees of freedom), paired comparisons
+Holm-corrected within pre-specified families, the area under each curve and the labels each arm needs. Nothing
+here looks at test data to choose anything: every setting is in the recipes, chosen on validation patients where a
+recipe says so.
 
 Splits: a block whose recipes draw a patient split from shares gets a new split per seed (``split_seed``); a
 block on an official split (PTB-XL's folds) keeps it and varies the pretraining seed instead, so its interval
@@ -687,8 +689,12 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              f"({env['cuda_device'] if env['cuda_device'] != 'none' else 'no GPU'}), commit "
              f"`{env['git_commit'][:12] or 'unknown'}`, torch {env['torch_version']}.", "",
              "Every number is a test-set estimate with a 95% interval from a hierarchical bootstrap "
-             f"({n_boot} replicates, seed {seed}): split seeds, label draws and test patients are resampled, "
-             "so the interval covers the finite test set, the label draw and the pretraining run, not only seeds. "
+             f"({n_boot} replicates, seed {seed}): label draws and test patients are resampled (each patient once "
+             "per replicate, in every split that holds it), and the variance between split seeds (each with its own "
+             "split, pretraining run and random init) is added with a widening for its few degrees of freedom, so "
+             "the interval covers the finite test set, the label draw and the pretraining run, not only seeds. "
+             "With 3 splits the between-split part rests on 2 degrees of freedom: when runs differ a lot, the "
+             "interval can still be too narrow (README: Intervals). "
              "Comparisons are paired (the same split, draw and patients in every replicate) and corrected for "
              "multiple comparisons within each family (Holm, unless a family names another correction); a verdict "
              "says better or worse only where the adjusted p is below 0.05. Nothing was chosen on test data: "
