@@ -242,14 +242,15 @@ def test_heads_learn_held_out_classes_and_shuffled_labels_sit_at_chance(mode):
     head_p = [p for p in np.unique(patients) if int(p.split("p")[1]) < 5]
     eval_p = [p for p in np.unique(patients) if int(p.split("p")[1]) >= 5]
     res = run_fewshot(x, labels, patients, head_p, eval_p, n_way=3, k_shot=1, n_episodes=200,
-                      train_classes=range(7), episode_classes=[7, 8, 9], mode=mode, head_steps=1000)
+                      train_classes=range(7), episode_classes=[7, 8, 9], mode=mode, head_steps=1000, n_boot=50,
+                      boot_episodes=20)
     for method in ("siamese", "cosine"):
         mean, lo, hi = res.summary[method]["accuracy"]
         assert mean > 0.9 and lo <= mean <= hi
         assert len(res.per_episode[method]["macro_f1"]) == 200
     rng = np.random.default_rng(0)
     shuffled = run_fewshot(x, rng.permutation(labels), patients, head_p, eval_p, n_way=3, k_shot=1,
-                           n_episodes=200, mode=mode, head_steps=100)
+                           n_episodes=200, mode=mode, head_steps=100, n_boot=20, boot_episodes=20)
     assert abs(shuffled.summary["cosine"]["accuracy"][0] - 1 / 3) < 0.06
     with pytest.raises(Exception, match="leak|overlap|both"):
         run_fewshot(x, labels, patients, head_p, head_p[:2] + eval_p, n_way=3, k_shot=1)
@@ -258,10 +259,10 @@ def test_heads_learn_held_out_classes_and_shuffled_labels_sit_at_chance(mode):
 def test_fewshot_results_carry_a_fingerprint_keyed_on_encoder_settings_and_split_not_on_the_commit(monkeypatch):
     import ssl_ecg.evaluate.fewshot as fewshot
 
-    x, labels, patients = pool(n_classes=4, patients_per_class=6, items=3, seed=1)
+    x, labels, patients = pool(n_classes=4, patients_per_class=9, items=3, seed=1)
     head_p = [p for p in np.unique(patients) if int(p.split("p")[1]) < 3]
     eval_p = [p for p in np.unique(patients) if int(p.split("p")[1]) >= 3]
-    kw = dict(n_way=2, k_shot=1, n_episodes=5, head_steps=5, encoder_hash="w1", split_hash="s1")
+    kw = dict(n_way=2, k_shot=1, n_episodes=5, head_steps=5, encoder_hash="w1", split_hash="s1", n_boot=20)
     a = run_fewshot(x, labels, patients, head_p, eval_p, **kw)
     assert len(a.fingerprint) == 64 and a.provenance["git_commit"] == fewshot.environment()["git_commit"]
     assert a.to_dict()["fingerprint"] == a.fingerprint and a.to_dict()["summary"] == a.summary
@@ -342,7 +343,12 @@ def test_a_ds1_beat_encoder_and_random_init_share_the_fewshot_table(tmp_path, mi
         for method in ("siamese", "siamese_prototype", "cosine"):
             m = res["results"][arm]["1-shot"][method]
             assert 0 <= m["accuracy"][1] <= m["accuracy"][0] <= m["accuracy"][2] <= 1
-            assert 2 <= m["n_patients"] <= 21 and m["n_boot"] == 50 and "accuracy_t_over_episodes" in m
+            assert m["n_patients"] == 21 and m["n_boot"] == 50 and "accuracy_t_over_episodes" in m
+            assert 2 <= m["n_query_patients"] <= 21 and "accuracy_query_patient_bootstrap" in m
+    paired = res["paired_differences"]["1-shot"]
+    assert paired["reference"] == "random_init" and paired["family"] == 3 * 2
+    assert set(paired["arms"]) == {"beats_cmsc"}
+    assert 0 <= paired["arms"]["beats_cmsc"]["cosine"]["accuracy"]["p_holm"] <= 1
     saved = json.loads((tmp_path / "runs" / "fewshot_mitdb" / "fewshot.json").read_text())
     assert saved["results"]["random_init"]["1-shot"]["cosine"]["accuracy"] == pytest.approx(
         list(res["results"]["random_init"]["1-shot"]["cosine"]["accuracy"]))
@@ -351,3 +357,143 @@ def test_a_ds1_beat_encoder_and_random_init_share_the_fewshot_table(tmp_path, mi
     assert not set(rows["patient"].astype(str)) & set(load_provenance(enc)["pool_patients"])
     acc = rows[(rows["arm"] == "random_init") & (rows["method"] == "cosine")]["correct"].mean()
     assert acc == pytest.approx(res["results"]["random_init"]["1-shot"]["cosine"]["accuracy"][0])
+
+
+def _mixed_pool(n_patients=7, items=2, dim=8, seed=0, noise=1.5):
+    """Patients with items of several classes (so support/query disjointness spans classes)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((3, dim)) * 2
+    labels, patients = [], []
+    for p in range(n_patients):
+        for c in range(3):
+            if (p + c) % 4 != 3:  # each patient misses some class
+                labels += [c] * items
+                patients += [f"p{p}"] * items
+    labels, patients = np.array(labels), np.array(patients)
+    x = centers[labels] + noise * rng.standard_normal((len(labels), dim))
+    return x.astype(np.float32), labels, patients
+
+
+def _reference_episode_bootstrap(x, labels, patients, head, k_shot, n_episodes, n_boot, seed, n_way=3, n_query=2):
+    """Slow loop: materialise each replicate's resampled pool, draw its episodes, score with predict_episodes."""
+    from ssl_ecg.evaluate.stats import task_rng
+
+    ids = sorted(set(patients.tolist()))
+    target = [c for c in sorted(set(labels.tolist())) if len(set(patients[labels == c])) >= k_shot + 1]
+    rng = task_rng(seed, "episode bootstrap")
+    out: dict = {}
+    while len(out.get("cosine", [])) < n_boot:
+        mult = Counter(rng.integers(0, len(ids), len(ids)).tolist())
+        rows, ident = [], []
+        for r, pid in enumerate(ids):
+            for copy in range(mult[r]):
+                for i in np.flatnonzero(patients == pid):
+                    rows.append(i)
+                    ident.append(f"{pid}#{copy}")
+        rows, ident = np.array(rows), np.array(ident)
+        origin, rep_labels = patients[rows], labels[rows]
+        if any(len(set(ident[rep_labels == c])) < k_shot + 1 or len(set(origin[rep_labels == c])) < 2
+               for c in target):
+            continue
+        try:
+            eps = sample_episodes(rep_labels, ident, n_way, k_shot, n_query, n_episodes, classes=target, seed=rng,
+                                  origins=origin)
+        except SplitError:
+            continue
+        for ep in eps:  # a query never shares its real patient with a support of its episode
+            assert not set(origin[ep.query]) & set(origin[ep.support.ravel()])
+        per = evaluate_episodes(None, eps, predictions=predict_episodes(x[rows], eps, head))
+        for m, d in per.items():
+            out.setdefault(m, []).append((d["accuracy"].mean(), d["macro_f1"].mean()))
+    return {m: np.array(v) for m, v in out.items()}
+
+
+@pytest.mark.parametrize("k_shot", [1, 2])
+def test_episode_bootstrap_matches_a_slow_reference_loop(k_shot):
+    from ssl_ecg.evaluate.fewshot import episode_bootstrap, episode_bootstrap_design
+
+    x, labels, patients = _mixed_pool()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        head = SiameseHead(8, 8).eval()
+    design = episode_bootstrap_design(labels, patients, 3, k_shot, 2, n_episodes=6, n_boot=25, seed=4)
+    got = episode_bootstrap(x, design, head)
+    ref = _reference_episode_bootstrap(x, labels, patients, head, k_shot, 6, 25, 4)
+    assert set(got) == set(ref) == {"siamese", "siamese_prototype", "cosine"}
+    for m in ref:
+        np.testing.assert_allclose(got[m]["accuracy"].replicates, ref[m][:, 0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got[m]["macro_f1"].replicates, ref[m][:, 1], rtol=0, atol=1e-12)
+        lo, hi = np.quantile(ref[m][:, 0], [0.025, 0.975])
+        assert (got[m]["accuracy"].low, got[m]["accuracy"].high) == pytest.approx((lo, hi), abs=1e-12)
+    assert design.support.shape == (25, 6, 3, k_shot) and design.query.shape == (25, 6, 6)
+    again = episode_bootstrap_design(labels, patients, 3, k_shot, 2, n_episodes=6, n_boot=25, seed=4)
+    assert np.array_equal(again.support, design.support) and np.array_equal(again.query, design.query)
+    other = episode_bootstrap_design(labels, patients, 3, k_shot, 2, n_episodes=6, n_boot=25, seed=5)
+    assert not np.array_equal(other.query, design.query)
+
+
+def test_duplicating_each_patients_items_leaves_the_episode_bootstrap_interval_about_unchanged():
+    from ssl_ecg.evaluate.fewshot import episode_bootstrap, episode_bootstrap_design
+
+    x, labels, patients = pool(n_classes=4, patients_per_class=6, items=3, sep=0.6, dim=8, seed=2)
+    kw = dict(n_way=3, k_shot=1, n_query=3, n_episodes=30, n_boot=300)
+    base = episode_bootstrap(x, episode_bootstrap_design(labels, patients, seed=0, **kw))["cosine"]
+    twice = np.r_[np.arange(len(labels)), np.arange(len(labels))]
+    dup = episode_bootstrap(x[twice], episode_bootstrap_design(labels[twice], patients[twice], seed=1, **kw))["cosine"]
+    for name in ("accuracy", "macro_f1"):
+        b, d = base[name], dup[name]
+        assert 0.45 < b.replicates.mean() < 0.9  # neither trivial nor chance
+        assert d.replicates.mean() == pytest.approx(b.replicates.mean(), abs=0.015)
+        assert (d.low, d.high) == pytest.approx((b.low, b.high), abs=0.03)
+        assert d.replicates.std() == pytest.approx(b.replicates.std(), rel=0.2)
+
+
+def test_fewshot_summary_reports_the_episode_bootstrap_first_and_the_query_patient_bootstrap_second():
+    x, labels, patients = pool(n_classes=4, patients_per_class=6, items=3, sep=0.6, dim=8, seed=2)
+    head_p = [p for p in np.unique(patients) if int(p.split("p")[1]) < 2]
+    eval_p = [p for p in np.unique(patients) if int(p.split("p")[1]) >= 2]
+    res = run_fewshot(x, labels, patients, head_p, eval_p, n_way=3, k_shot=1, n_query=3, n_episodes=20,
+                      head_steps=20, n_boot=100, boot_episodes=10)
+    for m, s in res.summary.items():
+        assert s["accuracy"][0] == pytest.approx(s["accuracy_query_patient_bootstrap"][0], abs=1e-12)  # one estimate
+        assert s["accuracy"][1:] == (res.bootstrap[m]["accuracy"].low, res.bootstrap[m]["accuracy"].high)
+        assert 0 <= s["accuracy"][1] <= s["accuracy"][2] <= 1 and 0 <= s["macro_f1"][1] <= s["macro_f1"][2] <= 1
+        assert s["n_patients"] == 16 and s["n_boot"] == 100 and s["boot_episodes"] == 10
+        assert s["interval"].startswith("episode bootstrap") and "n_query_patients" in s
+    assert res.design.support.shape == (100, 10, 3, 1)
+
+
+def test_paired_differences_are_zero_for_identical_arms_and_holm_adjusted():
+    from ssl_ecg.evaluate.fewshot import paired_differences
+    from ssl_ecg.evaluate.stats import holm
+
+    x, labels, patients = pool(n_classes=4, patients_per_class=6, items=3, sep=1.0, dim=8, seed=3)
+    head_p = [p for p in np.unique(patients) if int(p.split("p")[1]) < 2]
+    eval_p = [p for p in np.unique(patients) if int(p.split("p")[1]) >= 2]
+    kw = dict(n_way=3, k_shot=2, n_query=3, n_episodes=20, head_steps=30, n_boot=200)
+    ref = run_fewshot(x, labels, patients, head_p, eval_p, **kw)
+    same = run_fewshot(x, labels, patients, head_p, eval_p, **kw, design=ref.design)
+    noisy = x + 3 * np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    worse = run_fewshot(noisy, labels, patients, head_p, eval_p, **kw, design=ref.design)
+    out = paired_differences({"random_init": ref, "same": same, "worse": worse})
+    assert out["reference"] == "random_init" and out["family"] == 2 * 3 * 2
+    for method in ("siamese", "siamese_prototype", "cosine"):
+        for metric in ("accuracy", "macro_f1"):
+            cell = out["arms"]["same"][method][metric]
+            assert tuple(cell["difference"]) == (0.0, 0.0, 0.0) and cell["p"] == 1.0
+            w = out["arms"]["worse"][method][metric]
+            assert w["difference"][1] <= w["difference"][2] and -1 <= w["difference"][0] <= 1
+    assert out["arms"]["worse"]["cosine"]["accuracy"]["difference"][2] < 0  # noise hurts, clearly
+    cells = [out["arms"][a][m][k] for a in ("same", "worse") for m in ("siamese", "siamese_prototype", "cosine")
+             for k in ("accuracy", "macro_f1")]
+    np.testing.assert_allclose([c["p_holm"] for c in cells], holm([c["p"] for c in cells]))
+    assert min(c["p_holm"] for c in cells) > min(c["p"] for c in cells)  # adjusted upwards
+    for m, metrics in ref.bootstrap.items():
+        for k, b in metrics.items():
+            assert 0 <= b.low <= b.high <= 1 and np.all((b.replicates >= 0) & (b.replicates <= 1))
+            assert b.estimate == pytest.approx(ref.per_episode[m][k].mean())
+    other_design = run_fewshot(x, labels, patients, head_p, eval_p, **{**kw, "n_boot": 50})
+    with pytest.raises(ConfigError, match="other episodes or bootstrap replicates"):
+        paired_differences({"random_init": ref, "other": other_design})
+    with pytest.raises(ConfigError, match="design: drawn for another episode pool"):
+        run_fewshot(x, labels, patients, head_p, eval_p, **{**kw, "k_shot": 1}, design=ref.design)
