@@ -317,6 +317,7 @@ class FewShotResult:
     per replicate), ``n_redrawn`` and ``interval``. Secondary fields: ``*_query_patient_bootstrap`` (the
     earlier interval, :func:`query_patient_bootstrap`: supports held fixed, too narrow) with
     ``n_query_patients``, and ``*_t_over_episodes`` (episodes treated as independent: far too narrow).
+    The estimate is one draw of episodes, so with few episodes it may fall outside the interval of redrawn ones.
     ``scoring`` says how each method scores a query (:data:`SCORING`). ``bootstrap`` keeps the replicates
     (method -> metric -> :class:`~ssl_ecg.evaluate.stats.BootstrapResult`) and ``bootstrap_key`` names their
     design, for :func:`paired_differences`.

@@ -342,7 +342,8 @@ def test_a_ds1_beat_encoder_and_random_init_share_the_fewshot_table(tmp_path, mi
     for arm in res["arms"]:
         for method in ("siamese", "siamese_prototype", "cosine"):
             m = res["results"][arm]["1-shot"][method]
-            assert 0 <= m["accuracy"][1] <= m["accuracy"][0] <= m["accuracy"][2] <= 1
+            # 20 original episodes: their mean may sit outside the redrawn episodes' percentile interval
+            assert 0 <= m["accuracy"][1] <= m["accuracy"][2] <= 1 and 0 <= m["accuracy"][0] <= 1
             assert m["n_patients"] == 21 and m["n_boot"] == 50 and "accuracy_t_over_episodes" in m
             assert 2 <= m["n_query_patients"] <= 21 and "accuracy_query_patient_bootstrap" in m
     paired = res["paired_differences"]["1-shot"]
