@@ -345,8 +345,9 @@ def test_distill_module_loss_matches_a_float64_reference():
     probe = ProbeModel(WindowFeatures(teacher, True), p_mean, p_scale, p_w, p_b, "binary")
     mapping = torch.nn.Linear(e_s, d)
     module = DistillModule(student, WindowFeatures(student, True), WindowFeatures(teacher, True), mapping,
-                           EmbeddingDistillLoss("cosine"), probe=probe, logit_loss=LogitDistillLoss(temperature, "binary"),
-                           weight=weight, target_mean=mu, target_scale=sigma)
+                           EmbeddingDistillLoss("cosine"), probe=probe,
+                           logit_loss=LogitDistillLoss(temperature, "binary"), weight=weight, target_mean=mu,
+                           target_scale=sigma)
     xt, xs = torch.randn(n, leads, s, generator=g), torch.randn(n, 1, s, generator=g)
     total, embed, logit = module.losses(xt, xs)
 
@@ -468,7 +469,7 @@ def test_allowed_test_patients_are_recorded_and_flagged_by_evaluation(ludb, runs
 
 
 def _eval_recipe(path: Path, ludb: Path, runs: Path, **extra) -> Path:
-    lines = [f"dataset: ludb", f"root: {ludb}", "fs: 100.0", "leads: [I, II, V2]", "window: 2.0",
+    lines = ["dataset: ludb", f"root: {ludb}", "fs: 100.0", "leads: [I, II, V2]", "window: 2.0",
              f"cache_dir: {runs.parent / 'cache'}", *(f"{k}: {v}" for k, v in extra.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
