@@ -11,7 +11,15 @@ from ssl_ecg.evaluate.embed import (
     tile_windows,
 )
 from ssl_ecg.evaluate.features import HandcraftedFeatures
-from ssl_ecg.evaluate.fewshot import SCORING, predict_episodes, query_patient_bootstrap, run_fewshot
+from ssl_ecg.evaluate.fewshot import (
+    SCORING,
+    episode_bootstrap,
+    episode_bootstrap_design,
+    paired_differences,
+    predict_episodes,
+    query_patient_bootstrap,
+    run_fewshot,
+)
 from ssl_ecg.evaluate.head import ProbeModel, WindowFeatures, fit_probe_model, load_probe_head, save_probe_head
 from ssl_ecg.evaluate.knn import knn_probe, knn_scores
 from ssl_ecg.evaluate.linear import torch_linear_probe
@@ -47,5 +55,6 @@ __all__ = [
     "delong_paired_test", "holm", "aulc", "labels_needed_distribution", "HandcraftedFeatures",
     "integrated_gradients", "grad_cam", "record_attributions", "plot_saliency", "explain_records",
     "ProbeModel", "WindowFeatures", "fit_probe_model", "save_probe_head", "load_probe_head",
-    "run_fewshot", "predict_episodes", "query_patient_bootstrap", "SCORING",
+    "run_fewshot", "predict_episodes", "query_patient_bootstrap", "SCORING", "episode_bootstrap_design",
+    "episode_bootstrap", "paired_differences",
 ]

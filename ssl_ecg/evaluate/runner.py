@@ -27,7 +27,7 @@ from ssl_ecg.evaluate.challenge import challenge_year
 from ssl_ecg.evaluate.curve import PREDICTIONS, CurveSpec, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
 from ssl_ecg.evaluate.features import HandcraftedFeatures
-from ssl_ecg.evaluate.fewshot import SCORING, run_fewshot
+from ssl_ecg.evaluate.fewshot import SCORING, paired_differences, run_fewshot
 from ssl_ecg.evaluate.provenance import (
     allow_flags_line,
     check_known,
@@ -408,7 +408,8 @@ class FewShotConfig:
 
     Arms: ``encoder`` (one checkpoint, arm ``"encoder"``) and/or ``encoders`` (arm name -> checkpoint), plus a
     random-init arm (the first checkpoint's architecture; without one, a per-lead CLOCS encoder). Every arm is
-    scored on the same episodes, with patient-bootstrap intervals over the query patients (``n_boot``).
+    scored on the same episodes and the same episode-bootstrap replicates (episode patients resampled, episodes
+    redrawn; ``n_boot`` replicates of ``boot_episodes`` episodes, default ``episodes``), so arms are paired.
     """
 
     name: RunName = "fewshot"
@@ -439,7 +440,8 @@ class FewShotConfig:
     allow_overlap: bool = False  # run even when episode patients were pretrained on (recorded)
     allow_unknown_provenance: bool = False  # run an encoder without provenance (recorded)
     seed: NonNegativeInt = 0
-    n_boot: PositiveInt = 1000  # patient-bootstrap replicates (query patients resampled) per interval
+    n_boot: PositiveInt = 1000  # episode-bootstrap replicates (episode patients resampled, episodes redrawn)
+    boot_episodes: PositiveInt | None = None  # episodes per replicate (None: `episodes`; fewer is faster, wider)
 
 
 def _fewshot_patients(cfg: FewShotConfig, prepared, split_given: bool) -> tuple[set, set, str]:
@@ -531,9 +533,13 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     on the head patients (e.g. MIT-BIH DS1) is fine. All arms see the same items, head patients and episodes.
 
     ``results[arm][f"{K}-shot"][method]`` holds ``accuracy`` and ``macro_f1`` as (estimate, low, high) with the
-    patient-bootstrap interval over the query patients (:func:`~ssl_ecg.evaluate.fewshot.query_patient_bootstrap`,
-    ``n_patients`` of them), and the old t-intervals over episodes as ``*_t_over_episodes``; methods are
-    :data:`~ssl_ecg.evaluate.fewshot.SCORING`. ``predictions.csv`` holds every query's prediction (arm, shots,
+    episode-bootstrap interval (:func:`~ssl_ecg.evaluate.fewshot.episode_bootstrap`: the ``n_patients`` episode
+    patients resampled, the episodes redrawn; the head, trained on the head patients, is not resampled), the
+    query-patient bootstrap as ``*_query_patient_bootstrap`` and the t-intervals over episodes as
+    ``*_t_over_episodes``; methods are :data:`~ssl_ecg.evaluate.fewshot.SCORING`. Every arm is scored on the
+    same replicates, and ``paired_differences[f"{K}-shot"]`` holds each arm minus ``random_init``
+    (:func:`~ssl_ecg.evaluate.fewshot.paired_differences`: interval, bootstrap p, Holm over that K's family).
+    ``predictions.csv`` holds every query's prediction (arm, shots,
     method, episode, item, patient, true, predicted, correct).
 
     Raises:
@@ -569,7 +575,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
     arms, modes, _ = load_arms(paths, None, n_leads, window, cfg.random_init, seed=cfg.seed)
     for arm, path in paths.items():
         check_preprocessing(arm, pretraining_data(path), prepared.spec, modes[arm], sources[arm])
-    results, predictions, seconds = {}, [], {}
+    results, predictions, seconds, designs, by_shot = {}, [], {}, {}, {}
     for arm, encoder in arms.items():
         start = time.perf_counter()
         per_lead = modes[arm]
@@ -580,10 +586,15 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
                               train_classes=cfg.train_classes, episode_classes=cfg.episode_classes, mode=cfg.head,
                               head_steps=cfg.head_steps, seed=cfg.seed,
                               encoder_hash=f"{state_dict_hash(encoder)}|window={window}|per_lead={per_lead}",
-                              split_hash=prepared.split.hash, inputs=x, n_boot=cfg.n_boot)
+                              split_hash=prepared.split.hash, inputs=x, n_boot=cfg.n_boot,
+                              boot_episodes=cfg.boot_episodes, design=designs.get(k))
+            designs[k] = res.design  # every arm is scored on the first arm's bootstrap replicates
+            by_shot.setdefault(k, {})[arm] = res
             results[arm][f"{k}-shot"] = {**res.summary, "fingerprint": res.fingerprint}
             predictions.append(res.predictions.frame().assign(arm=arm, shots=k))
         seconds[arm] = round(time.perf_counter() - start, 1)
+    paired = {f"{k}-shot": paired_differences(per_arm) for k, per_arm in by_shot.items()
+              if "random_init" in per_arm and len(per_arm) > 1}
     counts = pd.crosstab(pd.Series(labels, name="class"), pd.Series(np.isin(patients, list(episode_p)),
                                                                       name="episode_pool"))
     prepared.split.save(out / "split.json")
@@ -594,7 +605,7 @@ def run_fewshot_recipe(cfg: FewShotConfig, runs: str | Path = "runs", progress: 
                "split_hash": prepared.split.hash, "split_source": split_source, "allow_overlap": cfg.allow_overlap,
                "allow_unknown_provenance": cfg.allow_unknown_provenance, "provenance": checks,
                "bad_leads": prepared.bad_leads, "arms": list(arms), "scoring": dict(SCORING),
-               "seconds_per_arm": seconds, "results": results}
+               "seconds_per_arm": seconds, "results": results, "paired_differences": paired}
     payload["allow_flags"] = allow_flags_line(payload)
     (out / "fewshot.json").write_text(json.dumps(payload, indent=2, default=str))
     return {"out": out, **payload}
