@@ -11,8 +11,10 @@ from ssl_ecg.data.index import DATASETS, DatasetIndex, load_index
 from ssl_ecg.data.prepare import DataSpec, Prepared, Split, patient_key, prepare
 from ssl_ecg.data.preprocess import preprocess, resample
 from ssl_ecg.data.record import STANDARD_LEADS, Record, read_record
+from ssl_ecg.data.shard_build import build_shards
+from ssl_ecg.data.shards import ShardCache, ShardWindows
 
 __all__ = [
     "read_record", "load_index", "Record", "DatasetIndex", "DATASETS", "STANDARD_LEADS", "preprocess", "resample",
-    "prepare", "DataSpec", "Split", "Prepared", "patient_key",
+    "prepare", "DataSpec", "Split", "Prepared", "patient_key", "build_shards", "ShardCache", "ShardWindows",
 ]
