@@ -352,8 +352,8 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     """
     t0 = time.perf_counter()
     out = run_folder(runs, cfg.name)
+    inputs = evaluation_inputs(cfg, progress)  # every check (window, provenance, data) before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    inputs = evaluation_inputs(cfg, progress)
     check_curve_recipe(cfg, inputs)
     signals, table, splits, prepared = inputs.signals, inputs.table, inputs.splits, inputs.prepared
     split = inputs.split

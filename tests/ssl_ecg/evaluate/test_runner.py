@@ -128,7 +128,7 @@ def test_curve_probe_and_finetune_commands_on_real_ludb(tmp_path, ludb_root, cap
 
 @pytest.mark.realdata
 def test_fewshot_on_real_mitdb_beats(tmp_path, mitdb_root):
-    cfg = FewShotConfig(root=str(mitdb_root), shots=[1, 5], episodes=200, head_steps=200,
+    cfg = FewShotConfig(root=str(mitdb_root), shots=[1, 5], episodes=200, head_steps=200, n_boot=50, boot_episodes=50,
                         max_items_per_patient_class=10, cache_dir=str(tmp_path / "cache"))
     res = run_fewshot_recipe(cfg, runs=tmp_path)
     assert res["head_patients"] == 22 and res["episode_patients"] == 21  # DS1 / DS2 without 202 (= 201)
@@ -167,7 +167,8 @@ def test_fewshot_on_real_mitdb_beats(tmp_path, mitdb_root):
 @pytest.mark.realdata
 def test_fewshot_on_real_ludb_rhythms(tmp_path, ludb_root):
     cfg = FewShotConfig(name="lr", dataset="ludb", root=str(ludb_root), label="rhythm", fs=100.0, window=5.0,
-                        ways=2, shots=[1, 5], episodes=200, head_steps=200, cache_dir=str(tmp_path / "cache"))
+                        ways=2, shots=[1, 5], episodes=200, head_steps=200, n_boot=50, boot_episodes=50,
+                        cache_dir=str(tmp_path / "cache"))
     res = run_fewshot_recipe(cfg, runs=tmp_path)
     assert res["head_patients"] + res["episode_patients"] == 200
     acc = res["results"]["random_init"]["5-shot"]["cosine"]["accuracy"]
