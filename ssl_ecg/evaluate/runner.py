@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -334,6 +336,15 @@ def feature_arm_curve(signals: np.ndarray, table: pd.DataFrame, splits: dict, sp
     return run_curve(signals, table, splits, {FEATURE_ARM: arm}, own, Path(out) / FEATURE_ARM, progress=progress)
 
 
+def _check_folder_path(folder: Path) -> None:
+    """Raise the OSError ``mkdir`` would (naming ``folder``) when an existing part of its path is a file."""
+    for part in [folder, *folder.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            return
+
+
 def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = True) -> dict:
     """Run the grid of ``cfg``; writes ``curve.csv``, ``curve.json``, ``curve.png``, ``labels_needed.png`` and
     ``split.json`` under ``runs/<name>/``.
@@ -352,6 +363,7 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
     """
     t0 = time.perf_counter()
     out = run_folder(runs, cfg.name)
+    _check_folder_path(out)  # a file in the way fails first, naming the run folder
     inputs = evaluation_inputs(cfg, progress)  # every check (window, provenance, data) before anything is written
     out.mkdir(parents=True, exist_ok=True)
     check_curve_recipe(cfg, inputs)
