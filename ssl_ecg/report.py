@@ -501,7 +501,7 @@ def _transfer_extras(result: dict, meta: dict, configs: dict, encoders: dict) ->
 
 
 def run_report(results: str | os.PathLike = "experiments/results", runs: str | os.PathLike = "runs/results",
-               out: str | os.PathLike = "RESULTS.md", full: bool = False, quick: bool = False, n_boot: int = 1000,
+               out: str | os.PathLike = "RESULTS.md", full: bool = False, quick: bool = False, n_boot: int = 4000,
                seed: int = 0, progress: bool = False, only: list[str] | None = None) -> dict:
     """Run every block (resumable) and write ``out`` (RESULTS.md) with its figures in ``<out stem>_figures/``.
 

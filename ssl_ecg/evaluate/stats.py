@@ -606,7 +606,8 @@ def split_contrast(boot: Mapping, coefficients: Mapping[tuple, float], confidenc
     (M - 1)) (Welch-Satterthwaite; nu is infinite and t_nu = z when sigma_b = 0).
     Without it, identical arms with run-to-run variance dominating, M = 3, were
     covered at 79% instead of 95% in simulation. The interval is the percentile
-    interval of r'. With M = 1, sigma_b^2 = 0 and nothing changes; with V_w = 0 (a
+    interval of r', clipped to the combination's range (sum of negative to sum of positive coefficients: [0, 1]
+    for an AUROC cell, [-1, 1] for a paired difference). With M = 1, sigma_b^2 = 0 and nothing changes; with V_w = 0 (a
     degenerate cell) the replicates are kept.
     Replicates NaN in any used split are NaN (left out of the interval).
 
@@ -647,6 +648,10 @@ def split_contrast(boot: Mapping, coefficients: Mapping[tuple, float], confidenc
             q = 0.5 + confidence / 2
             widen = float(_stats.t.ppf(q, dof) / _stats.norm.ppf(q))
             r = est + (r - est) * np.sqrt(total / v_w) * widen
+            # the scaled replicates stay in the combination's range (AUROC cells in [0, 1], differences in
+            # [-1, 1]): a metric cannot leave its range, so neither may its interval
+            r = np.clip(r, sum(min(float(k), 0.0) for k in coefficients.values()),
+                        sum(max(float(k), 0.0) for k in coefficients.values()))
     low, high = percentile_interval(r, confidence)
     return BootstrapResult(est, low, high, r, int(boot["n_redrawn"]), HIERARCHICAL_BOOTSTRAP,
                            degenerate=bool(low == high), sigma_between=float(np.sqrt(sigma2)), n_splits=int(m))

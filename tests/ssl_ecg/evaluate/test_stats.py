@@ -209,8 +209,9 @@ def test_labels_needed_picks_the_smallest_reaching_fraction_and_counts_never():
     assert out["low"] == 0.1 and out["high"] is None  # the upper bound lies in "never"
 
 
-def slow_split_contrast(x, reps, confidence=0.95):
-    """float64 reference of split_contrast, written out: (estimate, replicates, sigma_b, low, high)."""
+def slow_split_contrast(x, reps, confidence=0.95, bounds=(0.0, 1.0)):
+    """float64 reference of split_contrast, written out: (estimate, replicates, sigma_b, low, high); a widened
+    replicate is kept inside ``bounds`` (the combination's range: [0, 1] for a cell, [-1, 1] for a difference)."""
     m = len(x)
     est = sum(x) / m
     r = np.array([sum(row) / m for row in reps])
@@ -231,6 +232,7 @@ def slow_split_contrast(x, reps, confidence=0.95):
         nu = (v_w + sb2 / m) ** 2 / ((sb2 / m) ** 2 / (m - 1))
         q = (1 + confidence) / 2
         r = est + (r - est) * np.sqrt((v_w + sb2 / m) / v_w) * t.ppf(q, nu) / norm.ppf(q)
+        r = np.array([min(max(v, bounds[0]), bounds[1]) for v in r])
     return est, r, np.sqrt(sb2), *np.quantile(r, [(1 - confidence) / 2, (1 + confidence) / 2])
 
 
@@ -276,7 +278,7 @@ def test_hierarchical_replicates_match_a_slow_loop_and_are_paired():
     diff = split_contrast(out, {("a", 1.0): 1, ("b", 1.0): -1})
     x = out["split_estimates"][("a", 1.0)] - out["split_estimates"][("b", 1.0)]
     want = out["split_replicates"][("a", 1.0)] - out["split_replicates"][("b", 1.0)]
-    est, reps, sb, lo, hi = slow_split_contrast(x.tolist(), want.tolist())
+    est, reps, sb, lo, hi = slow_split_contrast(x.tolist(), want.tolist(), bounds=(-1.0, 1.0))
     np.testing.assert_allclose(diff.replicates, reps, atol=1e-12)
     assert (diff.estimate, diff.sigma_between, diff.low, diff.high) == pytest.approx((est, sb, lo, hi), abs=1e-12)
 
@@ -419,3 +421,19 @@ def test_auroc_replicates_refuse_labels_without_two_classes():
         auroc_replicates(np.ones(4), np.arange(4.0), np.ones((2, 4)), "binary")
     with pytest.raises(ConfigError, match="patients: 3 ids for 4 records"):
         patient_bootstrap(np.array([0, 1, 0, 1]), np.arange(4.0), np.array(["a", "b", "c"]))
+
+
+def test_split_contrast_interval_stays_in_the_metric_range():
+    # three splits near the ceiling that disagree a lot: the between-split widening would push a cell past 1 and a
+    # difference past +-1 without the clip
+    rng = np.random.default_rng(0)
+    est = {("a", 1.0): np.array([0.99, 0.80, 1.0]), ("b", 1.0): np.array([0.01, 0.2, 0.0])}
+    reps = {c: np.clip(v + rng.normal(0, 0.02, (400, 3)), 0, 1) for c, v in est.items()}
+    boot = {"split_estimates": est, "split_replicates": reps, "n_redrawn": 0}
+    from ssl_ecg.evaluate.stats import split_contrast
+
+    cell = split_contrast(boot, {("a", 1.0): 1.0})
+    assert cell.sigma_between > 0 and 0.0 <= cell.low <= cell.high <= 1.0
+    assert cell.replicates.max() <= 1.0 and cell.high == 1.0  # it would exceed 1 unclipped
+    diff = split_contrast(boot, {("a", 1.0): 1.0, ("b", 1.0): -1.0})
+    assert -1.0 <= diff.low <= diff.high <= 1.0 and diff.high == 1.0
