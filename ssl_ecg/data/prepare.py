@@ -35,6 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from ssl_ecg.data.cache import CacheParams, CachePool, RecordCache, keyed_patient_id, open_cache, record_fingerprint
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.index import load_index
+from ssl_ecg.data.shards import ShardCache
 from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
 
@@ -47,7 +48,9 @@ SPLIT_FILE = "split.json"
 SPLIT_NAMES = ("train", "val", "test")
 _MEMBER_KEYS = ("dataset", "root", "dataset_options")
 _SPEC_FIELDS = ("dataset", "root", "dataset_options", "fs", "leads", "normalization", "bad_leads", "band", "split",
-                "split_seed", "cache_dir", "skip_bad_records")
+                "split_seed", "cache_dir", "skip_bad_records", "cache_backend", "cache_dtype")
+#: Record cache backends: the float32 memmap file (default), or int16/float16 safetensors shards.
+CACHE_BACKENDS = ("memmap", "shards")
 
 
 def patient_key(dataset: str, patient_id: Any) -> str:
@@ -117,6 +120,12 @@ class DataSpec:
         split_seed: seed of a drawn split.
         cache_dir: the cache root folder.
         skip_bad_records: skip unreadable records when building the cache.
+        cache_backend: ``"memmap"`` (one float32 file and a pandas index: the default, and the faster
+            for small sets) or ``"shards"`` (:mod:`ssl_ecg.data.shards`: int16/float16 safetensors
+            shards whose readers hold no per-record objects, for large sets; one dataset, not a pool).
+            Both give the same records, ids, fingerprints and split; the backend and dtype are part of
+            the cache key, so runs on the two backends have different fingerprints.
+        cache_dtype: the shards' storage dtype, ``"int16"`` or ``"float16"`` (ignored by ``"memmap"``).
 
     Raises:
         ConfigError: a field is invalid; the message names it.
@@ -134,6 +143,8 @@ class DataSpec:
     split_seed: int = 0
     cache_dir: str = "cache"
     skip_bad_records: bool = False
+    cache_backend: str = "memmap"
+    cache_dtype: str = "int16"
 
     def __post_init__(self) -> None:
         ds = self.dataset
@@ -177,6 +188,17 @@ class DataSpec:
         if not isinstance(self.cache_dir, (str, os.PathLike)) or not str(self.cache_dir):
             raise ConfigError(f"DataSpec.cache_dir: expected a folder path, got {self.cache_dir!r}")
         object.__setattr__(self, "cache_dir", str(self.cache_dir))
+        if self.cache_backend not in CACHE_BACKENDS:
+            raise ConfigError(f"DataSpec.cache_backend: expected one of {', '.join(CACHE_BACKENDS)}, "
+                              f"got {self.cache_backend!r}")
+        from ssl_ecg.data.shards import STORAGE_DTYPES
+
+        if self.cache_dtype not in STORAGE_DTYPES:
+            raise ConfigError(f"DataSpec.cache_dtype: expected one of {', '.join(STORAGE_DTYPES)}, "
+                              f"got {self.cache_dtype!r}")
+        if self.cache_backend == "shards" and self.is_pool:
+            raise ConfigError("DataSpec.cache_backend: 'shards' caches one dataset; a pool of "
+                              f"{len(self.dataset)} datasets needs cache_backend 'memmap'")
         self.cache_params()  # validates fs, leads, normalization, bad_leads, band, skip_bad_records
 
     def _checked_split(self) -> tuple[float, ...] | str:
@@ -223,7 +245,8 @@ class DataSpec:
                 "leads": list(self.leads) if self.leads is not None else None, "normalization": self.normalization,
                 "bad_leads": self.bad_leads, "band": list(self.band) if self.band is not None else None,
                 "split": self.split if isinstance(self.split, str) else list(self.split),
-                "split_seed": self.split_seed, "cache_dir": self.cache_dir, "skip_bad_records": self.skip_bad_records}
+                "split_seed": self.split_seed, "cache_dir": self.cache_dir, "skip_bad_records": self.skip_bad_records,
+                "cache_backend": self.cache_backend, "cache_dtype": self.cache_dtype}
 
     @classmethod
     def from_config(cls, cfg: Any) -> DataSpec:
@@ -416,7 +439,8 @@ class Prepared:
 
     Attributes:
         spec: the data specification.
-        cache: the memmap cache (:class:`RecordCache`, or :class:`CachePool` for a pool).
+        cache: the record cache: memmap (:class:`RecordCache`, or :class:`CachePool` for a pool), or a
+            :class:`~ssl_ecg.data.shards.ShardCache` (``cache_backend: shards``).
         table: one row per cached record, aligned with ``cache``: the index columns
             plus ``dataset``, ``patient_key``, ``fingerprint`` and ``split`` (the
             patient's split name, ``""`` when in none). Where the index had its own
@@ -427,7 +451,7 @@ class Prepared:
     """
 
     spec: DataSpec
-    cache: RecordCache | CachePool
+    cache: RecordCache | CachePool | ShardCache
     table: pd.DataFrame
     split: Split
     bad_leads: dict
@@ -464,7 +488,7 @@ class Prepared:
         return np.flatnonzero(self.table["split"].isin(names).to_numpy())
 
     def arrays(self, n_samples: int, rows=None) -> np.ndarray:
-        """The first ``n_samples`` of each record, read from the memmap cache.
+        """The first ``n_samples`` of each record, read from the record cache.
 
         Args:
             n_samples: samples per record (at the cache's ``fs``).
@@ -579,13 +603,28 @@ def _draw_split(spec: DataSpec, table: pd.DataFrame, members: Sequence[tuple[str
     return Split(parts, rule, cache_key)
 
 
+def _open_shards(index, spec: DataSpec, params: CacheParams) -> ShardCache:
+    """The finished sharded cache of ``index`` (built here, in one process, if missing or unfinished)."""
+    from ssl_ecg.data.shard_build import build_shards
+
+    built = build_shards(index, spec.cache_dir, params, dtype=spec.cache_dtype)
+    if built.cache is None:  # another node's shards are unfinished (a multi-node build in progress)
+        raise DatasetError(f"{built.folder}: {built.pending} of {built.n_shards} shards are unfinished (a multi-node "
+                           "build in progress?); finish it with ssl-ecg cache build --format shards")
+    return built.cache
+
+
 def prepare(spec: DataSpec, split: Split | str | os.PathLike | None = None, progress: bool = False) -> Prepared:
     """Build or open the cache(s) of ``spec`` and attach a patient split.
 
     Each dataset is indexed (:func:`ssl_ecg.data.load_index` with its options)
     and cached under ``spec.cache_dir`` with ``spec.cache_params()``
     (:func:`ssl_ecg.data.cache.open_cache`); a pool's caches are read as one
-    :class:`CachePool`.
+    :class:`CachePool`. With ``cache_backend: shards`` the dataset is cached as
+    shards instead (:func:`ssl_ecg.data.shard_build.build_shards` in this
+    process, or reopened when ``ssl-ecg cache build --format shards`` built it
+    with the same dtype and the default shard size), and its table comes from
+    the shards' ``records.jsonl``.
 
     Args:
         spec: the data specification.
@@ -612,11 +651,12 @@ def prepare(spec: DataSpec, split: Split | str | os.PathLike | None = None, prog
     if isinstance(split, (str, os.PathLike)):
         split = Split.load(split)  # a bad file fails before any cache is built
     params = spec.cache_params()
-    caches: list[RecordCache] = []
+    caches: list[RecordCache | ShardCache] = []
     for m in spec.members:
         root = dataset_root(m["dataset"], m["root"])
         index = load_index(m["dataset"], root, **m["dataset_options"])
-        cache = open_cache(index, spec.cache_dir, params)
+        cache = (open_cache(index, spec.cache_dir, params) if spec.cache_backend == "memmap"
+                 else _open_shards(index, spec, params))
         if "fingerprint" not in cache.table.columns:
             raise DatasetError(f"{cache.folder / 'records.json'}: no record fingerprints (a cache of an older "
                                "format); rebuild it (ssl-ecg cache build --rebuild)")

@@ -218,6 +218,7 @@ class ShardCache:
         self._open: OrderedDict[int, _Shard] = OrderedDict()
         self._maps: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
+        self._table: pd.DataFrame | None = None
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ShardCache:
@@ -262,6 +263,7 @@ class ShardCache:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_open"], state["_maps"] = OrderedDict(), {}  # each worker maps its own
+        state["_table"] = None  # the index rows stay in the main process
         return state
 
     def _array(self, name: str) -> np.ndarray:
@@ -303,14 +305,18 @@ class ShardCache:
 
     @property
     def table(self) -> pd.DataFrame:
-        """The index rows of all records (``records.jsonl``), read now: for splits and reports, not for workers."""
+        """The index rows of all records (``records.jsonl``), read on first use: for splits and reports, not for
+        workers (it is not pickled with the cache)."""
+        if self._table is not None:
+            return self._table
         path = self.folder / _RECORDS
         try:
             with open(path) as f:
                 rows = [json.loads(line) for line in f if line.strip()]
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatasetError(f"{path}: unreadable ({exc}); rebuild the cache") from exc
-        return pd.DataFrame(rows)
+        self._table = pd.DataFrame(rows)
+        return self._table
 
     def patients(self) -> list[str]:
         """The patient id of each code (``patients.json``)."""
@@ -362,32 +368,43 @@ class ShardWindows(Dataset):
     """Random windows of a :class:`ShardCache`: ``CacheWindows``' items, or ``CacheLeadWindows``' with ``per_lead``.
 
     Item i (``per_lead=False``): a (L, window) crop of record ``records[i]`` and
-    its patient code. With ``per_lead`` (CLOCS' CMSC instances, Kiyasseh et al.,
-    ICML 2021): item i is lead ``i % L`` of record ``records[i // L]`` as a
-    (1, window) crop, returned as ``(x, target, lead)``; ``same_lead`` makes the
-    target ``patient * L + lead``. Starts are drawn from a generator seeded with
-    (seed, epoch, i), as in :class:`~ssl_ecg.data.dataset.CacheWindows`, so the
-    same seed, epoch and records give the same windows as the memmap path
-    (up to the storage error). Call :meth:`set_epoch` each epoch.
+    its target, ``(x, target)``, or ``(x, target, label)`` with ``labels``. With
+    ``per_lead`` (CLOCS' CMSC instances, Kiyasseh et al., ICML 2021): item i is
+    lead ``i % L`` of record ``records[i // L]`` as a (1, window) crop, returned
+    as ``(x, target, lead)`` or ``(x, target, label, lead)``; ``same_lead``
+    makes the target ``target * L + lead``. The target is the record's patient
+    code (memory-mapped, :attr:`ShardCache.patient_codes`) or, with ``targets``,
+    any per-record code or multi-hot row, as in
+    :class:`~ssl_ecg.data.dataset.CacheWindows`. Starts are drawn from a
+    generator seeded with (seed, epoch, i), as in
+    :class:`~ssl_ecg.data.dataset.CacheWindows`, so the same seed, epoch and
+    records give the same windows as the memmap path (up to the storage error).
+    Call :meth:`set_epoch` each epoch.
 
-    Memory: with ``records=None`` the dataset holds no per-record array; the
-    lengths and patient codes are memory-mapped from the cache folder.
+    Memory: with ``records``, ``targets`` and ``labels`` left ``None`` the
+    dataset holds no per-record array (lengths and patient codes are
+    memory-mapped from the cache folder), so a worker's memory does not grow
+    with the dataset; each given array costs 8 bytes per record (``targets``
+    as multi-hot rows: 4 bytes per class) in every worker.
 
     Args:
         cache: an opened sharded cache.
         window: samples per item.
         seed: base seed.
         records: record positions to use (default: all, without an array).
+        targets: integer code, or (C,) multi-hot row, per cache record (default: patient codes).
+        labels: integer class per cache record (-1: unlabelled), for an online monitor.
         per_lead: one item per (record, lead).
         same_lead: lead-specific targets (``per_lead`` only).
 
     Raises:
         RecordError: a used record is shorter than the window.
-        DatasetError: an empty ``records``, or ``same_lead`` without ``per_lead``.
+        DatasetError: an empty ``records``, ``targets`` or ``labels`` not one per cache record, or
+            ``same_lead`` without ``per_lead`` or with multi-hot targets.
     """
 
     def __init__(self, cache: ShardCache, window: int, seed: int = 0, records: Sequence[int] | None = None,
-                 per_lead: bool = False, same_lead: bool = False):
+                 per_lead: bool = False, same_lead: bool = False, targets: Any = None, labels: Any = None):
         self.cache, self.window, self.seed, self.epoch = cache, int(window), int(seed), 0
         self.records = None if records is None else np.asarray(records, dtype=np.int64)
         if self.records is not None and len(self.records) == 0:
@@ -396,6 +413,15 @@ class ShardWindows(Dataset):
             raise DatasetError("same_lead: lead-specific targets need per_lead=True")
         self.per_lead, self.same_lead = bool(per_lead), bool(same_lead)
         self.n_leads = cache.n_leads
+        self.targets = None if targets is None else np.asarray(targets)
+        if self.targets is not None and len(self.targets) != cache.n_records:
+            raise DatasetError(f"targets: expected one code per cache record ({cache.n_records}), "
+                               f"got {len(self.targets)}")
+        if self.same_lead and self.targets is not None and self.targets.ndim != 1:
+            raise DatasetError("same_lead: lead-specific targets need integer codes, not multi-hot rows")
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        if self.labels is not None and len(self.labels) != cache.n_records:
+            raise DatasetError(f"labels: expected one per cache record ({cache.n_records}), got {len(self.labels)}")
         shortest = int(cache.manifest.get("min_length", 0))
         if self.records is not None or shortest < self.window:
             lengths = cache.lengths if self.records is None else cache.lengths[self.records]
@@ -420,6 +446,19 @@ class ShardWindows(Dataset):
         codes = self.cache.patient_codes
         return codes if self.records is None else codes[self.records]
 
+    @property
+    def instance_patients(self) -> np.ndarray:
+        """Patient code of each item (computed on request: for
+        :func:`~ssl_ecg.data.sampler.cross_lead_positive_rate`, not held by the dataset)."""
+        return np.repeat(np.asarray(self.patient_codes), self.n_leads if self.per_lead else 1)
+
+    @property
+    def instance_leads(self) -> np.ndarray:
+        """Lead index of each item (``per_lead``), or -1 per item (computed on request)."""
+        if not self.per_lead:
+            return np.full(self._n_records(), -1, dtype=np.int64)
+        return np.tile(np.arange(self.n_leads, dtype=np.int64), self._n_records())
+
     def start(self, i: int) -> int:
         """The window start of item ``i`` this epoch."""
         pos = divmod(int(i), self.n_leads)[0] if self.per_lead else int(i)
@@ -430,6 +469,14 @@ class ShardWindows(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         return int(rng.integers(0, length - self.window + 1))
 
+    def _target(self, rec: int):
+        if self.targets is None:
+            return int(self.cache.patient_codes[rec])
+        code = self.targets[rec]
+        if np.ndim(code) == 1:  # a multi-hot row
+            return torch.as_tensor(code, dtype=torch.float32)
+        return int(code)
+
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         if not 0 <= int(i) < len(self):
             raise IndexError(f"i: {i} is outside the {len(self)} items")
@@ -437,7 +484,8 @@ class ShardWindows(Dataset):
         rec = pos if self.records is None else int(self.records[pos])
         start = self._start(i, int(self.cache.lengths[rec]))
         x = torch.from_numpy(self.cache.segment(rec, start, self.window, lead=lead))
-        target = int(self.cache.patient_codes[rec])
+        target = self._target(rec)
+        label = () if self.labels is None else (int(self.labels[rec]),)
         if not self.per_lead:
-            return x, target
-        return x, target * self.n_leads + lead if self.same_lead else target, lead
+            return (x, target, *label)
+        return (x, target * self.n_leads + lead if self.same_lead else target, *label, lead)

@@ -28,6 +28,7 @@ from ssl_ecg.data.dataset import CacheLeadWindows, CacheWindows, contrast_target
 from ssl_ecg.data.prepare import SPLIT_FILE, DataSpec, Prepared, prepare
 from ssl_ecg.data.prepare import Split as PatientSplit
 from ssl_ecg.data.sampler import EpochShuffleSampler, PatientBatchSampler
+from ssl_ecg.data.shards import ShardCache, ShardWindows
 from ssl_ecg.data.splits import record_level_ids
 from ssl_ecg.errors import ConfigError, DatasetError
 from ssl_ecg.models import build_encoder
@@ -87,6 +88,8 @@ class PretrainConfig:
     monitor_label: str | None = None  # label column for the online linear monitor (None: no monitor)
     records_per_patient: PositiveInt = 2  # pclr: records of each patient per batch
     cache_dir: str = "cache"
+    cache_backend: Literal["memmap", "shards"] = "memmap"  # shards: int16/float16 safetensors shards (large sets)
+    cache_dtype: Literal["int16", "float16"] = "int16"  # the shards' storage dtype
     num_workers: NonNegativeInt = 0
     accelerator: str = "auto"
     devices: Devices = 1  # a count >= 1 or "auto"
@@ -307,13 +310,21 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
             raise ConfigError(f"monitor_label: column {cfg.monitor_label!r} has {n_classes} class(es), need 2+")
     # record_lead (CMSC): every (record, lead) is its own instance, shuffled independently (CLOCS batching)
     # per-lead instances count patients by patient key (a pool's ids are keyed by dataset)
-    windows = (partial(CacheLeadWindows, same_lead=needs.lead_specific_ids, patients=patients.to_numpy())
-               if needs.instances == "record_lead" else CacheWindows)
+    if isinstance(cache, ShardCache):
+        # the shards' own patient codes number the same patients (one dataset: patient id <-> patient key), so
+        # only labels need a per-record array in the workers; the whole cache needs no record list either
+        windows = partial(_shard_windows, per_lead=needs.instances == "record_lead",
+                          same_lead=needs.lead_specific_ids)
+        if not needs.needs_labels:
+            targets = None
+    else:
+        windows = (partial(CacheLeadWindows, same_lead=needs.lead_specific_ids, patients=patients.to_numpy())
+                   if needs.instances == "record_lead" else CacheWindows)
     data = windows(cache, needs.window_samples, seed=cfg.seed, records=records, targets=targets, labels=monitor)
     val_data = None
     if val_records is not None:
-        val_data = windows(cache, needs.window_samples, seed=cfg.seed + 1, records=usable(val_records, "validation"),
-                           targets=targets)
+        val_records = usable(val_records, "validation")
+        val_data = windows(cache, needs.window_samples, seed=cfg.seed + 1, records=val_records, targets=targets)
     # expected share of anchors with a positive from another lead in their batch (CMSC: by chance only), at the
     # batch the loss sees (batch_size x ranks: the losses gather across ranks)
     loss_batch = loss_batch_size(cfg.batch_size, cfg.devices, cfg.accelerator)
@@ -343,12 +354,12 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                           drop_last=per_rank > cfg.batch_size, num_workers=cfg.num_workers)
 
     validate = val_data is not None
-    seen = np.concatenate([data.records, val_data.records]) if validate else data.records
+    seen = np.concatenate([records, val_records]) if validate else records
     label_rows = np.empty(0, dtype=np.int64)
     if needs.needs_labels:  # the label column's values drove the loss (train and validation records)
         label_rows = seen
     if monitor is not None:  # the online monitor trains on the training records' labels
-        label_rows = np.union1d(label_rows, data.records[monitor[data.records] >= 0])
+        label_rows = np.union1d(label_rows, records[monitor[records] >= 0])
     provenance = _provenance(prepared, seen, label_rows)
     split_hash = prepared.split.hash
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -370,11 +381,11 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                           val_loader=(lambda w, r: loader(w, r, val_data)) if validate else None)
     # with validation, fit() left the module with this run's best.ckpt weights (CLOCS: lowest val_loss)
     encoder.cpu().eval()
-    summary = {"config": asdict(cfg), "dataset_root": _roots(prepared), "records": int(len(data.records)),
+    summary = {"config": asdict(cfg), "dataset_root": _roots(prepared), "records": int(len(records)),
                "instances": int(len(data)), "split_sizes": pool, "cross_lead_positive_rate": cross_lead,
                "loss_batch_size": loss_batch, "record_level_patient_ids": record_level_ids(table, _data_name(cfg)),
                "labels": label_info,
-               "val_records": int(len(val_data.records)) if validate else 0,
+               "val_records": int(len(val_records)) if validate else 0,
                "data_needs": asdict(needs), "split": str(out / SPLIT_FILE), "split_hash": split_hash,
                "pool_patients": len(provenance["pool_patients"]),
                "label_patients": len(provenance["label_patients"]),
@@ -387,6 +398,17 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
     if rank0:
         _write_state(out, {"fingerprint": fingerprint, "status": "complete", "encoder_sha256": _sha256(path)})
     return {"encoder": path, **summary, "reused": False}
+
+
+def _shard_windows(cache: ShardCache, window: int, seed: int, records: np.ndarray, targets=None, labels=None,
+                   per_lead: bool = False, same_lead: bool = False) -> ShardWindows:
+    """:class:`ShardWindows` with the items of ``CacheWindows``/``CacheLeadWindows``. When ``records`` is every
+    record of the cache in order (``pool: all``), the dataset holds no record list, so its memory per worker
+    does not grow with the cache."""
+    records = np.asarray(records, dtype=np.int64)
+    whole = len(records) == cache.n_records and bool((records == np.arange(cache.n_records)).all())
+    return ShardWindows(cache, window, seed=seed, records=None if whole else records, targets=targets,
+                        labels=labels, per_lead=per_lead, same_lead=same_lead)
 
 
 def _check_labels(cfg: PretrainConfig, needs: DataNeeds) -> None:

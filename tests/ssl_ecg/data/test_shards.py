@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ssl_ecg.data import load_index
 from ssl_ecg.data.cache import CacheParams, cache_key, open_cache
@@ -117,6 +118,43 @@ def test_same_windows_as_the_memmap_path(tmp_path, ludb):
             assert (t, lead) == (u, lead2) and y.shape == (1, 150) and float((x - y).abs().max()) < tol
     np.testing.assert_array_equal(ShardWindows(cache, 150, records=records).patient_codes,
                                   CacheWindows(memmap, 150, records=records).patient_codes)
+
+
+
+def test_targets_and_labels_give_the_memmap_items(tmp_path, ludb):
+    """Supervised targets (codes and multi-hot rows) and monitor labels: the items of CacheWindows and
+    CacheLeadWindows, in the same tuple positions (label third, lead last)."""
+    memmap = open_cache(ludb, tmp_path / "m", PARAMS)
+    cache = build_shards(ludb, tmp_path / "s", PARAMS, shard_records=3).cache
+    codes = np.array([2, 0, 1, 2, 0, 1, 1])
+    multi_hot = np.eye(3, dtype=np.float32)[codes] + np.eye(3, dtype=np.float32)[(codes + 1) % 3]
+    labels = np.array([0, -1, 1, 1, 0, -1, 0])
+    records = [6, 2, 4]
+    for targets in (codes, multi_hot):
+        ref = CacheWindows(memmap, 120, seed=2, records=records, targets=targets, labels=labels)
+        ours = ShardWindows(cache, 120, seed=2, records=records, targets=targets, labels=labels)
+        for i in range(len(ref)):
+            (x, t, lab), (y, u, lab2) = ref[i], ours[i]
+            assert lab == lab2 == labels[records[i]] and float((x - y).abs().max()) < 2e-4
+            if targets.ndim == 2:
+                assert u.dtype == torch.float32 and torch.equal(t, u)
+                assert u.tolist() == multi_hot[records[i]].tolist()
+            else:
+                assert t == u == codes[records[i]]
+    ref = CacheLeadWindows(memmap, 120, seed=3, targets=codes, labels=labels, same_lead=True)
+    ours = ShardWindows(cache, 120, seed=3, targets=codes, labels=labels, per_lead=True, same_lead=True)
+    for i in range(0, len(ref), 7):
+        (x, t, lab, lead), (y, u, lab2, lead2) = ref[i], ours[i]
+        assert (t, lab, lead) == (u, lab2, lead2) == (codes[i // 12] * 12 + i % 12, labels[i // 12], i % 12)
+        assert float((x - y).abs().max()) < 2e-4
+    np.testing.assert_array_equal(ours.instance_patients, np.repeat(cache.patient_codes, 12))
+    np.testing.assert_array_equal(ours.instance_leads, np.tile(np.arange(12), 7))
+    with pytest.raises(DatasetError, match="targets: expected one code per cache record"):
+        ShardWindows(cache, 120, targets=codes[:3])
+    with pytest.raises(DatasetError, match="labels: expected one per cache record"):
+        ShardWindows(cache, 120, labels=labels[:3])
+    with pytest.raises(DatasetError, match="same_lead: lead-specific targets need integer codes"):
+        ShardWindows(cache, 120, targets=multi_hot, per_lead=True, same_lead=True)
 
 
 DDP_SCRIPT = textwrap.dedent(

@@ -311,3 +311,70 @@ def test_the_real_mitdb_ds1_pool_owns_patient_201_and_ds2_keeps_21_patients(mitd
     split = Split.load(tmp_path / "ds1" / "split.json")
     assert split.of("mitdb:201") == "DS1" and len(split.patients["DS2"]) == 21
     assert len(prov["pool_fingerprints"]) == 22  # records 201..230 of DS1, not record 202 (patient 201 in DS2)
+
+
+# -- the sharded cache backend --------------------------------------------------------------------------------------
+
+
+def test_prepare_on_shards_gives_the_memmap_records_ids_and_split(ludb, tmp_path):
+    from ssl_ecg.data.prepare import DataSpec, prepare
+    from ssl_ecg.data.shards import ShardCache
+
+    spec = dict(dataset="ludb", root=str(ludb), fs=100.0, leads=("II", "V2"), cache_dir=str(tmp_path / "c"))
+    memmap = prepare(DataSpec(**spec))
+    shards = prepare(DataSpec(**spec, cache_backend="shards"))
+    assert isinstance(shards.cache, ShardCache) and not isinstance(memmap.cache, ShardCache)
+    for column in ("record_id", "patient_key", "fingerprint", "length", "split", "dataset"):
+        assert shards.table[column].astype(str).tolist() == memmap.table[column].astype(str).tolist(), column
+    assert shards.split.hash == memmap.split.hash and shards.bad_leads == memmap.bad_leads
+    assert shards.bad_leads["zeroed_leads"] == 1  # record 3's flat lead II, counted by the shard build too
+    assert shards.cache.manifest["key"] != memmap.cache.manifest["key"]
+    x, y = memmap.arrays(1000).astype(np.float64), shards.arrays(1000).astype(np.float64)
+    peak = np.abs(x).max(axis=2, keepdims=True)
+    assert (np.abs(x - y) <= peak / 65534 * (1 + 1e-6) + 2.0**-23 * np.abs(x)).all()  # int16: half a step
+    half = prepare(DataSpec(**spec, cache_backend="shards", cache_dtype="float16"))
+    assert half.cache.manifest["dtype"] == "float16" and half.cache.folder != shards.cache.folder
+
+
+def test_dataspec_refuses_an_unknown_backend_dtype_or_a_sharded_pool(ludb):
+    from ssl_ecg.data.prepare import DataSpec
+
+    with pytest.raises(ConfigError, match="DataSpec.cache_backend: expected one of memmap, shards, got 'zarr'"):
+        DataSpec(dataset="ludb", cache_backend="zarr")
+    with pytest.raises(ConfigError, match="DataSpec.cache_dtype: expected one of int16, float16, got 'int8'"):
+        DataSpec(dataset="ludb", cache_backend="shards", cache_dtype="int8")
+    with pytest.raises(ConfigError, match="'shards' caches one dataset; a pool of 2 datasets"):
+        DataSpec(dataset=[{"dataset": "ludb"}, {"dataset": "mitdb"}], cache_backend="shards")
+
+
+@pytest.mark.parametrize("method, extra", [("cmsc", {}), ("simclr", {"monitor_label": "lad"}),
+                                           ("sclst", {"label": "lad", "pool": "all"})])
+def test_pretraining_on_shards_trains_like_the_memmap_path(ludb, tmp_path, method, extra):
+    """Same windows (up to the int16 error), same provenance; another cache key, so another run fingerprint."""
+    kw = dict(method=method, max_steps=1, **extra)  # one step: the loss is a forward pass on the same windows
+    memmap = run_pretrain(_cfg(ludb, "m", **kw), runs=tmp_path, progress=False)
+    shards = run_pretrain(_cfg(ludb, "s", cache_backend="shards", **kw), runs=tmp_path, progress=False)
+    prov_m, prov_s = load_provenance(memmap["encoder"]), load_provenance(shards["encoder"])
+    for key in ("pool_patients", "pool_fingerprints", "label_patients", "datasets"):
+        assert prov_m[key] == prov_s[key], key
+    assert prov_m["split"]["hash"] == prov_s["split"]["hash"]  # its cache_key (informational) names each cache
+    assert prov_m["cache_keys"] != prov_s["cache_keys"]
+    assert shards["records"] == memmap["records"] and shards["instances"] == memmap["instances"]
+    assert shards["cross_lead_positive_rate"] == pytest.approx(memmap["cross_lead_positive_rate"], abs=1e-12)
+    assert shards["encoder_forward_passes"] == memmap["encoder_forward_passes"]
+    # a sample is off by <= 8e-6 of its peak; the temperature (0.1) scales the logits and their error by 10
+    np.testing.assert_allclose(shards["losses"], memmap["losses"], rtol=1e-4)
+    fingerprints = [json.loads((tmp_path / n / "run.json").read_text())["fingerprint"] for n in ("m", "s")]
+    assert fingerprints[0] != fingerprints[1]
+
+
+def test_a_whole_cache_pool_on_shards_holds_no_record_list(ludb, tmp_path):
+    from ssl_ecg.data.prepare import DataSpec, prepare
+    from ssl_ecg.pretrain.run import _shard_windows
+
+    cache = prepare(DataSpec(dataset="ludb", root=str(ludb), cache_dir=str(tmp_path / "c"),
+                             cache_backend="shards")).cache
+    whole = _shard_windows(cache, 200, 0, np.arange(cache.n_records), per_lead=True)
+    part = _shard_windows(cache, 200, 0, np.arange(1, cache.n_records), per_lead=True)
+    assert whole.records is None and len(whole) == cache.n_records * 12
+    assert part.records.tolist() == list(range(1, cache.n_records)) and len(part) == (cache.n_records - 1) * 12
