@@ -584,12 +584,14 @@ def _table(lines: dict, val_patients: list[int] | None = None, n_splits: int | N
     fractions = sorted({f for cells in lines.values() for f in cells}, key=float)
     rows = ["| arm | " + " | ".join(_pct(f) for f in fractions) + " |",
             "|---|" + "---|" * len(fractions)]
-    used: dict[str, list[str]] = {}
+    used: dict[str, dict[str, list[str]]] = {}  # flag -> its detail -> the cells it marks
     short: list[str] = []
+    n_cells = 0
     for arm, cells in lines.items():
         shown = []
         for f in fractions:
             cell = cells.get(f)
+            n_cells += cell is not None
             marks = ""
             for key, (mark, _) in CELL_FLAGS.items():
                 if _flagged(cell, key):
@@ -597,8 +599,8 @@ def _table(lines: dict, val_patients: list[int] | None = None, n_splits: int | N
                     value = cell[key]
                     if key == "few_positives" and cell.get("class_patients") is not None:
                         value = f"{int(cell['class_patients'])} patients on a class's smaller side"
-                    used.setdefault(key, []).append(f"{arm} at {_pct(f)}"
-                                                    + ("" if isinstance(value, bool) else f" ({value})"))
+                    detail = "" if isinstance(value, bool) else str(value)
+                    used.setdefault(key, {}).setdefault(detail, []).append(f"{arm} at {_pct(f)}")
             if cell and n_splits and cell.get("n_splits") is not None and int(cell["n_splits"]) < n_splits:
                 marks += "§"
                 short.append(f"{arm} at {_pct(f)} ({cell['n_splits']} of {n_splits})")
@@ -613,10 +615,20 @@ def _table(lines: dict, val_patients: list[int] | None = None, n_splits: int | N
         per_split = ", ".join(str(n) for n in val_patients)
         rows.append("| *labelled validation patients used for selection (per split)* | "
                     + " | ".join(per_split for _ in fractions) + " |")
-    notes = [f"{CELL_FLAGS[key][0]} {CELL_FLAGS[key][1]}: {'; '.join(cells)}." for key, cells in used.items()]
+    notes = [f"{CELL_FLAGS[key][0]} {CELL_FLAGS[key][1]}: {_flag_cells(groups, n_cells)}."
+             for key, groups in used.items()]
     if short:
         notes.append(f"§ not in every split (its interval covers fewer splits): {'; '.join(short)}.")
     return rows + (["", *notes] if notes else [])
+
+
+def _flag_cells(groups: dict[str, list[str]], n_cells: int) -> str:
+    """The cells a flag marks, grouped by its detail: ``"every cell (9 patients ...)"`` when it marks them all
+    for one reason, else ``"a at 1%, b at 5% (9 patients ...); c at 1% (3 patients ...)"``."""
+    if len(groups) == 1 and len(next(iter(groups.values()))) == n_cells:
+        detail = next(iter(groups))
+        return "every cell" + (f" ({detail})" if detail else "")
+    return "; ".join(", ".join(cells) + (f" ({detail})" if detail else "") for detail, cells in groups.items())
 
 
 def _between_split_sd(lines: dict) -> list[str]:

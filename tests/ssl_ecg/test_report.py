@@ -288,6 +288,21 @@ def _cell(mean, lo, hi, **flags):
             **flags}
 
 
+def test_a_flag_on_every_cell_for_one_reason_is_one_footnote():
+    from ssl_ecg.report import _table
+
+    few = dict(few_positives=True, class_patients=9)
+    every = _table({"cmsc": {"0.1": _cell(0.7, 0.6, 0.8, **few), "1": _cell(0.8, 0.7, 0.9, **few)},
+                    "supervised": {"0.1": _cell(0.6, 0.5, 0.7, **few), "1": _cell(0.9, 0.8, 1.0, **few)}})
+    assert every[-1] == ("† few positives in the test set: the interval is wide and the AUROC unstable: every cell "
+                         "(9 patients on a class's smaller side).")
+    mixed = _table({"cmsc": {"0.1": _cell(0.7, 0.6, 0.8, **few), "1": _cell(0.8, 0.7, 0.9)},
+                    "supervised": {"0.1": _cell(0.6, 0.5, 0.7, few_positives=True, class_patients=3),
+                                   "1": _cell(0.9, 0.8, 1.0, **few)}})
+    assert mixed[-1].endswith(": cmsc at 10%, supervised at 100% (9 patients on a class's smaller side); "
+                              "supervised at 10% (3 patients on a class's smaller side).")
+
+
 def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path):
     fam = {"family": "lad: vs supervised", "family_size": 2, "p_min": 0.0099, "p_holm_min": 0.0198}
     summary = {"summary": {"lad": {
