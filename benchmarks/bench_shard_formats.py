@@ -16,9 +16,21 @@ dequantised to float32 (what a DataLoader worker does). Candidates:
   them in order (random access is not what it is for), so its row is a
   sequential read;
 - ``litdata``: ``litdata.optimize`` chunks of 64 MB, read with
-  ``StreamingDataset.__getitem__`` from the local folder.
+  ``StreamingDataset.__getitem__`` from the local folder;
+- ``mosaicml`` (mosaicml-streaming's MDS format): ``MDSWriter`` writes one sample per
+  record with columns signal (``ndarray:int16``, its shape stored per sample), scale
+  (``ndarray:float32``) and length (``int64``), with a shard size limit of about 1,024
+  records, uncompressed (``mosaicml``) or zstd-compressed (``mosaicml_zstd``). Read with
+  ``StreamingDataset(local=folder, shuffle=False, batch_size=256)[i]``, which opens the
+  shard file, reads the sample's offset pair and bytes (no memory map) and decodes the
+  columns (a compressed shard is first decompressed whole into the folder). Its named
+  shared memory is cleaned before and after each read process.
 
-mosaicml-streaming was not measured (see benchmarks/README.md).
+mosaicml-streaming 0.13.0 pins ``numpy<2.2`` and ``xxhash<4`` and imports ``transformers``
+at import time, so it is not installed in the project venv; for its rows install it apart
+(``pip install --no-deps --target DIR mosaicml-streaming==0.13.0 brotli python-snappy
+cramjam zstd catalogue transformers huggingface_hub tokenizers regex``) and run with
+``PYTHONPATH=DIR``.
 
 Command::
 
@@ -29,6 +41,7 @@ Command::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -45,7 +58,10 @@ from bench_shards import base_pool, synthetic_index  # noqa: E402
 from ssl_ecg.data.shards import quantize  # noqa: E402
 
 WINDOW, SHARD = 250, 1024
-FORMATS = ("safetensors", "npy", "zarr", "zarr_raw", "webdataset", "litdata")
+FORMATS = ("safetensors", "npy", "zarr", "zarr_raw", "webdataset", "litdata", "mosaicml", "mosaicml_zstd")
+# The library each writer imports; imported before the write is timed (streaming imports transformers, seconds).
+LIBRARY = {"safetensors": "safetensors.numpy", "zarr": "zarr", "zarr_raw": "zarr", "webdataset": "webdataset",
+           "litdata": "litdata", "mosaicml": "streaming", "mosaicml_zstd": "streaming"}
 
 
 def records(n: int, data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -93,6 +109,16 @@ def write(fmt: str, recs, out: Path) -> None:
     elif fmt == "litdata":
         from litdata import optimize
         optimize(fn=_litdata_item, inputs=list(recs), output_dir=str(out), chunk_bytes="64MB", num_workers=1)
+    elif fmt in ("mosaicml", "mosaicml_zstd"):
+        from streaming import MDSWriter
+        # size_limit counts encoded sample bytes; 64 bytes a record covers the shape, scale and offset overhead,
+        # so a shard holds about SHARD records like the other formats.
+        limit = SHARD * (int(np.mean([q.nbytes + s.nbytes for q, s in recs])) + 64)
+        columns = {"signal": "ndarray:int16", "scale": "ndarray:float32", "length": "int64"}
+        with MDSWriter(out=str(out), columns=columns, size_limit=limit,
+                       compression="zstd" if fmt == "mosaicml_zstd" else None, progress_bar=False) as sink:
+            for q, s in recs:
+                sink.write({"signal": q, "scale": s, "length": q.shape[1]})
     else:
         raise SystemExit(f"unknown format {fmt!r}")
 
@@ -166,6 +192,21 @@ def reader(fmt: str, folder: Path, n: int):
             item = ds[i]
             return item["signal"][:, start:start + WINDOW].astype(np.float32) * item["scale"][:, None]
         return read
+    if fmt in ("mosaicml", "mosaicml_zstd"):
+        import atexit
+
+        from streaming import StreamingDataset
+        from streaming.base.util import clean_stale_shared_memory
+        # StreamingDataset registers its local folder in named shared memory; a killed earlier run leaves that
+        # behind and the next one would refuse the folder as "in use".
+        clean_stale_shared_memory()
+        atexit.register(clean_stale_shared_memory)
+        ds = StreamingDataset(local=str(folder), shuffle=False, batch_size=256)
+
+        def read(i, start):
+            item = ds[i]
+            return item["signal"][:, start:start + WINDOW].astype(np.float32) * item["scale"][:, None]
+        return read
     raise SystemExit(f"no random reader for {fmt!r}")
 
 
@@ -224,16 +265,19 @@ def main() -> None:
     for fmt in args.formats:
         folder = args.out / fmt
         shutil.rmtree(folder, ignore_errors=True)
+        if fmt in LIBRARY:
+            importlib.import_module(LIBRARY[fmt])
         t = time.perf_counter()
         write(fmt, recs, folder)
         secs = time.perf_counter() - t
+        size = du(folder)  # as written: mosaicml_zstd's reader adds the decompressed shards beside the compressed ones
         done = subprocess.run([sys.executable, __file__, "--read", fmt, str(folder), str(len(recs)),
                                "--reads", str(args.reads)], capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             print(f"{fmt}: read failed: {done.stderr[-1500:]}", flush=True)
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append({"format": fmt, "write_records_per_s": len(recs) / secs, "mb": du(folder) / 2**20, **r})
+        rows.append({"format": fmt, "write_records_per_s": len(recs) / secs, "mb": size / 2**20, **r})
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree("/tmp/bench_formats_src", ignore_errors=True)
