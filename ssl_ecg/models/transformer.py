@@ -54,5 +54,5 @@ class PatchTransformer1d(nn.Module):
         pad = (-x.shape[-1]) % self.patch
         tokens = self.embed(nn.functional.pad(x, (0, pad))).transpose(1, 2)  # (N, P, W)
         tokens = tokens + self._positions(tokens.shape[1], x.device).to(tokens.dtype)
-        tokens = torch.cat([self.cls.expand(len(x), -1, -1).to(tokens.dtype), tokens], dim=1)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
         return self.head(self.norm(self.encoder(tokens)[:, 0]))
