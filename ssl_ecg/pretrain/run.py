@@ -340,6 +340,10 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
                                        monitor_classes=n_classes,
                                        monitor_dim=cfg.embed_dim * needs.instances_per_record)
 
+    # A sharded cache is for pools too large for the memmap's per-worker index: its workers start by spawn, so
+    # they do not inherit this process's index table (forked workers would copy its pages as Python touches them)
+    context = "spawn" if isinstance(cache, ShardCache) and cfg.num_workers > 0 else None
+
     def loader(world_size: int, rank: int, dataset: CacheWindows = data) -> DataLoader:
         if needs.sampler == "patient":
             batches = PatientBatchSampler(dataset.patient_codes, cfg.batch_size, k=cfg.records_per_patient,
@@ -347,11 +351,13 @@ def run_pretrain(cfg: PretrainConfig, runs: str | Path = "runs", progress: bool 
             if len(batches) == 0:
                 raise DatasetError(f"batch_size: {cfg.batch_size} is more than the {len(dataset)} records of patients "
                                    f"with 2+ records (per rank: {world_size} ranks); lower batch_size")
-            return DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers)
+            return DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers,
+                              multiprocessing_context=context)
         sampler = EpochShuffleSampler(len(dataset), seed=cfg.seed, num_replicas=world_size, rank=rank)
         per_rank = len(sampler)
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                          drop_last=per_rank > cfg.batch_size, num_workers=cfg.num_workers)
+                          drop_last=per_rank > cfg.batch_size, num_workers=cfg.num_workers,
+                          multiprocessing_context=context)
 
     validate = val_data is not None
     seen = np.concatenate([records, val_records]) if validate else records

@@ -33,6 +33,44 @@ def test_distributed_ranks_are_disjoint_and_equal():
     assert not {i for b in r0 for i in b} & {i for b in r1 for i in b}
 
 
+
+def test_each_patient_is_one_contiguous_run_and_its_draw_is_uniform():
+    """Patients fill the batches one after another; a patient with n > k records contributes each record with
+    probability k / n (a uniform draw without replacement), checked over epochs against the binomial spread."""
+    ids = np.asarray(PATIENTS)
+    sampler = PatientBatchSampler(PATIENTS, batch_size=5, k=2, seed=3, drop_last=False)
+    picks = np.zeros(len(PATIENTS))
+    pairs = {}
+    epochs = 400
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        flat = [i for b in sampler for i in b]
+        runs = [p for j, p in enumerate(ids[flat]) if j == 0 or ids[flat][j - 1] != p]
+        assert len(runs) == len(set(runs)) == 30  # one run per patient, every patient once
+        picks[flat] += 1
+        for p in ("r0", "r1"):
+            key = tuple(sorted(i for i in flat if ids[i] == p))
+            pairs[key] = pairs.get(key, 0) + 1
+    four = np.flatnonzero(np.char.startswith(ids.astype(str), "r"))
+    expected, sd = epochs / 2, np.sqrt(epochs / 4)
+    assert np.all(np.abs(picks[four] - expected) < 5 * sd)  # each of 4 records picked with probability 2 / 4
+    assert (picks[np.flatnonzero(np.char.startswith(ids.astype(str), "q"))] == epochs).all()
+    assert len(pairs) == 12  # all 6 pairs of each of r0's and r1's 4 records occur
+
+
+@pytest.mark.parametrize("batch_size, drop_last, replicas", [(8, True, 1), (8, False, 1), (6, True, 2),
+                                                             (7, False, 3), (50, False, 2), (64, True, 1)])
+def test_length_is_counted_without_drawing_and_matches_the_batches(batch_size, drop_last, replicas):
+    for rank in range(replicas):
+        sampler = PatientBatchSampler(PATIENTS, batch_size, k=2, seed=5, drop_last=drop_last,
+                                      num_replicas=replicas, rank=rank)
+        batches = list(sampler)
+        assert len(sampler) == len(batches)
+        assert all(len(b) == batch_size for b in batches[:-1])
+        if drop_last:
+            assert all(len(b) == batch_size for b in batches)
+
+
 def test_bad_arguments():
     with pytest.raises(DatasetError, match="k:"):
         PatientBatchSampler(PATIENTS, 8, k=1)
