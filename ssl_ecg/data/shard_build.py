@@ -19,7 +19,15 @@ ids, preprocessing parameters, source-file hashes), with the storage
 :data:`~ssl_ecg.data.shards.SHARD_FORMAT`) hashed into its parameters part, so
 an int16 and a float16 cache of one dataset, and the float32 memmap, have three
 keys and three folders. Reopening compares the stat key first, as the memmap
-cache does, and hashes the source files only when it changed.
+cache does, and hashes the source files only when it changed; when the content
+key still matches, the new stat key is stored in the manifest, so the next open
+compares stats again instead of hashing.
+
+Repair. A finished cache that does not load (a shard deleted or cut short, an
+index array lost) is repaired by the next :func:`build_shards`: its manifest is
+dropped, the shards without a valid marker (or whose file is missing or of
+another size than the marker says; with ``verify``, of another blake2b) are
+rebuilt, and the markers are merged again.
 """
 
 from __future__ import annotations
@@ -215,12 +223,20 @@ def _build_one(k: int) -> dict:
 # Markers, merge
 
 
-def _marker(folder: Path, k: int, key: str) -> dict | None:
-    """Shard ``k``'s done-marker if the shard is finished (marker readable, same key, shard of the named size)."""
+def _marker(folder: Path, k: int, key: str, verify: bool = False) -> dict | None:
+    """Shard ``k``'s done-marker if the shard is finished: the marker is readable, has this key, names shard ``k``
+    and its own file ``shard-NNNNNN.safetensors`` (no other path is ever looked at), and the shard has the size the
+    marker names (with ``verify``, also its blake2b)."""
     shards = folder / "shards"
+    name = f"{shard_name(k)}.safetensors"
     try:
         marker = json.loads((shards / f"{shard_name(k)}.done.json").read_text())
-        ok = marker.get("key") == key and (shards / marker["file"]).stat().st_size == marker["bytes"]
+        ok = (isinstance(marker, dict) and marker.get("key") == key and marker.get("shard") == k
+              and marker.get("file") == name and isinstance(marker.get("rows"), list)
+              and marker.get("n_records") == len(marker["rows"])
+              and (shards / name).stat().st_size == marker["bytes"])
+        if ok and verify:
+            ok = _file_hash(shards / name) == marker.get("blake2b")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return marker if ok else None
@@ -250,7 +266,8 @@ def _merge(folder: Path, n_shards: int, head: dict) -> None:
     codes_of: dict[str, int] = {}
     lengths = np.empty(int(counts.sum()), dtype=np.int64)
     codes = np.empty(len(lengths), dtype=np.int64)
-    part = folder / f".{_RECORDS}.{os.getpid()}.part"
+    # temporary names unique across nodes sharing the folder (equal pids on two hosts are common)
+    part = folder / f".{_RECORDS}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     i = 0
     with open(part, "w") as f:
         for k, m in enumerate(markers):
@@ -263,7 +280,7 @@ def _merge(folder: Path, n_shards: int, head: dict) -> None:
     os.replace(part, folder / _RECORDS)
     for name, array in ((_LENGTHS, lengths), (_CODES, codes),
                         (_STARTS, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))):
-        tmp = folder / f".{name}.{os.getpid()}.part.npy"
+        tmp = folder / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part.npy"
         np.save(tmp, array)
         os.replace(tmp, folder / name)
     _write_json_atomic(folder / _PATIENTS, list(codes_of))
@@ -304,6 +321,42 @@ def _finished(root: Path, index: DatasetIndex, pkey: str, base: dict[str, str]) 
     return None
 
 
+def _unclaim(root: Path, index: DatasetIndex, pkey: str, folder: Path, stat_key: str) -> None:
+    """Clear ``stat_key`` from every other cache folder of these parameters that claims it (as
+    :func:`ssl_ecg.data.cache.open_cache` does; best effort: unwritable ones stay)."""
+    for other in root.glob(f"{index.name}-*"):
+        if other == folder:
+            continue
+        try:
+            m = json.loads((other / _MANIFEST).read_text())
+            if isinstance(m, dict) and m.get("params_key") == pkey and m.get("stat_key") == stat_key:
+                _write_json_atomic(other / _MANIFEST, {**m, "stat_key": None})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+
+
+def _open_merged(root: Path, index: DatasetIndex, folder: Path, n_shards: int, head: dict) -> ShardCache:
+    """Open the cache once every shard is finished: reuse its manifest, storing the current stat key and header
+    files in it if they changed (so the next open need not hash the sources again), or merge the markers anew when
+    there is no manifest or the cache does not load."""
+    manifest = folder / _MANIFEST
+    if manifest.is_file():
+        try:
+            cache = ShardCache.load(folder)
+        except DatasetError:
+            manifest.unlink(missing_ok=True)  # stale (e.g. an index array lost): merged again below
+        else:
+            fresh = {"stat_key": head["stat_key"], "header_files": head["header_files"]}
+            if cache.manifest.get("key") == head["key"] and any(cache.manifest.get(k) != v for k, v in fresh.items()):
+                _write_json_atomic(manifest, {**cache.manifest, **fresh})
+                _unclaim(root, index, head["params_key"], folder, head["stat_key"])
+                cache = ShardCache.load(folder)
+            return cache
+    _merge(folder, n_shards, head)
+    _unclaim(root, index, head["params_key"], folder, head["stat_key"])
+    return ShardCache.load(folder)
+
+
 def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CacheParams = CacheParams(),
                  dtype: str = "int16", shard_records: int = DEFAULT_SHARD_RECORDS, workers: int = 1,
                  node_rank: int = 0, num_nodes: int = 1, rebuild: bool = False, verify: bool = False,
@@ -319,7 +372,8 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
         workers: processes building shards (1: in this process).
         node_rank, num_nodes: this node's share of the shards (``k % num_nodes == node_rank``).
         rebuild: delete the folder of this key and build anew (single node only).
-        verify: re-hash every source file instead of trusting unchanged stats.
+        verify: re-hash every source file instead of trusting unchanged stats, and every finished shard of this
+            node against its marker's blake2b (a mismatching shard is rebuilt).
         progress: called as ``progress(done, total)`` after each shard this call builds.
 
     Returns:
@@ -346,9 +400,13 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
     if not rebuild and not verify:
         done = _finished(root, index, pkey, base)
         if done is not None:
-            cache = ShardCache.load(done)
-            n = len(cache.manifest["shards"])
-            return ShardBuild(done, cache.manifest["key"], n, [], n, 0, 0.0, cache)
+            try:
+                cache = ShardCache.load(done)
+            except DatasetError:
+                pass  # e.g. a shard lost: hash, rebuild what is unfinished and merge again below
+            else:
+                n = len(cache.manifest["shards"])
+                return ShardBuild(done, cache.manifest["key"], n, [], n, 0, 0.0, cache)
     src = _hash_sources(index, base, {}, {})
     key = _content_key(pkey, src.hashes)
     folder = root / f"{index.name}-{key[:16]}"
@@ -362,7 +420,7 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
             "header_files": sorted({r for v in src.refs.values() for r in v})}
     _write_json_atomic(folder / _BUILD, head)
     mine = [k for k in range(n_shards) if k % num_nodes == node_rank]
-    todo = [k for k in mine if _marker(folder, k, key) is None]
+    todo = [k for k in mine if _marker(folder, k, key, verify=verify) is None]
     for stale in (folder / "shards").glob(".*.part"):  # a killed worker's file (only this node's shards)
         try:
             if int(stale.name.split("shard-")[1][:6]) % num_nodes == node_rank:
@@ -394,7 +452,5 @@ def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CachePara
     pending = sum(_marker(folder, k, key) is None for k in range(n_shards))
     cache = None
     if pending == 0:
-        if not (folder / _MANIFEST).is_file():
-            _merge(folder, n_shards, head)
-        cache = ShardCache.load(folder)
+        cache = _open_merged(root, index, folder, n_shards, head)
     return ShardBuild(folder, key, n_shards, todo, len(mine) - len(todo), pending, seconds, cache)

@@ -37,8 +37,8 @@ per-lead scale ``s`` (float32) and read back as ``float32(q) * s``:
 
 - ``int16``: ``s = max|x| / 32767`` and ``q = round(x / s)``, so
   ``|x_hat - x| <= s / 2 + 2**-23 |x|``: a sample is off by at most
-  ``max|x| / 65534`` of its lead's peak (7.6e-6 relative), e.g. 0.08 uV for a
-  5 mV peak.
+  ``1 / 65534`` of its lead's peak ``max|x|`` (1.5e-5 relative), e.g. 0.08 uV
+  for a 5 mV peak.
 - ``float16``: ``s = max|x|`` and ``q = float16(x / s)`` in [-1, 1], so
   ``|x_hat - x| <= (2**-11 + 2**-23) |x| + 2**-25 s`` (half a unit in the last
   place of float16's 11-bit significand, and half the subnormal spacing).
@@ -46,10 +46,34 @@ per-lead scale ``s`` (float32) and read back as ``float32(q) * s``:
 Both halve the size of float32. A lead that is all zero gets ``s = 1``.
 
 Reading. :class:`ShardCache` keeps the shard boundaries (one int64 per shard)
-and memory-maps ``lengths.npy``; a shard's data is memory-mapped on first use
-(at most :data:`OPEN_SHARDS` per process, least recently used closed first:
-an open shard is one map and about a kilobyte, whereas reopening costs a header read, and uniform random
-access touches every shard).
+and memory-maps ``lengths.npy``; a shard's data is memory-mapped on first use.
+The reader is a hand-written memory-map reader of the safetensors layout (an
+8-byte header length, a JSON header, then the raw tensors), not
+:func:`safetensors.safe_open`: ``safe_open`` copies each tensor it returns,
+whereas slicing one map per shard reads only the window, and measured faster
+(``benchmarks/README.md``, "Choosing the library"). A process keeps at most
+:data:`OPEN_SHARDS` shards open, least recently used closed first: an open
+shard costs one map, one file descriptor and about a kilobyte, whereas
+reopening costs a header read, and uniform random access touches every shard.
+Since each open shard holds a file descriptor, the cap is also at most half the
+process's descriptor limit (``RLIMIT_NOFILE``; its soft limit is raised once
+per process towards the hard limit as far as the cache needs, and never fewer
+than :data:`MIN_OPEN_SHARDS` stay open); running out of descriptors anyway is a
+:class:`~ssl_ecg.errors.DatasetError` that names the shard and suggests
+``ulimit -n``.
+
+Checks. :meth:`ShardCache.load` checks the manifest (each shard entry names
+exactly ``shard-NNNNNN.safetensors`` in ``shards/``: no other path is ever
+opened), the boundaries and each shard's size. Opening a shard checks its
+header (a JSON object whose tensors lie inside the file), its metadata (the
+manifest's content key and its own shard number), its row count (the
+boundaries'), its lengths (``lengths.npy``'s slice), its offsets (the running
+sum of ``L * length``) and its scales' lead count (the manifest's leads), so a
+moved, swapped or stale shard is an error that names the file, never wrong
+data. :attr:`ShardCache.table` checks that ``records.jsonl`` has one row per
+record at the (shard, row) the boundaries imply. ``build_shards(verify=True)``
+also compares each finished shard's blake2b with its marker.
+
 A window read is a strided view of one record, dequantised to float32.
 :class:`ShardWindows` gives the items of
 :class:`~ssl_ecg.data.dataset.CacheWindows` (one per record) or
@@ -62,13 +86,16 @@ of the items, drops its tail to a multiple of the world size and takes every
 ``num_replicas``-th item, so the ranks' shares are disjoint and equal. Its cost
 is one permutation of the item count per epoch in the main process (the
 workers receive indices only). Patient-aware batches (PCLR, CMSC across
-records) use :class:`~ssl_ecg.data.sampler.PatientBatchSampler` over
-:attr:`ShardWindows.patient_codes`, which still batches ``k`` records of each
-sampled patient; its patient groups live in the main process only.
+records) of per-record items use :class:`~ssl_ecg.data.sampler.PatientBatchSampler`
+over :attr:`ShardWindows.patient_codes` (one code per record), which batches
+``k`` records of each sampled patient; its patient groups live in the main
+process only. For per-lead items (``per_lead=True``) pass
+:attr:`ShardWindows.instance_patients` (one code per item) instead.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -83,8 +110,13 @@ from torch.utils.data import Dataset
 
 from ssl_ecg.errors import DatasetError, RecordError
 
+try:
+    import resource
+except ImportError:  # Windows: no descriptor limit to read or raise
+    resource = None
+
 __all__ = ["ShardCache", "ShardWindows", "quantize", "dequantize", "SHARD_FORMAT", "SHARD_BACKEND", "STORAGE_DTYPES",
-           "OPEN_SHARDS", "shard_name"]
+           "OPEN_SHARDS", "MIN_OPEN_SHARDS", "shard_name"]
 
 #: Version of this layout; part of the cache key.
 SHARD_FORMAT = 1
@@ -92,20 +124,31 @@ SHARD_FORMAT = 1
 SHARD_BACKEND = "safetensors"
 #: Storage dtypes of the samples.
 STORAGE_DTYPES = ("int16", "float16")
-#: Shards a process keeps memory-mapped at once (one map and ~1 kB each; 16,384 shards of 1,024 records cover
-#: 16 M records). Uniform random access over more shards than this reopens shards (a header read each).
+#: Shards a process keeps memory-mapped at once (one map, one file descriptor and ~1 kB each; 16,384 shards of
+#: 1,024 records cover 16 M records), and at most half the descriptor limit (module docstring). Uniform random
+#: access over more shards than this reopens shards (a header read each).
 OPEN_SHARDS = 16384
+#: Shards kept open however low the descriptor limit is.
+MIN_OPEN_SHARDS = 8
 
 _MANIFEST, _RECORDS, _PATIENTS = "manifest.json", "records.jsonl", "patients.json"
 _LENGTHS, _CODES, _STARTS = "lengths.npy", "patient_codes.npy", "shard_starts.npy"
 _INT16_MAX = 32767
 _ST_DTYPES = {"I16": np.int16, "F16": np.float16, "F32": np.float32, "I64": np.int64}
 _TENSORS = ("signals", "scales", "offsets", "lengths")
+_TENSOR_NDIM = {"signals": 1, "scales": 2, "offsets": 1, "lengths": 1}
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+_FD_ASKED = {"pid": -1, "soft": 0}  # the soft limit this process last asked for (raised at most once per need)
 
 
 def shard_name(k: int) -> str:
     """File name stem of shard ``k``: ``shard-000012``."""
     return f"shard-{int(k):06d}"
+
+
+def _short(value: Any, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def quantize(signal: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,9 +188,50 @@ def dequantize(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.asarray(q, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
 
 
-def _read_header(path: Path) -> tuple[int, dict]:
-    """The safetensors header of ``path``: (data start in bytes, tensor table). Format: 8-byte little-endian
-    header length, then that many bytes of JSON, then the data."""
+def _open_shard_cap(n_shards: int) -> int:
+    """How many shards this process may keep open: :data:`OPEN_SHARDS`, the cache's shard count and half the
+    descriptor soft limit (each open shard holds a descriptor; the other half is left to the rest of the process),
+    but at least :data:`MIN_OPEN_SHARDS`. A soft limit below twice the need is first raised towards the hard limit,
+    once per process and need."""
+    want = max(1, min(OPEN_SHARDS, int(n_shards)))
+    if resource is None:
+        return want
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    need = 2 * want
+    if _FD_ASKED["pid"] != os.getpid():
+        _FD_ASKED.update(pid=os.getpid(), soft=0)
+    if soft != infinite and soft < need and _FD_ASKED["soft"] < need:
+        _FD_ASKED["soft"] = need
+        target = need if hard == infinite else min(hard, need)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):  # not allowed here: keep the limit, open fewer shards
+                pass
+    if soft == infinite:
+        return want
+    return max(MIN_OPEN_SHARDS, min(want, soft // 2))
+
+
+def _out_of_fds(path: Path, exc: OSError) -> DatasetError:
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else "unknown"
+    return DatasetError(f"{path}: cannot open the shard, the process is out of file descriptors ({exc.strerror}; "
+                        f"soft limit {limit}); each open shard holds one: raise the limit (ulimit -n) or open fewer "
+                        "files elsewhere in the process")
+
+
+def _corrupt(path: Path, what: str) -> DatasetError:
+    return DatasetError(f"{path}: corrupt shard ({what}); rebuild it (delete the file and its .done.json, then "
+                        "ssl-ecg cache build --format shards)")
+
+
+def _read_header(path: Path) -> tuple[int, dict[str, tuple[Any, tuple[int, ...], int, int]], dict]:
+    """The safetensors header of ``path``: (data start in bytes, {tensor: (dtype, shape, begin, end)}, metadata).
+
+    Format: 8-byte little-endian header length, then that many bytes of a JSON object (tensor name ->
+    ``{"dtype", "shape", "data_offsets"}``, and ``"__metadata__"``), then the data."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -157,51 +241,90 @@ def _read_header(path: Path) -> tuple[int, dict]:
             if n > 100 * 2**20:
                 raise ValueError(f"header length {n} bytes is implausible")
             header = json.loads(f.read(n))
-        size = path.stat().st_size
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: corrupt shard ({exc}); rebuild it (delete the file and its .done.json, "
-                           "then ssl-ecg cache build --format shards)") from exc
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        if exc.errno in _OUT_OF_FDS:
+            raise _out_of_fds(path, exc) from exc
+        raise _corrupt(path, str(exc)) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _corrupt(path, str(exc)) from exc
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"its header is a JSON {type(header).__name__}, expected an object")
     missing = [t for t in _TENSORS if not isinstance(header.get(t), dict)]
     if missing:
         raise DatasetError(f"{path}: corrupt shard (no tensors {missing} in its header); expected a shard "
                            "written by ssl-ecg cache build --format shards")
-    end = max(int(header[t]["data_offsets"][1]) for t in _TENSORS)
+    tensors = {}
+    for name in _TENSORS:
+        info = header[name]
+        try:
+            dtype = _ST_DTYPES[info["dtype"]]
+            lo, hi = (int(v) for v in info["data_offsets"])
+            shape = tuple(int(d) for d in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise _corrupt(path, f"tensor {name!r} is {_short(info)}; expected a dtype of {list(_ST_DTYPES)}, a "
+                                 "shape and two data_offsets") from None
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if (len(shape) != _TENSOR_NDIM[name] or min(shape) < 0 or not 0 <= lo <= hi
+                or count * np.dtype(dtype).itemsize != hi - lo):
+            raise _corrupt(path, f"tensor {name!r} of shape {list(shape)} in bytes {lo}:{hi}")
+        tensors[name] = (dtype, shape, lo, hi)
+    end = max(t[3] for t in tensors.values())
     if 8 + n + end != size:
-        raise DatasetError(f"{path}: corrupt shard ({size} bytes, its header describes {8 + n + end}); rebuild it")
-    return 8 + n, header
+        raise _corrupt(path, f"{size} bytes, its header describes {8 + n + end}")
+    meta = header.get("__metadata__")
+    return 8 + n, tensors, meta if isinstance(meta, dict) else {}
 
 
 class _Shard:
-    """One shard's arrays, memory-mapped: signals flat, scales (R, L), offsets and lengths (R,)."""
+    """One shard's arrays, memory-mapped: signals flat, scales (R, L), offsets and lengths (R,).
 
-    def __init__(self, path: Path):
-        start, header = _read_header(path)
-        # one map per shard, and plain ndarray views of it (slicing np.memmap objects costs more than the read):
-        # an open shard costs about a kilobyte of Python objects, so thousands can stay open
-        whole = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
-        arrays = {}
-        for name in _TENSORS:
-            info = header[name]
-            dtype = _ST_DTYPES.get(info.get("dtype"))
-            lo, hi = (int(v) for v in info["data_offsets"])
-            if dtype is None or hi < lo:
-                raise DatasetError(f"{path}: corrupt shard (tensor {name!r}: dtype {info.get('dtype')!r}, "
-                                   f"offsets {lo}:{hi})")
-            shape = tuple(int(d) for d in info["shape"])
-            count = int(np.prod(shape)) if shape else 1
-            if count * np.dtype(dtype).itemsize != hi - lo:
-                raise DatasetError(f"{path}: corrupt shard (tensor {name!r} of shape {shape} in {hi - lo} bytes)")
-            arrays[name] = whole[start + lo:start + hi].view(dtype).reshape(shape)
+    Opening checks the shard against what the cache expects of shard ``k`` (module docstring, "Checks").
+    """
+
+    def __init__(self, path: Path, key: str, k: int, lengths: np.ndarray, n_leads: int):
+        start, tensors, meta = _read_header(path)
+        try:
+            # one map per shard, and plain ndarray views of it (slicing np.memmap objects costs more than the
+            # read): an open shard costs one descriptor and about a kilobyte of Python objects
+            whole = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+        except OSError as exc:
+            if exc.errno in _OUT_OF_FDS:
+                raise _out_of_fds(path, exc) from exc
+            raise _corrupt(path, str(exc)) from exc
+        except ValueError as exc:  # e.g. an empty file
+            raise _corrupt(path, str(exc)) from exc
+        arrays = {name: whole[start + lo:start + hi].view(dtype).reshape(shape)
+                  for name, (dtype, shape, lo, hi) in tensors.items()}
         self.path = path
         self.signals, self.scales = arrays["signals"], arrays["scales"]
         self.offsets, self.lengths = arrays["offsets"], arrays["lengths"]
-        n_leads = self.scales.shape[1] if self.scales.ndim == 2 else 0
-        if len(self.offsets) and int(self.offsets[-1] + n_leads * self.lengths[-1]) != len(self.signals):
-            raise DatasetError(f"{path}: corrupt shard (its offsets do not match its {len(self.signals)} samples)")
+        if meta.get("key") != key or meta.get("shard") != str(k):
+            raise DatasetError(f"{path}: holds shard {_short(meta.get('shard'))} of cache key "
+                               f"{_short(meta.get('key'))}, expected shard {k} of key {key} (from {_MANIFEST}); "
+                               "a moved, swapped or stale shard: delete it and its .done.json and build again "
+                               "(ssl-ecg cache build --format shards)")
+        rows = len(lengths)
+        if len(self.lengths) != rows or len(self.offsets) != rows or self.scales.shape[0] != rows:
+            raise DatasetError(f"{path}: holds {len(self.lengths)} lengths, {len(self.offsets)} offsets and "
+                               f"{self.scales.shape[0]} scale rows, expected {rows} records (from {_STARTS})")
+        if rows and self.scales.shape[1] != n_leads:
+            raise DatasetError(f"{path}: scales for {self.scales.shape[1]} leads, expected {n_leads} (the leads "
+                               f"of {_MANIFEST})")
+        if not np.array_equal(self.lengths, lengths):
+            bad = int(np.flatnonzero(self.lengths != lengths)[0])
+            raise DatasetError(f"{path}: row {bad} has {int(self.lengths[bad])} samples, expected "
+                               f"{int(lengths[bad])} (from {_LENGTHS})")
+        ends = np.cumsum(n_leads * self.lengths, dtype=np.int64)
+        if rows and (not np.array_equal(self.offsets[1:], ends[:-1]) or self.offsets[0] != 0
+                     or ends[-1] != len(self.signals)):
+            raise _corrupt(path, f"its offsets do not tile its {len(self.signals)} samples as {n_leads} leads "
+                                 "times each record's length")
 
 
 class ShardCache:
-    """Read access to a finished sharded cache folder (layout: module docstring). Safe to pickle into workers.
+    """Read access to a finished sharded cache folder (layout and checks: module docstring). Safe to pickle into
+    workers.
 
     Attributes:
         folder: the cache folder.
@@ -216,17 +339,19 @@ class ShardCache:
         self._starts = starts
         self._n_leads = len(manifest["leads"])
         self._open: OrderedDict[int, _Shard] = OrderedDict()
+        self._cap: int | None = None
         self._maps: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
         self._table: pd.DataFrame | None = None
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ShardCache:
-        """Open a finished sharded cache, checking each shard's size against its manifest entry.
+        """Open a finished sharded cache, checking its manifest and each shard's size against its manifest entry.
 
         Raises:
-            DatasetError: the manifest or an index array is missing or malformed, or a shard is
-                missing or has another size than the manifest says (the message names the shard).
+            DatasetError: the manifest or an index array is missing or malformed, a shard entry names another
+                file than ``shard-NNNNNN.safetensors``, or a shard is missing or has another size than the
+                manifest says (the message names the shard).
         """
         folder = Path(folder)
         path = folder / _MANIFEST
@@ -238,22 +363,38 @@ class ShardCache:
         need = ("leads", "params", "shards", "n_records", "dtype", "key")
         if not isinstance(manifest, dict) or any(k not in manifest for k in need):
             raise DatasetError(f"{path}: expected a sharded cache manifest with {list(need)}")
+        n_records, params = manifest["n_records"], manifest["params"]
+        if (not isinstance(manifest["leads"], list) or not manifest["leads"] or not isinstance(manifest["key"], str)
+                or not isinstance(manifest["shards"], list) or isinstance(n_records, bool)
+                or not isinstance(n_records, int) or not isinstance(params, dict)
+                or not isinstance(params.get("fs"), (int, float)) or isinstance(params.get("fs"), bool)):
+            raise DatasetError(f"{path}: expected leads (a non-empty list), key (a string), shards (a list), "
+                               "n_records (an integer) and params with fs (a number)")
         try:
             starts = np.load(folder / _STARTS, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{folder / _STARTS}: unreadable ({exc}); rebuild the cache") from exc
         shards = manifest["shards"]
-        if len(starts) != len(shards) + 1 or int(starts[-1]) != int(manifest["n_records"]):
-            raise DatasetError(f"{folder / _STARTS}: {len(starts)} boundaries ending at {int(starts[-1])}, expected "
-                               f"{len(shards) + 1} ending at {manifest['n_records']} (from {_MANIFEST})")
+        if (starts.ndim != 1 or starts.dtype.kind not in "iu" or len(starts) != len(shards) + 1 or starts[0] != 0
+                or int(starts[-1]) != n_records or (np.diff(starts) < 0).any()):
+            raise DatasetError(f"{folder / _STARTS}: {len(starts)} boundaries ending at "
+                               f"{_short(starts[-1:].tolist())}, expected {len(shards) + 1} non-decreasing "
+                               f"integers from 0 to {n_records} (from {_MANIFEST})")
         for k, entry in enumerate(shards):
-            shard = folder / "shards" / entry["file"]
+            name = f"{shard_name(k)}.safetensors"
+            size = entry.get("bytes") if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or entry.get("file") != name or isinstance(size, bool) \
+                    or not isinstance(size, int):
+                raise DatasetError(f"{path}: shard entry {k} is {_short(entry)}, expected file {name!r} (in "
+                                   "shards/) and its size in bytes")
+            shard = folder / "shards" / name
             try:
-                size = shard.stat().st_size
+                found = shard.stat().st_size
             except OSError:
-                raise DatasetError(f"{shard}: shard {k} is missing; rebuild it (ssl-ecg cache build --format shards)")
-            if size != int(entry["bytes"]):
-                raise DatasetError(f"{shard}: corrupt shard ({size} bytes, expected {entry['bytes']}); delete it "
+                raise DatasetError(f"{shard}: shard {k} is missing; rebuild it (ssl-ecg cache build --format "
+                                   "shards)") from None
+            if found != size:
+                raise DatasetError(f"{shard}: corrupt shard ({found} bytes, expected {size}); delete it "
                                    "and its .done.json and build again (ssl-ecg cache build --format shards)")
         cache = cls(folder, manifest, starts)
         if len(cache.lengths) != cache.n_records or len(cache.patient_codes) != cache.n_records:
@@ -263,12 +404,16 @@ class ShardCache:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_open"], state["_maps"] = OrderedDict(), {}  # each worker maps its own
+        state["_cap"] = None  # and reads its own descriptor limit
         state["_table"] = None  # the index rows stay in the main process
         return state
 
+    def _own_process(self) -> None:
+        if self._pid != os.getpid():  # a forked worker: maps and descriptors are per process
+            self._open, self._maps, self._cap, self._pid = OrderedDict(), {}, None, os.getpid()
+
     def _array(self, name: str) -> np.ndarray:
-        if self._pid != os.getpid():
-            self._open, self._maps, self._pid = OrderedDict(), {}, os.getpid()
+        self._own_process()
         if name not in self._maps:
             try:
                 self._maps[name] = np.load(self.folder / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
@@ -306,7 +451,12 @@ class ShardCache:
     @property
     def table(self) -> pd.DataFrame:
         """The index rows of all records (``records.jsonl``), read on first use: for splits and reports, not for
-        workers (it is not pickled with the cache)."""
+        workers (it is not pickled with the cache).
+
+        Raises:
+            DatasetError: the file is unreadable, has another row count than the cache's records, or its
+                ``shard`` and ``row`` columns are not the positions the shard boundaries imply.
+        """
         if self._table is not None:
             return self._table
         path = self.folder / _RECORDS
@@ -315,7 +465,22 @@ class ShardCache:
                 rows = [json.loads(line) for line in f if line.strip()]
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatasetError(f"{path}: unreadable ({exc}); rebuild the cache") from exc
-        self._table = pd.DataFrame(rows)
+        if len(rows) != self.n_records or not all(isinstance(r, dict) for r in rows):
+            raise DatasetError(f"{path}: {len(rows)} rows, expected one JSON object per record "
+                               f"({self.n_records}, from {_MANIFEST}); rebuild the cache")
+        table = pd.DataFrame(rows)
+        if "shard" not in table.columns or "row" not in table.columns:
+            raise DatasetError(f"{path}: no shard and row columns; expected rows written by ssl-ecg cache build "
+                               "--format shards")
+        shard = np.repeat(np.arange(self.n_shards), np.diff(self._starts))
+        row = np.arange(self.n_records) - self._starts[shard]
+        bad = np.flatnonzero((table["shard"].to_numpy() != shard) | (table["row"].to_numpy() != row))
+        if len(bad):
+            i = int(bad[0])
+            raise DatasetError(f"{path}: line {i + 1} is at shard {_short(table['shard'].iloc[i])} row "
+                               f"{_short(table['row'].iloc[i])}, expected shard {shard[i]} row {row[i]} (from "
+                               f"{_STARTS}); rebuild the cache")
+        self._table = table
         return self._table
 
     def patients(self) -> list[str]:
@@ -327,16 +492,19 @@ class ShardCache:
             raise DatasetError(f"{path}: unreadable ({exc}); rebuild the cache") from exc
 
     def _shard(self, k: int) -> _Shard:
-        if self._pid != os.getpid():
-            self._open, self._maps, self._pid = OrderedDict(), {}, os.getpid()
+        self._own_process()
         shard = self._open.get(k)
-        if shard is None:
-            shard = _Shard(self.folder / "shards" / self.manifest["shards"][k]["file"])
-            self._open[k] = shard
-            while len(self._open) > OPEN_SHARDS:
-                self._open.popitem(last=False)
-        else:
+        if shard is not None:
             self._open.move_to_end(k)
+            return shard
+        if self._cap is None:
+            self._cap = _open_shard_cap(self.n_shards)
+        while len(self._open) >= self._cap:  # close before opening: the descriptor is free for the new shard
+            self._open.popitem(last=False)
+        lo, hi = int(self._starts[k]), int(self._starts[k + 1])
+        shard = _Shard(self.folder / "shards" / f"{shard_name(k)}.safetensors", self.manifest["key"], k,
+                       self.lengths[lo:hi], self._n_leads)
+        self._open[k] = shard
         return shard
 
     def locate(self, i: int) -> tuple[int, int]:
