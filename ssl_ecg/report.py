@@ -540,7 +540,8 @@ def run_report(results: str | os.PathLike = "experiments/results", runs: str | o
                                                n_boot=n_boot, seed=seed)
         done.append(result)
     wall = time.perf_counter() - t0
-    text = render_results(done, figures, wall_seconds=wall, quick=quick, full=full, n_boot=n_boot, seed=seed)
+    text = render_results(done, figures, wall_seconds=wall, quick=quick, full=full, n_boot=n_boot, seed=seed,
+                          only=only)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
@@ -684,8 +685,10 @@ def _failed_line(method: str, failed: Any, seeds: list[int]) -> str:
 
 
 def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: bool, full: bool, n_boot: int,
-                   seed: int) -> str:
+                   seed: int, only: list[str] | None = None) -> str:
     """The Markdown of RESULTS.md from :func:`run_block` results with their ``summary``.
+
+    ``only``: the blocks asked for by name (``--block``), written into the command line it shows.
 
     ``wall_seconds`` is this invocation's wall time; the stages' compute time comes from their records
     (:func:`run_block`), so a resumed report still shows what the reused stages cost.
@@ -694,8 +697,11 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
 
     env = environment()
     mode = "a smoke test on tiny settings: NOT results" if quick else ("the full grid" if full else "the core grid")
+    if only and not quick:
+        mode = f"blocks {', '.join(b['block'].name for b in done)}" + (" with their full_methods" if full else "")
+    named = "".join(f" --block {name}" for name in only or [])
     lines = ["# Results", "",
-             f"Written by `ssl-ecg report{' --quick' if quick else ''}{' --full' if full else ''}` "
+             f"Written by `ssl-ecg report{' --quick' if quick else ''}{' --full' if full else ''}{named}` "
              f"({mode}); compute time of the stages (from their records) {_compute_seconds(done) / 60:.1f} min, "
              f"this invocation's wall time {wall_seconds / 60:.1f} min, on {env['cpu_count']} CPU core(s) "
              f"({env['cuda_device'] if env['cuda_device'] != 'none' else 'no GPU'}), commit "

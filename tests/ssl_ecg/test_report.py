@@ -324,8 +324,12 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     report._figures = lambda *a: []  # the plots are tested elsewhere; this test reads the text
     try:
         text = render_results([done], monkey_figures, wall_seconds=6.0, quick=False, full=True, n_boot=50, seed=0)
+        named = render_results([done], monkey_figures, wall_seconds=6.0, quick=False, full=False, n_boot=50, seed=0,
+                               only=["b"])
     finally:
         report._figures = original
+    assert "Written by `ssl-ecg report --full` (the full grid)" in text
+    assert "Written by `ssl-ecg report --block b` (blocks b)" in named
     assert "compute time of the stages (from their records) 8.0 min" in text  # 2 + 4 + 1 + 1 min
     assert "this invocation's wall time 0.1 min" in text
     assert "cmsc 3.0 min" in text and "evaluation 2.0 min in all" in text
