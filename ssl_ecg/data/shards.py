@@ -147,7 +147,8 @@ def shard_name(k: int) -> str:
 
 
 def _short(value: Any, n: int = 80) -> str:
-    text = repr(value)
+    """``repr`` of a value read from a file, cut to ``n`` characters for a one-line message."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
     return text if len(text) <= n else text[:n] + "..."
 
 
