@@ -280,10 +280,11 @@ def _read_header(path: Path) -> tuple[int, dict[str, tuple[Any, tuple[int, ...],
 class _Shard:
     """One shard's arrays, memory-mapped: signals flat, scales (R, L), offsets and lengths (R,).
 
-    Opening checks the shard against what the cache expects of shard ``k`` (module docstring, "Checks").
+    Opening checks the shard's own structure; :meth:`expect` checks it against what the cache expects of shard
+    ``k`` (module docstring, "Checks"). Benchmarks open shards with the first alone.
     """
 
-    def __init__(self, path: Path, key: str, k: int, lengths: np.ndarray, n_leads: int):
+    def __init__(self, path: Path):
         start, tensors, meta = _read_header(path)
         try:
             # one map per shard, and plain ndarray views of it (slicing np.memmap objects costs more than the
@@ -297,30 +298,44 @@ class _Shard:
             raise _corrupt(path, str(exc)) from exc
         arrays = {name: whole[start + lo:start + hi].view(dtype).reshape(shape)
                   for name, (dtype, shape, lo, hi) in tensors.items()}
-        self.path = path
+        self.path, self.meta = path, meta
         self.signals, self.scales = arrays["signals"], arrays["scales"]
         self.offsets, self.lengths = arrays["offsets"], arrays["lengths"]
+        rows = len(self.lengths)
+        if len(self.offsets) != rows or self.scales.shape[0] != rows:
+            raise _corrupt(path, f"{rows} lengths, {len(self.offsets)} offsets and {self.scales.shape[0]} scale "
+                                 "rows; expected one of each per record")
+        n_leads = self.scales.shape[1]
+        ends = np.cumsum(n_leads * self.lengths, dtype=np.int64)
+        if (self.lengths < 0).any() or (rows and (self.offsets[0] != 0 or ends[-1] != len(self.signals)
+                                                  or not np.array_equal(self.offsets[1:], ends[:-1]))):
+            raise _corrupt(path, f"its offsets do not tile its {len(self.signals)} samples as {n_leads} leads "
+                                 "times each record's length")
+
+    def expect(self, key: str, k: int, lengths: np.ndarray, n_leads: int) -> _Shard:
+        """Check that this is shard ``k`` of the cache with content ``key``, holding records of ``lengths`` samples
+        and ``n_leads`` leads; returns the shard.
+
+        Raises:
+            DatasetError: naming the file, what it holds and what was expected (and from which file).
+        """
+        path, meta = self.path, self.meta
         if meta.get("key") != key or meta.get("shard") != str(k):
             raise DatasetError(f"{path}: holds shard {_short(meta.get('shard'))} of cache key "
                                f"{_short(meta.get('key'))}, expected shard {k} of key {key} (from {_MANIFEST}); "
                                "a moved, swapped or stale shard: delete it and its .done.json and build again "
                                "(ssl-ecg cache build --format shards)")
-        rows = len(lengths)
-        if len(self.lengths) != rows or len(self.offsets) != rows or self.scales.shape[0] != rows:
-            raise DatasetError(f"{path}: holds {len(self.lengths)} lengths, {len(self.offsets)} offsets and "
-                               f"{self.scales.shape[0]} scale rows, expected {rows} records (from {_STARTS})")
-        if rows and self.scales.shape[1] != n_leads:
+        if len(self.lengths) != len(lengths):
+            raise DatasetError(f"{path}: holds {len(self.lengths)} records, expected {len(lengths)} (from "
+                               f"{_STARTS}); rebuild it (ssl-ecg cache build --format shards)")
+        if len(lengths) and self.scales.shape[1] != n_leads:
             raise DatasetError(f"{path}: scales for {self.scales.shape[1]} leads, expected {n_leads} (the leads "
                                f"of {_MANIFEST})")
         if not np.array_equal(self.lengths, lengths):
             bad = int(np.flatnonzero(self.lengths != lengths)[0])
             raise DatasetError(f"{path}: row {bad} has {int(self.lengths[bad])} samples, expected "
                                f"{int(lengths[bad])} (from {_LENGTHS})")
-        ends = np.cumsum(n_leads * self.lengths, dtype=np.int64)
-        if rows and (not np.array_equal(self.offsets[1:], ends[:-1]) or self.offsets[0] != 0
-                     or ends[-1] != len(self.signals)):
-            raise _corrupt(path, f"its offsets do not tile its {len(self.signals)} samples as {n_leads} leads "
-                                 "times each record's length")
+        return self
 
 
 class ShardCache:
@@ -503,8 +518,8 @@ class ShardCache:
         while len(self._open) >= self._cap:  # close before opening: the descriptor is free for the new shard
             self._open.popitem(last=False)
         lo, hi = int(self._starts[k]), int(self._starts[k + 1])
-        shard = _Shard(self.folder / "shards" / f"{shard_name(k)}.safetensors", self.manifest["key"], k,
-                       self.lengths[lo:hi], self._n_leads)
+        shard = _Shard(self.folder / "shards" / f"{shard_name(k)}.safetensors").expect(
+            self.manifest["key"], k, self.lengths[lo:hi], self._n_leads)
         self._open[k] = shard
         return shard
 

@@ -572,10 +572,11 @@ def test_a_shard_with_fewer_rows_is_an_error_not_the_end_of_iteration(tmp_path, 
                "lengths": orig["lengths"][:1]}
     _replace_shard(folder, 1, _safetensors_bytes(tmp_path, one_row, {"key": key, "shard": "1", "n_leads": "12"}))
     data = ShardWindows(ShardCache.load(folder), 100)
-    with pytest.raises(DatasetError, match=r"shard-000001.safetensors: holds 1 lengths, 1 offsets and 1 scale rows, "
-                                           r"expected 2 records"):
+    with pytest.raises(DatasetError, match=r"shard-000001.safetensors: holds 1 records, expected 2 \(from "
+                                           r"shard_starts.npy\)"):
         list(data)  # an IndexError here would end the iteration silently after 2 items
-    longer = dict(orig, lengths=orig["lengths"] + np.array([0, 1]))
+    longer = dict(orig, lengths=orig["lengths"] + np.array([0, 1]),  # a consistent shard, not the cache's
+                  signals=np.concatenate([orig["signals"], np.zeros(12, dtype=orig["signals"].dtype)]))
     _replace_shard(folder, 1, _safetensors_bytes(tmp_path, longer, {"key": key, "shard": "1", "n_leads": "12"}))
     with pytest.raises(DatasetError, match=r"shard-000001.safetensors: row 1 has 401 samples, expected 400 "
                                            r"\(from lengths.npy\)"):
@@ -583,6 +584,11 @@ def test_a_shard_with_fewer_rows_is_an_error_not_the_end_of_iteration(tmp_path, 
     shifted = dict(orig, offsets=np.array([0, 0], dtype=np.int64))
     _replace_shard(folder, 1, _safetensors_bytes(tmp_path, shifted, {"key": key, "shard": "1", "n_leads": "12"}))
     with pytest.raises(DatasetError, match=r"shard-000001.safetensors: corrupt shard \(its offsets"):
+        ShardCache.load(folder).record(3)
+    ragged = dict(orig, offsets=orig["offsets"][:1])
+    _replace_shard(folder, 1, _safetensors_bytes(tmp_path, ragged, {"key": key, "shard": "1", "n_leads": "12"}))
+    with pytest.raises(DatasetError, match=r"shard-000001.safetensors: corrupt shard \(2 lengths, 1 offsets and 2 "
+                                           r"scale rows"):
         ShardCache.load(folder).record(3)
 
 
