@@ -342,16 +342,17 @@ def _open_merged(root: Path, index: DatasetIndex, folder: Path, n_shards: int, h
     manifest = folder / _MANIFEST
     if manifest.is_file():
         try:
-            cache = ShardCache.load(folder)
+            cache: ShardCache | None = ShardCache.load(folder)
         except DatasetError:
-            manifest.unlink(missing_ok=True)  # stale (e.g. an index array lost): merged again below
-        else:
+            cache = None
+        if cache is not None and cache.manifest["key"] == head["key"]:
             fresh = {"stat_key": head["stat_key"], "header_files": head["header_files"]}
-            if cache.manifest.get("key") == head["key"] and any(cache.manifest.get(k) != v for k, v in fresh.items()):
+            if any(cache.manifest.get(k) != v for k, v in fresh.items()):
                 _write_json_atomic(manifest, {**cache.manifest, **fresh})
                 _unclaim(root, index, head["params_key"], folder, head["stat_key"])
                 cache = ShardCache.load(folder)
             return cache
+        manifest.unlink(missing_ok=True)  # stale (e.g. an index array lost): merged again below
     _merge(folder, n_shards, head)
     _unclaim(root, index, head["params_key"], folder, head["stat_key"])
     return ShardCache.load(folder)
