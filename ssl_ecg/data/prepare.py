@@ -604,10 +604,13 @@ def _draw_split(spec: DataSpec, table: pd.DataFrame, members: Sequence[tuple[str
 
 
 def _open_shards(index, spec: DataSpec, params: CacheParams) -> ShardCache:
-    """The finished sharded cache of ``index`` (built here, in one process, if missing or unfinished)."""
-    from ssl_ecg.data.shard_build import build_shards
+    """The finished sharded cache of ``index`` (built here, in one process, if missing or unfinished), with the
+    shard size of a cache already built with these parameters (``--shard-records``), else the default."""
+    from ssl_ecg.data.shard_build import DEFAULT_SHARD_RECORDS, build_shards, built_shard_sizes
 
-    built = build_shards(index, spec.cache_dir, params, dtype=spec.cache_dtype)
+    sizes = built_shard_sizes(index, spec.cache_dir, params, dtype=spec.cache_dtype)
+    built = build_shards(index, spec.cache_dir, params, dtype=spec.cache_dtype,
+                         shard_records=sizes[0] if sizes else DEFAULT_SHARD_RECORDS)
     if built.cache is None:  # another node's shards are unfinished (a multi-node build in progress)
         raise DatasetError(f"{built.folder}: {built.pending} of {built.n_shards} shards are unfinished (a multi-node "
                            "build in progress?); finish it with ssl-ecg cache build --format shards")
@@ -623,8 +626,11 @@ def prepare(spec: DataSpec, split: Split | str | os.PathLike | None = None, prog
     :class:`CachePool`. With ``cache_backend: shards`` the dataset is cached as
     shards instead (:func:`ssl_ecg.data.shard_build.build_shards` in this
     process, or reopened when ``ssl-ecg cache build --format shards`` built it
-    with the same dtype and the default shard size), and its table comes from
-    the shards' ``records.jsonl``.
+    with the same parameters and dtype, at any ``--shard-records``), and its
+    table comes from the shards' ``records.jsonl``. Build a large cache before a
+    multi-rank run (``--workers N``): ranks that find it unfinished each build
+    the missing shards (identical files, renamed atomically), which is correct
+    but repeats the work.
 
     Args:
         spec: the data specification.

@@ -77,7 +77,7 @@ from ssl_ecg.data.shards import (
 )
 from ssl_ecg.errors import ConfigError, DatasetError, RecordError
 
-__all__ = ["build_shards", "shard_key", "ShardBuild", "DEFAULT_SHARD_RECORDS"]
+__all__ = ["build_shards", "built_shard_sizes", "shard_key", "ShardBuild", "DEFAULT_SHARD_RECORDS"]
 
 #: Index rows per shard: 1,024 twelve-lead 10 s records at 100 Hz are 24 MB in int16.
 DEFAULT_SHARD_RECORDS = 1024
@@ -356,6 +356,23 @@ def _open_merged(root: Path, index: DatasetIndex, folder: Path, n_shards: int, h
     _merge(folder, n_shards, head)
     _unclaim(root, index, head["params_key"], folder, head["stat_key"])
     return ShardCache.load(folder)
+
+
+def built_shard_sizes(index: DatasetIndex, root: str | os.PathLike, params: CacheParams = CacheParams(),
+                      dtype: str = "int16") -> list[int]:
+    """The ``shard_records`` of the sharded caches of ``index`` with these parameters and dtype under ``root``
+    (newest first), read from their manifests: so a reader that did not choose the shard size (``prepare``)
+    opens the cache that ``ssl-ecg cache build --shard-records N`` built instead of building another."""
+    found = []
+    for folder in Path(root).glob(f"{index.name}-*"):
+        try:
+            manifest = json.loads((folder / _MANIFEST).read_text())
+            size = int(manifest["shard_records"])
+            if manifest.get("params_key") == _shard_params_key(index, params, _storage(dtype, size)):
+                found.append((folder.stat().st_mtime, size))
+        except (OSError, ValueError, KeyError, TypeError, ConfigError, AttributeError):
+            continue
+    return [size for _, size in sorted(found, reverse=True)]
 
 
 def build_shards(index: DatasetIndex, root: str | os.PathLike, params: CacheParams = CacheParams(),

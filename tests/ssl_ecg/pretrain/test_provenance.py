@@ -336,6 +336,21 @@ def test_prepare_on_shards_gives_the_memmap_records_ids_and_split(ludb, tmp_path
     assert half.cache.manifest["dtype"] == "float16" and half.cache.folder != shards.cache.folder
 
 
+
+def test_prepare_opens_the_shards_built_with_another_shard_size(ludb, tmp_path):
+    """`ssl-ecg cache build --format shards --shard-records 5` then a recipe with cache_backend shards: prepare
+    opens that cache instead of building one of the default size."""
+    from ssl_ecg.data import load_index
+    from ssl_ecg.data.prepare import DataSpec, prepare
+    from ssl_ecg.data.shard_build import build_shards
+
+    spec = DataSpec(dataset="ludb", root=str(ludb), fs=100.0, cache_dir=str(tmp_path / "c"), cache_backend="shards")
+    built = build_shards(load_index("ludb", ludb), spec.cache_dir, spec.cache_params(), shard_records=5)
+    prepared = prepare(spec)
+    assert prepared.cache.folder == built.folder and prepared.cache.n_shards == 3  # 12 records in shards of 5
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [built.folder.name]
+
+
 def test_dataspec_refuses_an_unknown_backend_dtype_or_a_sharded_pool(ludb):
     from ssl_ecg.data.prepare import DataSpec
 
