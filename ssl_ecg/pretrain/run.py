@@ -478,6 +478,11 @@ def run_fingerprint(cfg: PretrainConfig, cache_key: str, split_hash: str = "") -
     from ssl_ecg import __version__
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_RESULT_AFFECTING}
+    if settings.get("cache_backend", "memmap") == "memmap":
+        # the memmap default leaves runs fingerprinted before these fields existed valid (their cache key names
+        # the backend; the dtype is the shards' only)
+        settings.pop("cache_backend", None)
+        settings.pop("cache_dtype", None)
     payload = {"settings": settings, "cache_key": cache_key, "split": split_hash, "schema": RUN_SCHEMA,
                "version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

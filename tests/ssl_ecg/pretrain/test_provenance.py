@@ -428,3 +428,23 @@ def test_shard_workers_start_by_spawn_and_get_the_same_windows_without_the_index
     for i in range(0, len(data), 5):
         x, y = data[i], copy[i]
         assert torch.equal(x[0], y[0]) and x[1:] == y[1:]
+
+
+def test_memmap_runs_keep_the_fingerprint_they_had_before_the_backend_fields(ludb):
+    """A memmap run's fingerprint is what it was before ``cache_backend``/``cache_dtype`` existed (finished runs are
+    reused, not refused as another recipe's); a sharded run's covers the backend and its dtype."""
+    import hashlib
+
+    from ssl_ecg import __version__
+    from ssl_ecg.pretrain.run import _NOT_RESULT_AFFECTING, RUN_SCHEMA
+
+    cfg = _cfg(ludb)
+    before = {k: v for k, v in asdict(cfg).items()
+              if k not in _NOT_RESULT_AFFECTING and k not in ("cache_backend", "cache_dtype")}
+    payload = {"settings": before, "cache_key": "k", "split": "s", "schema": RUN_SCHEMA, "version": __version__}
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    assert run_fingerprint(cfg, "k", "s") == expected
+    assert run_fingerprint(replace(cfg, cache_dtype="float16"), "k", "s") == expected  # ignored by memmap
+    shards = {run_fingerprint(replace(cfg, cache_backend="shards", cache_dtype=d), "k", "s") for d in ("int16",
+                                                                                                       "float16")}
+    assert len(shards) == 2 and expected not in shards
