@@ -599,7 +599,8 @@ def _table(lines: dict, val_patients: list[int] | None = None, n_splits: int | N
                     marks += mark
                     value = cell[key]
                     if key == "few_positives" and cell.get("class_patients") is not None:
-                        value = f"{int(cell['class_patients'])} patients on a class's smaller side"
+                        n = int(cell["class_patients"])
+                        value = f"{n} patient{'' if n == 1 else 's'} on a class's smaller side"
                     detail = "" if isinstance(value, bool) else str(value)
                     used.setdefault(key, {}).setdefault(detail, []).append(f"{arm} at {_pct(f)}")
             if cell and n_splits and cell.get("n_splits") is not None and int(cell["n_splits"]) < n_splits:

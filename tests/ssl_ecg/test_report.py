@@ -301,6 +301,8 @@ def test_a_flag_on_every_cell_for_one_reason_is_one_footnote():
                                    "1": _cell(0.9, 0.8, 1.0, **few)}})
     assert mixed[-1].endswith(": cmsc at 10%, supervised at 100% (9 patients on a class's smaller side); "
                               "supervised at 10% (3 patients on a class's smaller side).")
+    one = _table({"cmsc": {"0.1": _cell(0.7, 0.6, 0.8, few_positives=True, class_patients=1)}})
+    assert one[-1].endswith(": every cell (1 patient on a class's smaller side).")
 
 
 def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path):
