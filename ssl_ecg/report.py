@@ -375,6 +375,50 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
     return out
 
 
+def _arms_lines(entry: dict) -> list[str]:
+    """What each encoder arm is (input leads, probe feature size, pretraining budget), from the split's
+    ``curve.json`` and the encoders' ``encoder.json``: arms of different sizes are compared as they are."""
+    try:
+        meta = json.loads((Path(entry["out"]) / "curve.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    per_lead = meta.get("per_lead") or {}
+    encoders = (meta.get("config") or {}).get("encoders") or {}
+    records_of = {}
+    for arm, folder in encoders.items():
+        try:
+            records_of[arm] = json.loads((Path(folder) / "encoder.json").read_text())
+        except (OSError, ValueError, TypeError):
+            continue
+    # the data's lead count: a per-lead pool's instances per record, or a multi-lead encoder's input channels
+    pretraining = {a: r.get("pretraining") or {} for a, r in records_of.items()}
+    counts = [int(pretraining[a].get("instances") or 0) // max(int(pretraining[a].get("records") or 1), 1)
+              for a in records_of if per_lead.get(a)]
+    counts += [(r.get("encoder") or {}).get("in_channels") or 0 for a, r in records_of.items() if not per_lead.get(a)]
+    leads = max(counts, default=0) if max(counts, default=0) > 1 else None
+    parts, first = [], None
+    for arm, record in records_of.items():
+        cfg, pre = record.get("encoder") or {}, record.get("pretraining") or {}
+        dim, channels = cfg.get("embed_dim"), cfg.get("in_channels")
+        if per_lead.get(arm):
+            size = (f"{dim}-d per lead, probe features {dim * leads:,} ({leads} leads concatenated)" if leads and dim
+                    else f"{dim}-d per lead, lead embeddings concatenated")
+            what = f"{cfg.get('name', '?')} on 1 lead, {size}"
+        else:
+            what = f"{cfg.get('name', '?')} on {channels} leads, probe features {dim}"
+        passes, seconds = pre.get("encoder_forward_passes"), pre.get("seconds")
+        budget = (f", {int(passes):,} encoder passes in {float(seconds):.0f} s of pretraining"
+                  if passes is not None and seconds is not None else "")
+        parts.append(f"**{arm}**: {what}{budget}")
+        first = first or arm
+    if not parts:
+        return []
+    shared = (f" **random_init** and **supervised** take the {first} architecture. Arms of different input leads "
+              "or feature sizes are compared as they are, so a paired difference between them mixes method and "
+              "architecture.") if first else ""
+    return ["", f"Arms (split seed {entry.get('seed')}): " + "; ".join(parts) + "." + shared]
+
+
 def _without(curve: Any, failed: dict) -> Any:
     """``curve``'s rows less those of the ``failed`` methods (rows a earlier sitting may have left in a resumed
     curve), so that no split holds a line the others lack."""
@@ -568,7 +612,9 @@ def _pct(fraction: str | float) -> str:
 #: Per-cell flags of :func:`~ssl_ecg.evaluate.curve.summarize_runs` (when it sets them): the mark in a table
 #: cell and the footnote under the table.
 CELL_FLAGS: dict[str, tuple[str, str]] = {
-    "few_positives": ("†", "few positives in the test set: the interval is wide and the AUROC unstable"),
+    "few_positives": ("†", "few patients on a class's smaller side of the test set: the AUROC is unstable and its "
+                           "interval can under-cover (a replicate that loses a class is redrawn, so replicates "
+                           "never vary which of those few patients are present)"),
     "degenerate": ("‡", "degenerate: a perfect score with the interval [1, 1] (every replicate scored 1)"),
 }
 
@@ -648,7 +694,9 @@ def _between_split_sd(lines: dict) -> list[str]:
     def shown(v: Any) -> str:
         return "–" if v is None or not np.isfinite(float(v)) else f"{float(v):.3f}"
 
-    return ["", "Between-split SD (the standard deviation of the split seeds' estimates):", "",
+    return ["", "Between-split SD σ_b (method of moments: the spread of the split seeds' estimates beyond what the "
+                "test bootstrap explains, truncated at 0; a 0 means the seeds differ no more than test-set noise, not "
+                "that they agree, and then no run-to-run term widens the interval):", "",
             "| arm | " + " | ".join(_pct(f) for f in fractions) + " |", "|---|" + "---|" * len(fractions),
             *[f"| {arm} | " + " | ".join(shown(cells[f]) for f in fractions) + " |" for arm, cells in sds.items()]]
 
@@ -710,9 +758,12 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              "Every number is a test-set estimate with a 95% interval from a hierarchical bootstrap "
              f"({n_boot} replicates, seed {seed}): label draws and test patients are resampled (each patient once "
              "per replicate, in every split that holds it), and the variance between split seeds (each with its own "
-             "split, pretraining run and random init) is added with a widening for its few degrees of freedom, so "
-             "the interval covers the finite test set, the label draw and the pretraining run, not only seeds. "
-             "With 3 splits the between-split part rests on 2 degrees of freedom: when runs differ a lot, the "
+             "pretraining run and random init, and its own patient split where the split is drawn; official folds "
+             "keep one split, and there the label draws and the supervised and feature arms are the same in every "
+             "seed) is added with a widening for its few degrees of freedom where the seeds' estimates differ more "
+             "than the test bootstrap explains (σ_b > 0 in the between-split table). So the interval covers the "
+             "finite test set and the label draw, and the pretraining run only where its variance shows. With 3 "
+             "splits σ_b rests on 2 degrees of freedom and is 0 in most cells: when runs differ a lot, the "
              "interval can still be too narrow (README: Intervals). "
              "Comparisons are paired (the same split, draw and patients in every replicate) and corrected for "
              "multiple comparisons within each family (Holm, unless a family names another correction); a verdict "
@@ -736,6 +787,8 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
                      "over sittings).")
         if block.chosen_on_validation:
             lines += ["", f"Chosen on validation: {block.chosen_on_validation}"]
+        if block.kind in ("curve", "transfer") and result["splits"]:
+            lines += _arms_lines(result["splits"][0])
         flags = sorted({s["allow_flags"] for s in result["splits"] if s.get("allow_flags")})
         if flags:
             lines += ["", *[f"**NOTE** {f}" for f in flags]]
@@ -870,7 +923,7 @@ def headline(summary: dict, task: str, low_fraction: float = 0.1) -> list[str]:
             answer = f"not distinguishable ({within}, p ≥ {ALPHA:g})"
         shown = "n/a" if not np.isfinite(p) else f"{p:.2g}"
         out.append(f"- **{a[0]} at {_pct(a[1])} vs supervised at 100%**: {c['estimate']:+.3f} "
-                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {how} p={shown}: {answer}.")
+                   f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] (unadjusted interval), {how} p={shown}: {answer}.")
     return out
 
 

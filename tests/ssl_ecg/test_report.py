@@ -1,5 +1,6 @@
 """ssl-ecg report: block recipes, the headline verdict, and a --quick run that writes RESULTS.md."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,7 @@ def test_headline_answers_from_the_holm_adjusted_p():
     assert "simclr" in lines[1] and "no, it is worse" in lines[1]
     assert "byol" in lines[2] and "not distinguishable" in lines[2]
     assert "cmsmlc" in lines[3] and "not distinguishable" in lines[3] and "better" not in lines[3]
+    assert "+0.040 [+0.002, +0.080] (unadjusted interval), Holm p=0.09" in lines[3]
     assert all("Holm-adjusted over the 6 comparisons of family *all of lad*" in line for line in lines)
     assert headline({"comparisons": {}}, "lad") == []
 
@@ -294,8 +296,9 @@ def test_a_flag_on_every_cell_for_one_reason_is_one_footnote():
     few = dict(few_positives=True, class_patients=9)
     every = _table({"cmsc": {"0.1": _cell(0.7, 0.6, 0.8, **few), "1": _cell(0.8, 0.7, 0.9, **few)},
                     "supervised": {"0.1": _cell(0.6, 0.5, 0.7, **few), "1": _cell(0.9, 0.8, 1.0, **few)}})
-    assert every[-1] == ("† few positives in the test set: the interval is wide and the AUROC unstable: every cell "
-                         "(9 patients on a class's smaller side).")
+    assert every[-1].startswith("† few patients on a class's smaller side of the test set: the AUROC is unstable "
+                                "and its interval can under-cover")
+    assert every[-1].endswith(": every cell (9 patients on a class's smaller side).")
     mixed = _table({"cmsc": {"0.1": _cell(0.7, 0.6, 0.8, **few), "1": _cell(0.8, 0.7, 0.9)},
                     "supervised": {"0.1": _cell(0.6, 0.5, 0.7, few_positives=True, class_patients=3),
                                    "1": _cell(0.9, 0.8, 1.0, **few)}})
@@ -336,7 +339,8 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     assert "this invocation's wall time 0.1 min" in text
     assert "cmsc 3.0 min" in text and "evaluation 2.0 min in all" in text
     assert "| cmsc | 0.700 [0.600, 0.800]† | 1.000 [1.000, 1.000]‡ |" in text
-    assert "† few positives" in text and "cmsc at 10% (3 patients on a class's smaller side)" in text
+    assert "† few patients on a class's smaller side" in text
+    assert "cmsc at 10% (3 patients on a class's smaller side)" in text
     assert "‡ degenerate" in text
     assert "| supervised | 0.600 [0.500, 0.700]§ |" in text and "supervised at 10% (1 of 2)" in text
     assert "| *labelled validation patients used for selection (per split)* | 40, 39 | 40, 39 |" in text
@@ -445,3 +449,31 @@ def test_two_split_seeds_each_evaluated_on_its_own_split(tmp_path, real_dataset)
         assert split["val_patients"]["lad"] > 0
     assert hashes[0] != hashes[1]  # two split seeds, two patient splits
     assert "labelled validation patients used for selection (per split)" in text
+
+
+def test_arms_lines_state_each_arms_leads_feature_size_and_budget(tmp_path):
+    """RESULTS.md says what each arm is, so a paired difference across architectures is read as one."""
+    from ssl_ecg.report import _arms_lines
+
+    def encoder(name, channels, instances, records, passes, seconds):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "encoder.json").write_text(json.dumps({
+            "encoder": {"name": "clocs", "in_channels": channels, "embed_dim": 128},
+            "pretraining": {"instances": instances, "records": records, "encoder_forward_passes": passes,
+                            "seconds": seconds}}))
+        return str(folder)
+
+    out = tmp_path / "curve"
+    out.mkdir()
+    encoders = {"cmsc": encoder("cmsc", 1, 120, 10, 2400, 3.2), "cmsmlc": encoder("cmsmlc", 1, 10, 10, 2400, 2.0),
+                "simclr": encoder("simclr", 12, 10, 10, 200, 1.0)}
+    (out / "curve.json").write_text(json.dumps({"config": {"encoders": encoders},
+                                                "per_lead": {"cmsc": True, "cmsmlc": True, "simclr": False}}))
+    text = _arms_lines({"out": str(out), "seed": 4})[-1]
+    assert text.startswith("Arms (split seed 4): **cmsc**: clocs on 1 lead, 128-d per lead, probe features 1,536 "
+                           "(12 leads concatenated), 2,400 encoder passes in 3 s of pretraining;")
+    assert "**cmsmlc**: clocs on 1 lead, 128-d per lead, probe features 1,536 (12 leads concatenated)" in text
+    assert "**simclr**: clocs on 12 leads, probe features 128, 200 encoder passes in 1 s of pretraining." in text
+    assert "**random_init** and **supervised** take the cmsc architecture" in text
+    assert _arms_lines({"out": str(tmp_path / "missing"), "seed": 0}) == []
