@@ -656,8 +656,17 @@ def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, ski
         out["fractions"][line] = reached[0] if reached else None
         reps = boot["replicates"] if boot else {}
         if (reference, 1.0) in reps and all((line, f) in reps for f in fracs):
-            out["bootstrap"][line] = labels_needed_distribution(
-                fracs, np.stack([reps[(line, f)] for f in fracs], axis=1), reps[(reference, 1.0)], confidence)
+            if "split_estimates" in boot:
+                # paired: per fraction the contrast line - reference at 100% over the same splits, draws and
+                # patients (split_contrast), reached where it is >= 0; comparing the two cells' separately
+                # widened replicates would lose the pairing
+                diffs = np.stack([split_contrast(boot, {(line, f): 1.0, (reference, 1.0): -1.0},
+                                                 confidence).replicates for f in fracs], axis=1)
+                goal = np.zeros(len(diffs))
+            else:
+                diffs = np.stack([reps[(line, f)] for f in fracs], axis=1)
+                goal = reps[(reference, 1.0)]
+            out["bootstrap"][line] = labels_needed_distribution(fracs, diffs, goal, confidence)
     return out
 
 

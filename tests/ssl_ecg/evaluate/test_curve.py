@@ -467,3 +467,27 @@ def test_summarize_runs_names_missing_columns():
 
     with pytest.raises(ConfigError, match=r"runs\[0\]: curve rows lack column\(s\) \['arm', 'seed'\]"):
         summarize_runs([(pd.DataFrame({"task": ["t"], "fraction": [1.0], "value": [0.5]}), None)])
+
+
+def test_labels_needed_is_paired_a_line_equal_to_the_reference_reaches_it_in_every_replicate(tmp_path):
+    """At the fraction where cmsc's predictions are random init's at 100% (same scores, same patients), the paired
+    difference is 0 in every replicate, so every replicate has reached the target by then, even with two splits
+    whose cells are widened by their own between-split variance."""
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    runs = []
+    for split in (0, 1):
+        folder = tmp_path / f"s{split}"
+        frame = fake_run(folder, split, effect=0.1 + 2.0 * split)  # the splits disagree: sigma_b > 0
+        ref = frame[(frame.arm == "random_init") & (frame.fraction == 1.0)]
+        for _, row in ref.iterrows():  # cmsc at 50% := random init at 100%, predictions included
+            mask = (frame.arm == "cmsc") & (frame.fraction == 0.5) & (frame.seed == row.seed)
+            (folder / f"{frame.loc[mask, 'fingerprint'].item()}.npz").write_bytes(
+                (folder / f"{row.fingerprint}.npz").read_bytes())
+            frame.loc[mask, "value"] = row.value
+        runs.append((frame, folder))
+    res = summarize_runs(runs, n_boot=300, seed=0)
+    needed = res["labels_needed"]["t"]["bootstrap"]["cmsc"]
+    shares = {float(f): v for f, v in needed["shares"].items()}
+    assert needed["never"] == 0 and shares.get(1.0, 0) == 0, needed
+    assert sum(v for f, v in shares.items() if f <= 0.5) == pytest.approx(1.0)
