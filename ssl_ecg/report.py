@@ -572,16 +572,19 @@ def run_report(results: str | os.PathLike = "experiments/results", runs: str | o
     done = []
     for block in blocks:
         result = run_block(block, runs, full=full, quick=quick, progress=progress)
-        if block.kind == "reduced_leads":  # one summary per lead set, over the split seeds
-            labels = list(dict.fromkeys(label for s in result["splits"] for label in s["curves"]))
-            result["summary"] = {label: summarize_runs([(s["curves"][label], s["predictions"][label])
-                                                        for s in result["splits"] if label in s["curves"]],
-                                                       n_boot=n_boot, seed=seed) for label in labels}
-        elif block.kind == "fewshot":  # intervals come with the results (patient bootstrap per split seed)
-            result["summary"] = None
-        else:
-            result["summary"] = summarize_runs([(s["curve"], s["predictions"]) for s in result["splits"]],
-                                               n_boot=n_boot, seed=seed)
+        try:
+            if block.kind == "reduced_leads":  # one summary per lead set, over the split seeds
+                labels = list(dict.fromkeys(label for s in result["splits"] for label in s["curves"]))
+                result["summary"] = {label: summarize_runs([(s["curves"][label], s["predictions"][label])
+                                                            for s in result["splits"] if label in s["curves"]],
+                                                           n_boot=n_boot, seed=seed) for label in labels}
+            elif block.kind == "fewshot":  # intervals come with the results (patient bootstrap per split seed)
+                result["summary"] = None
+            else:
+                result["summary"] = summarize_runs([(s["curve"], s["predictions"]) for s in result["splits"]],
+                                                   n_boot=n_boot, seed=seed)
+        except SslEcgError as exc:  # e.g. a test set too small to bootstrap: the block says so, the rest renders
+            result["summary"], result["summary_error"] = None, f"{type(exc).__name__}: {_one_line(exc)}"
         done.append(result)
     wall = time.perf_counter() - t0
     text = render_results(done, figures, wall_seconds=wall, quick=quick, full=full, n_boot=n_boot, seed=seed,
@@ -798,6 +801,10 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
             skipped += [f"- **{m}**: in `--full` only" for m in block.full_methods]
         if skipped:
             lines += ["", "Not in this table:", *skipped]
+        if result.get("summary_error"):
+            lines += ["", f"**No table**: its runs finished, but their summary failed ({result['summary_error']}). "
+                      "No number of this block is reported.", ""]
+            continue
         if block.kind == "reduced_leads":
             lines += _reduced_section(result, figures)
         elif block.kind == "fewshot":

@@ -477,3 +477,20 @@ def test_arms_lines_state_each_arms_leads_feature_size_and_budget(tmp_path):
     assert "**simclr**: clocs on 12 leads, probe features 128, 200 encoder passes in 1 s of pretraining." in text
     assert "**random_init** and **supervised** take the cmsc architecture" in text
     assert _arms_lines({"out": str(tmp_path / "missing"), "seed": 0}) == []
+
+
+def test_a_block_whose_summary_failed_says_so_and_the_rest_renders(tmp_path):
+    import ssl_ecg.report as report
+
+    block = ReportBlock(name="tiny", curve="c.yaml", title="Tiny")
+    failed = {"block": block, "summary": None, "summary_error": "DatasetError: patients: 9 of 10 replicates lost a "
+              "class", "pretrain_seconds": {}, "curve_seconds": [1.0], "failed": {}, "splits": [{"seed": 0}]}
+    original = report._figures
+    report._figures = lambda *a: []
+    try:
+        text = render_results([failed], tmp_path / "f", wall_seconds=1.0, quick=False, full=True, n_boot=10, seed=0)
+    finally:
+        report._figures = original
+    assert "## Tiny" in text
+    assert ("**No table**: its runs finished, but their summary failed (DatasetError: patients: 9 of 10 replicates "
+            "lost a class). No number of this block is reported.") in text
