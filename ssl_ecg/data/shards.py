@@ -50,8 +50,9 @@ and memory-maps ``lengths.npy``; a shard's data is memory-mapped on first use.
 The reader is a hand-written memory-map reader of the safetensors layout (an
 8-byte header length, a JSON header, then the raw tensors), not
 :func:`safetensors.safe_open`: ``safe_open`` copies each tensor it returns,
-whereas slicing one map per shard reads only the window, and measured faster
-(``benchmarks/README.md``, "Choosing the library"). A process keeps at most
+whereas slicing one map per shard reads only the window (``safe_open`` itself
+was not benchmarked; this reader is the safetensors row of
+``benchmarks/README.md``, "Choosing the library"). A process keeps at most
 :data:`OPEN_SHARDS` shards open, least recently used closed first: an open
 shard costs one map, one file descriptor and about a kilobyte, whereas
 reopening costs a header read, and uniform random access touches every shard.
