@@ -4,7 +4,7 @@ Every message names the file or argument, what was found and what was expected.
 """
 
 __all__ = ["SslEcgError", "RecordError", "DatasetError", "ConfigError", "SplitError", "LeakageError", "TrainingError",
-           "EncoderChangedError"]
+           "EncoderChangedError", "check_choice"]
 
 
 class SslEcgError(Exception):
@@ -37,3 +37,9 @@ class TrainingError(SslEcgError, RuntimeError):
 
 class EncoderChangedError(SslEcgError, RuntimeError):
     """An encoder's state dict changed during an evaluation that must keep it frozen."""
+
+
+def check_choice(where: str, value: object, choices: "tuple[str, ...] | list[str]") -> None:
+    """Raise :class:`ConfigError` ``"<where>: expected one of a, b, got 'value'"`` unless ``value`` is a choice."""
+    if value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")

@@ -68,7 +68,7 @@ import pandas as pd
 from ssl_ecg.data.index import _BUILDERS, DATASETS, DatasetIndex
 from ssl_ecg.data.preprocess import preprocess
 from ssl_ecg.data.record import Record, canonical_lead
-from ssl_ecg.errors import ConfigError, DatasetError, RecordError
+from ssl_ecg.errors import ConfigError, DatasetError, RecordError, check_choice
 
 __all__ = ["CacheParams", "RecordCache", "CachePool", "open_cache", "cache_key", "source_files",
            "remove_orphaned_builds", "record_fingerprint", "CACHE_FORMAT", "keyed_patient_id", "patient_prefixes"]
@@ -132,12 +132,8 @@ class CacheParams:
         if fs <= 0:
             raise ConfigError(f"CacheParams.fs: expected a positive finite sampling rate in Hz, got {self.fs!r}")
         object.__setattr__(self, "fs", fs)
-        if self.normalization not in _NORMALIZATIONS:
-            raise ConfigError(f"CacheParams.normalization: expected one of {', '.join(_NORMALIZATIONS)}, "
-                              f"got {self.normalization!r}")
-        if self.bad_lead_policy not in _BAD_LEAD_POLICIES:
-            raise ConfigError(f"CacheParams.bad_lead_policy: expected one of {', '.join(_BAD_LEAD_POLICIES)}, "
-                              f"got {self.bad_lead_policy!r}")
+        check_choice("CacheParams.normalization", self.normalization, _NORMALIZATIONS)
+        check_choice("CacheParams.bad_lead_policy", self.bad_lead_policy, _BAD_LEAD_POLICIES)
         min_seconds = _finite("min_seconds", self.min_seconds, "a finite number of seconds >= 0")
         if min_seconds < 0:
             raise ConfigError(f"CacheParams.min_seconds: expected a finite number of seconds >= 0, "

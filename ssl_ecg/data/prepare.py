@@ -35,9 +35,9 @@ from scipy.sparse.csgraph import connected_components
 from ssl_ecg.data.cache import CacheParams, CachePool, RecordCache, keyed_patient_id, open_cache, record_fingerprint
 from ssl_ecg.data.download import dataset_root
 from ssl_ecg.data.index import load_index
-from ssl_ecg.data.shards import ShardCache
+from ssl_ecg.data.shards import STORAGE_DTYPES, ShardCache
 from ssl_ecg.data.splits import RecordLevelIdsWarning, official_patient_split, patient_split, record_level_ids
-from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError
+from ssl_ecg.errors import ConfigError, DatasetError, RecordError, SplitError, check_choice
 
 __all__ = ["DataSpec", "Split", "Prepared", "prepare", "patient_key", "patient_groups", "bad_leads_line", "CachePool",
            "record_fingerprint", "SPLIT_FILE", "SPLIT_NAMES"]
@@ -188,14 +188,8 @@ class DataSpec:
         if not isinstance(self.cache_dir, (str, os.PathLike)) or not str(self.cache_dir):
             raise ConfigError(f"DataSpec.cache_dir: expected a folder path, got {self.cache_dir!r}")
         object.__setattr__(self, "cache_dir", str(self.cache_dir))
-        if self.cache_backend not in CACHE_BACKENDS:
-            raise ConfigError(f"DataSpec.cache_backend: expected one of {', '.join(CACHE_BACKENDS)}, "
-                              f"got {self.cache_backend!r}")
-        from ssl_ecg.data.shards import STORAGE_DTYPES
-
-        if self.cache_dtype not in STORAGE_DTYPES:
-            raise ConfigError(f"DataSpec.cache_dtype: expected one of {', '.join(STORAGE_DTYPES)}, "
-                              f"got {self.cache_dtype!r}")
+        check_choice("DataSpec.cache_backend", self.cache_backend, CACHE_BACKENDS)
+        check_choice("DataSpec.cache_dtype", self.cache_dtype, STORAGE_DTYPES)
         if self.cache_backend == "shards" and self.is_pool:
             raise ConfigError("DataSpec.cache_backend: 'shards' caches one dataset; a pool of "
                               f"{len(self.dataset)} datasets needs cache_backend 'memmap'")

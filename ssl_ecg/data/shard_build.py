@@ -75,7 +75,7 @@ from ssl_ecg.data.shards import (
     quantize,
     shard_name,
 )
-from ssl_ecg.errors import ConfigError, DatasetError, RecordError
+from ssl_ecg.errors import ConfigError, DatasetError, RecordError, check_choice
 
 __all__ = ["build_shards", "built_shard_sizes", "shard_key", "ShardBuild", "DEFAULT_SHARD_RECORDS"]
 
@@ -85,8 +85,7 @@ _BUILD = "build.json"
 
 
 def _storage(dtype: str, shard_records: int) -> dict:
-    if dtype not in STORAGE_DTYPES:
-        raise ConfigError(f"dtype: expected one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
+    check_choice("dtype", dtype, STORAGE_DTYPES)
     if isinstance(shard_records, bool) or not isinstance(shard_records, (int, np.integer)) or shard_records < 1:
         raise ConfigError(f"shard_records: expected a positive integer, got {shard_records!r}")
     return {"backend": SHARD_BACKEND, "dtype": dtype, "shard_records": int(shard_records), "format": SHARD_FORMAT}

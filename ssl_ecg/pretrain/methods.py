@@ -38,7 +38,7 @@ from augmentations import (
 from augmentations.presets import simclr_ecg_augmentation
 from losses import ClocsLoss, PatientNTXentLoss, SupConLoss
 from ssl_ecg.data.sampler import cross_lead_positive_rate
-from ssl_ecg.errors import ConfigError
+from ssl_ecg.errors import ConfigError, check_choice
 
 __all__ = ["MethodSpec", "METHODS", "build_method", "Method", "DataNeeds", "INSTANCE_TYPES", "SAMPLERS"]
 
@@ -106,11 +106,8 @@ class DataNeeds:
         if self.input_samples > self.window_samples:
             raise ConfigError(f"DataNeeds.input_samples: {self.input_samples} views do not fit in the "
                               f"{self.window_samples}-sample window; expected input_samples <= window_samples")
-        if self.instances not in INSTANCE_TYPES:
-            raise ConfigError(f"DataNeeds.instances: expected one of {', '.join(INSTANCE_TYPES)}, "
-                              f"got {self.instances!r}")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"DataNeeds.sampler: expected one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_choice("DataNeeds.instances", self.instances, INSTANCE_TYPES)
+        check_choice("DataNeeds.sampler", self.sampler, SAMPLERS)
         if self.lead_specific_ids and self.instances != "record_lead":
             raise ConfigError("DataNeeds.lead_specific_ids: lead-specific targets need instances='record_lead', "
                               f"got {self.instances!r}")
