@@ -60,7 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from numbers import Real
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -764,6 +764,23 @@ def _candidates(root: Path, dataset: str, params_key: str) -> list[tuple[Path, d
     return out
 
 
+def _stat_matches(index: DatasetIndex, params_key: str, base: dict[str, str],
+                  found: Iterable[tuple[Path, dict]]) -> Iterator[tuple[Path, dict]]:
+    """The candidates (of :func:`_candidates`) whose stored stat key equals the source files' stats now: the base
+    files plus the header-named files each manifest lists (one ``stat`` per file, no hashing), in order."""
+    base_key = None
+    for folder, manifest in found:
+        extra = {r: os.path.join(index.root, r) for r in manifest.get("header_files") or [] if r not in base}
+        extra = {r: p for r, p in extra.items() if os.path.isfile(p)}
+        if extra:
+            key = _stat_key(params_key, _stat_all({**base, **extra}))
+        else:
+            base_key = base_key or _stat_key(params_key, _stat_all(base))
+            key = base_key
+        if manifest.get("stat_key") == key:
+            yield folder, manifest
+
+
 def _known_hashes(folders: Iterable[Path]) -> tuple[dict[_Stat, str], dict[_Stat, list[str]]]:
     known: dict[_Stat, str] = {}
     refs: dict[_Stat, list[str]] = {}
@@ -837,19 +854,14 @@ def open_cache(index: DatasetIndex, root: str | os.PathLike, params: CacheParams
     found = _candidates(root, index.name, pkey)
 
     corrupt = None
-    if not rebuild and not verify and found:
-        base_key = _stat_key(pkey, _stat_all(base))
-        for folder, manifest in found:
-            extra = {r: os.path.join(index.root, r) for r in manifest.get("header_files") or [] if r not in base}
-            extra = {r: p for r, p in extra.items() if os.path.isfile(p)}
-            skey = base_key if not extra else _stat_key(pkey, _stat_all({**base, **extra}))
-            if manifest.get("stat_key") == skey:
-                try:
-                    return RecordCache.load(folder)
-                except DatasetError as exc:
-                    warnings.warn(f"record cache {folder} is corrupt, rebuilding it: {exc}", stacklevel=2)
-                    corrupt = folder
-                    break
+    if not rebuild and not verify:
+        for folder, _ in _stat_matches(index, pkey, base, found):
+            try:
+                return RecordCache.load(folder)
+            except DatasetError as exc:
+                warnings.warn(f"record cache {folder} is corrupt, rebuilding it: {exc}", stacklevel=2)
+                corrupt = folder
+                break
 
     known, known_refs = ({}, {}) if verify else _known_hashes(f for f, _ in found)
     src = _hash_sources(index, base, known, known_refs)

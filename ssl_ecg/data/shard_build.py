@@ -49,13 +49,16 @@ from safetensors.numpy import save_file
 
 from ssl_ecg.data.cache import (
     CacheParams,
+    _candidates,
     _content_key,
     _digest,
     _hash_sources,
     _jsonable,
     _params_key,
-    _stat_all,
     _stat_key,
+    _stat_matches,
+    _unclaim,
+    _write_json_atomic,
     record_fingerprint,
     source_files,
 )
@@ -139,12 +142,6 @@ _WORKER: dict = {}
 def _init_worker(ctx: dict | None) -> None:
     if ctx is not None:  # spawn: the context comes pickled; fork: it is inherited
         _WORKER.update(ctx)
-
-
-def _write_json_atomic(path: Path, value) -> None:
-    part = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
-    part.write_text(json.dumps(value, default=_jsonable))
-    os.replace(part, path)
 
 
 def _file_hash(path: Path) -> str:
@@ -300,38 +297,14 @@ def _merge(folder: Path, n_shards: int, head: dict) -> None:
 
 def _finished(root: Path, index: DatasetIndex, pkey: str, base: dict[str, str]) -> Path | None:
     """A finished cache folder whose stat key matches the source files now (as :func:`open_cache` checks)."""
-    base_key = None
-    for folder in sorted(root.glob(f"{index.name}-*")):
-        try:
-            m = json.loads((folder / _MANIFEST).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if not isinstance(m, dict) or m.get("params_key") != pkey:
-            continue
-        extra = {r: os.path.join(index.root, r) for r in m.get("header_files") or [] if r not in base}
-        extra = {r: p for r, p in extra.items() if os.path.isfile(p)}
-        if extra:
-            key = _stat_key(pkey, _stat_all({**base, **extra}))
-        else:
-            base_key = base_key or _stat_key(pkey, _stat_all(base))
-            key = base_key
-        if m.get("stat_key") == key:
-            return folder
-    return None
+    match = next(_stat_matches(index, pkey, base, _candidates(root, index.name, pkey)), None)
+    return None if match is None else match[0]
 
 
-def _unclaim(root: Path, index: DatasetIndex, pkey: str, folder: Path, stat_key: str) -> None:
+def _unclaim_elsewhere(root: Path, index: DatasetIndex, pkey: str, folder: Path, stat_key: str) -> None:
     """Clear ``stat_key`` from every other cache folder of these parameters that claims it (as
     :func:`ssl_ecg.data.cache.open_cache` does; best effort: unwritable ones stay)."""
-    for other in root.glob(f"{index.name}-*"):
-        if other == folder:
-            continue
-        try:
-            m = json.loads((other / _MANIFEST).read_text())
-            if isinstance(m, dict) and m.get("params_key") == pkey and m.get("stat_key") == stat_key:
-                _write_json_atomic(other / _MANIFEST, {**m, "stat_key": None})
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
+    _unclaim(_candidates(root, index.name, pkey), folder, stat_key)
 
 
 def _open_merged(root: Path, index: DatasetIndex, folder: Path, n_shards: int, head: dict) -> ShardCache:
@@ -348,12 +321,12 @@ def _open_merged(root: Path, index: DatasetIndex, folder: Path, n_shards: int, h
             fresh = {"stat_key": head["stat_key"], "header_files": head["header_files"]}
             if any(cache.manifest.get(k) != v for k, v in fresh.items()):
                 _write_json_atomic(manifest, {**cache.manifest, **fresh})
-                _unclaim(root, index, head["params_key"], folder, head["stat_key"])
+                _unclaim_elsewhere(root, index, head["params_key"], folder, head["stat_key"])
                 cache = ShardCache.load(folder)
             return cache
         manifest.unlink(missing_ok=True)  # stale (e.g. an index array lost): merged again below
     _merge(folder, n_shards, head)
-    _unclaim(root, index, head["params_key"], folder, head["stat_key"])
+    _unclaim_elsewhere(root, index, head["params_key"], folder, head["stat_key"])
     return ShardCache.load(folder)
 
 
