@@ -140,12 +140,14 @@ class PatientBatchSampler(Sampler[list[int]]):
 
     def _all_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        patient_order = rng.permutation(len(self._counts))  # this epoch's order of the patients
         position = np.empty(len(self._counts), dtype=np.int64)
-        position[rng.permutation(len(self._counts))] = np.arange(len(self._counts))  # patient order this epoch
+        position[patient_order] = np.arange(len(self._counts))
         keys = rng.random(len(self.ids))
         order = np.lexsort((keys, position[self._group_of]))  # by patient position, then key
-        first = np.concatenate([[0], np.cumsum(self._counts[np.argsort(position)])[:-1]])
-        rank_in_group = np.arange(len(order)) - np.repeat(first, self._counts[np.argsort(position)])
+        sizes = self._counts[patient_order]  # group sizes in that order
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        rank_in_group = np.arange(len(order)) - np.repeat(first, sizes)
         flat = order[rank_in_group < self.k]
         usable = self._n_batches()
         return [flat[i * self.batch_size:(i + 1) * self.batch_size].tolist() for i in range(usable)]
