@@ -395,10 +395,11 @@ def _arms_lines(entry: dict) -> list[str]:
     counts = [int(pretraining[a].get("instances") or 0) // max(int(pretraining[a].get("records") or 1), 1)
               for a in records_of if per_lead.get(a)]
     counts += [(r.get("encoder") or {}).get("in_channels") or 0 for a, r in records_of.items() if not per_lead.get(a)]
-    leads = max(counts, default=0) if max(counts, default=0) > 1 else None
-    parts, first = [], None
+    most = max(counts, default=0)
+    leads = most if most > 1 else None
+    parts = []
     for arm, record in records_of.items():
-        cfg, pre = record.get("encoder") or {}, record.get("pretraining") or {}
+        cfg, pre = record.get("encoder") or {}, pretraining[arm]
         dim, channels = cfg.get("embed_dim"), cfg.get("in_channels")
         if per_lead.get(arm):
             size = (f"{dim}-d per lead, probe features {dim * leads:,} ({leads} leads concatenated)" if leads and dim
@@ -410,12 +411,11 @@ def _arms_lines(entry: dict) -> list[str]:
         budget = (f", {int(passes):,} encoder passes in {float(seconds):.0f} s of pretraining"
                   if passes is not None and seconds is not None else "")
         parts.append(f"**{arm}**: {what}{budget}")
-        first = first or arm
     if not parts:
         return []
-    shared = (f" **random_init** and **supervised** take the {first} architecture. Arms of different input leads "
-              "or feature sizes are compared as they are, so a paired difference between them mixes method and "
-              "architecture.") if first else ""
+    shared = (f" **random_init** and **supervised** take the {next(iter(records_of))} architecture. Arms of "
+              "different input leads or feature sizes are compared as they are, so a paired difference between them "
+              "mixes method and architecture.")
     return ["", f"Arms (split seed {entry.get('seed')}): " + "; ".join(parts) + "." + shared]
 
 
