@@ -5,6 +5,7 @@ from sklearn.metrics import roc_auc_score
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.stats import (
     FEW_POSITIVES,
+    MIN_CLASS_PATIENTS,
     SplitPredictions,
     aulc,
     auroc_replicates,
@@ -16,6 +17,7 @@ from ssl_ecg.evaluate.stats import (
     delong_variance,
     hierarchical_replicates,
     holm,
+    kept_classes,
     labels_needed_distribution,
     min_bootstrap_p,
     patient_bootstrap,
@@ -231,7 +233,8 @@ def slow_split_contrast(x, reps, confidence=0.95, bounds=(0.0, 1.0)):
 
         nu = (v_w + sb2 / m) ** 2 / ((sb2 / m) ** 2 / (m - 1))
         q = (1 + confidence) / 2
-        r = est + (r - est) * np.sqrt((v_w + sb2 / m) / v_w) * t.ppf(q, nu) / norm.ppf(q)
+        centre = sum(r) / len(r)  # scaled about the replicates' own mean, not the estimate
+        r = centre + (r - centre) * np.sqrt((v_w + sb2 / m) / v_w) * t.ppf(q, nu) / norm.ppf(q)
         r = np.array([min(max(v, bounds[0]), bounds[1]) for v in r])
     return est, r, np.sqrt(sb2), *np.quantile(r, [(1 - confidence) / 2, (1 + confidence) / 2])
 
@@ -437,3 +440,59 @@ def test_split_contrast_interval_stays_in_the_metric_range():
     assert cell.replicates.max() <= 1.0 and cell.high == 1.0  # it would exceed 1 unclipped
     diff = split_contrast(boot, {("a", 1.0): 1.0, ("b", 1.0): -1.0})
     assert -1.0 <= diff.low <= diff.high <= 1.0 and diff.high == 1.0
+
+
+def rare_class_test_set(seed=0, n_pat=30):
+    """A 3-class test set (one record per patient) whose class 2 has a single patient."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.arange(n_pat - 1) % 2, 2]
+    scores = rng.standard_normal((n_pat, 3)) + 1.5 * np.eye(3)[y]
+    return y, scores, np.array([f"p{i:02d}" for i in range(n_pat)])
+
+
+def test_classes_with_few_test_patients_are_left_out_by_the_pre_specified_rule():
+    y, scores, pid = rare_class_test_set()
+    assert MIN_CLASS_PATIENTS == 3
+    assert kept_classes(y, scores, pid, "multiclass", 3).tolist() == [0, 1]
+    assert kept_classes(y, scores, pid, "multiclass", 1).tolist() == [0, 1, 2]
+    cells = {("a", 1.0): {0: scores}}
+    strict = hierarchical_replicates([SplitPredictions(y, pid, "multiclass", cells)], n_boot=300, rng=0,
+                                     min_class_patients=3)
+    loose = hierarchical_replicates([SplitPredictions(y, pid, "multiclass", cells)], n_boot=300, rng=0)
+    onehot = np.eye(3)[y]
+    want = np.mean([roc_auc_score(onehot[:, c], scores[:, c]) for c in (0, 1)])  # float64 reference: classes 0, 1
+    assert strict["estimate"][("a", 1.0)] == pytest.approx(want, abs=1e-12)
+    assert loose["estimate"][("a", 1.0)] == pytest.approx(
+        np.mean([roc_auc_score(onehot[:, c], scores[:, c]) for c in range(3)]), abs=1e-12)
+    assert strict["classes"] == [[0, 1]] and strict["dropped"] == [[2]] and loose["dropped"] == [[]]
+    # the single patient of class 2 is missing from about (1 - 1/30)^30 = 36% of replicates: redrawn only when scored
+    assert loose["n_redrawn"] > 100 and strict["n_redrawn"] < 5
+    assert strict["class_patients"][("a", 1.0)] == 14  # the fewest patients on one side of the kept classes
+    assert class_patients(y, scores, pid, "multiclass", np.array([0, 1])) == 14
+    assert class_patients(y, scores, pid, "multiclass") == 1
+
+
+def test_a_test_set_without_a_class_passing_the_rule_is_a_one_line_error():
+    y = np.array([0, 0, 1, 1, 0])
+    pid = np.array(list("abcde"))
+    sets = [SplitPredictions(y, pid, "binary", {("a", 1.0): {0: np.arange(5.0)}})]
+    with pytest.raises(ConfigError, match=r"test_sets\[0\]: no class has 3 or more test patients on each side"):
+        hierarchical_replicates(sets, n_boot=10, min_class_patients=3)
+    with pytest.raises(ConfigError, match="min_class_patients: expected an integer >= 1, got 0"):
+        kept_classes(y, np.arange(5.0), pid, "binary", 0)
+
+
+def test_the_between_split_widening_keeps_the_replicates_mean():
+    # replicates centred away from the estimate (a biased bootstrap): widening scales about their own mean, so
+    # it moves no replicate's mean towards or away from the estimate
+    rng = np.random.default_rng(1)
+    est = {("a", 1.0): np.array([0.68, 0.70, 0.72])}
+    reps = {("a", 1.0): est[("a", 1.0)] + 0.03 + rng.normal(0, 0.01, (500, 3))}
+    boot = {"split_estimates": est, "split_replicates": reps, "n_redrawn": 0}
+    cell = split_contrast(boot, {("a", 1.0): 1.0})
+    raw = reps[("a", 1.0)].mean(1)
+    assert cell.sigma_between > 0.01 and cell.between_dof == 2.0
+    assert 0 < cell.replicates.min() and cell.replicates.max() < 1  # nothing clipped
+    assert cell.replicates.mean() == pytest.approx(raw.mean(), abs=1e-12)
+    assert cell.replicates.std() > 2 * raw.std()  # widened
+    assert cell.estimate == pytest.approx(0.70)
