@@ -209,7 +209,9 @@ def fit(module: pl.LightningModule, loader: DataLoader | Callable[[int, int], Da
                            **({"monitor": monitor, "mode": "min", "save_top_k": 1, "filename": "best"}
                               if keep_best else {}))
     if patience is not None:
-        callbacks = [*callbacks, EarlyStopping(monitor="val_loss", mode="min", patience=patience)]
+        # strict=False: a run that ends before its first validation epoch (max_steps) gets the one-line
+        # TrainingError below ("no best checkpoint"), not Lightning's missing-metric RuntimeError
+        callbacks = [*callbacks, EarlyStopping(monitor="val_loss", mode="min", patience=patience, strict=False)]
     loggers = [CSVLogger(out_dir, name="logs")]
     if wandb:
         loggers.append(_wandb_logger(out_dir, run))

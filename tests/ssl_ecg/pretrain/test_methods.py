@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,12 @@ def test_early_stopping_on_validation_patients_keeps_the_best_weights(ludb_root,
     assert enc.config["in_channels"] == 1
     with pytest.raises(ConfigError, match="pool"):
         run_pretrain(PretrainConfig(root=str(ludb_root), pool="all", early_stopping_patience=3), runs=tmp_path)
+    # a budget that ends before the first validation epoch: one line saying so, not Lightning's missing-metric error
+    from ssl_ecg.errors import TrainingError
+
+    short = replace(cfg, name="es_short", max_steps=1)
+    with pytest.raises(TrainingError, match="no best checkpoint was written"):
+        run_pretrain(short, runs=tmp_path, progress=False)
 
 
 @pytest.mark.realdata
