@@ -26,7 +26,7 @@ from ssl_ecg.data.preprocess import BadLeadPolicy
 from ssl_ecg.data.splits import patient_split, record_level_ids
 from ssl_ecg.errors import ConfigError, RecordError
 from ssl_ecg.evaluate.challenge import challenge_year
-from ssl_ecg.evaluate.curve import PREDICTIONS, CurveSpec, run_curve, write_outputs
+from ssl_ecg.evaluate.curve import PREDICTIONS, CurveSpec, is_reference_arm, run_curve, write_outputs
 from ssl_ecg.evaluate.embed import embed_records, state_dict_hash
 from ssl_ecg.evaluate.features import HandcraftedFeatures
 from ssl_ecg.evaluate.fewshot import SCORING, paired_differences, run_fewshot
@@ -59,7 +59,8 @@ from ssl_ecg.utils import seeded, wandb_settings
 
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",
            "EvalSplit", "DEFAULT_SHARES", "EvalInputs", "evaluation_inputs", "curve_spec", "feature_arm_curve",
-           "FEATURE_ARM", "eval_leads", "check_curve_recipe"]
+           "FEATURE_ARM", "eval_leads", "check_curve_recipe", "ReferenceGroup", "reference_groups",
+           "add_matched_references"]
 
 #: The split drawn when neither an encoder nor the recipe gives one.
 DEFAULT_SHARES = [0.6, 0.2, 0.2]
@@ -119,6 +120,9 @@ class EvalConfig:
     # add the hand-crafted feature arm "features" (ssl_ecg.evaluate.features: RR/HRV, intervals, per-lead
     # amplitudes at fs), scored by the frozen probes on whole records; its rows go to features/curve.csv
     feature_arm: bool = False
+    # per encoder architecture (config and lead mode) other than the first arm's, add `random_init@<group>` and
+    # `supervised@<group>` (group = its first arm), so each method is compared with its own architecture
+    matched_references: bool = False
 
 
 def check_encoder(encoder: nn.Module, per_lead: bool, n_leads: int, window: int, source: str = "encoder") -> None:
@@ -160,6 +164,78 @@ def load_arms(paths: dict, per_lead: bool | None, n_leads: int, window: int, ran
     if not arms:
         raise ConfigError("encoders: nothing to evaluate; give checkpoints or set random_init=true")
     return arms, modes, config
+
+
+@dataclass(frozen=True)
+class ReferenceGroup:
+    """Encoder arms of one architecture (the same encoder config and lead mode) and the references they take.
+
+    Attributes:
+        name: the group's first arm (e.g. ``simclr``).
+        suffix: ``""`` for the baseline architecture (the first arm's: plain ``random_init`` / ``supervised``),
+            else ``"@<name>"`` (``random_init@simclr``, ``supervised@simclr``).
+        config: the encoder config its reference arms are built from.
+        per_lead: its lead mode (one lead at a time).
+        arms: its encoder arms, in recipe order.
+    """
+
+    name: str
+    suffix: str
+    config: dict
+    per_lead: bool
+    arms: tuple[str, ...]
+
+
+def reference_groups(arms: dict[str, nn.Module], modes: dict[str, bool]) -> list[ReferenceGroup]:
+    """Group the encoder arms (not the reference arms) by architecture: their ``config`` dict and lead mode.
+
+    The first group is the baseline (the first arm's architecture, suffix ``""``); the others are named after
+    their first arm. Two arms share a group only when configs are equal key by key (canonical JSON).
+    """
+    keyed: dict[str, list[str]] = {}
+    for arm, encoder in arms.items():
+        if is_reference_arm(arm):
+            continue
+        config = dict(getattr(encoder, "config", None) or {})
+        keyed.setdefault(json.dumps([config, bool(modes[arm])], sort_keys=True, default=str), []).append(arm)
+    groups = []
+    for i, members in enumerate(keyed.values()):
+        first = arms[members[0]]
+        groups.append(ReferenceGroup(members[0], "" if i == 0 else f"@{members[0]}", dict(first.config),
+                                     bool(modes[members[0]]), tuple(members)))
+    return groups
+
+
+def add_matched_references(arms: dict[str, nn.Module], modes: dict[str, bool], random_init: bool,
+                           seed: int = 0) -> tuple[dict[str, str], dict[str, dict]]:
+    """Add ``random_init@<group>`` (frozen, built ``with seeded(seed)`` like ``random_init``, when
+    ``random_init``) to ``arms`` and ``modes`` for every architecture group but the first (:func:`reference_groups`),
+    and give ``modes`` the lead mode of ``supervised@<group>``.
+
+    Returns:
+        (arm -> reference group, ``""`` or ``"@<group>"``, for every encoder and reference arm;
+        ``supervised@<group>`` -> its encoder config).
+
+    Raises:
+        ConfigError: an encoder arm already bears the name of a reference arm to add.
+    """
+    references = {arm: "" for arm in arms}
+    supervised: dict[str, dict] = {}
+    for group in reference_groups(arms, modes)[1:]:
+        names = [f"random_init{group.suffix}"] if random_init else []
+        clash = [n for n in names + [f"supervised{group.suffix}"] if n in arms]
+        if clash:
+            raise ConfigError(f"encoders.{clash[0]}: the name is taken by a matched reference arm "
+                              "(matched_references: true); rename the encoder arm")
+        references.update({arm: group.suffix for arm in group.arms})
+        for name in names:
+            with seeded(seed):
+                arms[name] = build_encoder(group.config).eval()
+            modes[name], references[name] = group.per_lead, group.suffix
+        supervised[f"supervised{group.suffix}"] = group.config
+        modes[f"supervised{group.suffix}"] = group.per_lead
+        references[f"supervised{group.suffix}"] = group.suffix
+    return references, supervised
 
 
 def _data_spec(cfg, **changes):
@@ -245,6 +321,8 @@ class EvalInputs:
         checks: per encoder, its provenance summary and overlap/label checks.
         arms, per_lead, config: the loaded arms (plus ``random_init`` when asked), their lead mode, and the
             architecture config of the baselines.
+        references: arm -> reference group (``""`` or ``"@<group>"``; empty without matched references);
+        extra_supervised: ``supervised@<group>`` -> encoder config (matched references, :func:`add_matched_references`).
     """
 
     window: int
@@ -257,6 +335,8 @@ class EvalInputs:
     arms: dict
     per_lead: dict
     config: dict
+    references: dict = field(default_factory=dict)
+    extra_supervised: dict = field(default_factory=dict)
 
     @property
     def splits(self) -> dict[str, list]:
@@ -284,7 +364,11 @@ def evaluation_inputs(cfg: EvalConfig, progress: bool = False) -> EvalInputs:
                                        seed=cfg.split_seed)
     for arm, path in cfg.encoders.items():  # another normalisation/band warns; other leads in order refuse
         check_preprocessing(arm, pretraining_data(path), prepared.spec, per_lead[arm], sources[arm])
-    return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config)
+    references, extra_supervised = {}, {}
+    if cfg.matched_references:  # same seed as random_init: each architecture's init drawn the same way
+        references, extra_supervised = add_matched_references(arms, per_lead, cfg.random_init, seed=cfg.split_seed)
+    return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config,
+                      references, extra_supervised)
 
 
 def eval_leads(inputs: EvalInputs) -> list[str]:
@@ -293,19 +377,24 @@ def eval_leads(inputs: EvalInputs) -> list[str]:
 
 
 def check_curve_recipe(cfg: EvalConfig, inputs: EvalInputs) -> None:
-    """Raise :class:`ConfigError` for tasks that are not columns of the data, or an encoder arm named like the
-    feature arm while ``feature_arm`` is on."""
+    """Raise :class:`ConfigError` for tasks that are not columns of the data, an encoder arm named like a matched
+    reference arm (``random_init@...``, ``supervised@...``), or like the feature arm while ``feature_arm`` is on."""
     name = "+".join(inputs.prepared.spec.datasets)
     missing = [t for t in cfg.tasks if t not in inputs.table.columns]
     if missing:
         raise ConfigError(f"tasks: {missing} are not columns of {name} (columns: {sorted(inputs.table.columns)})")
+    taken = [arm for arm in cfg.encoders if is_reference_arm(arm) and "@" in arm]
+    if taken:
+        raise ConfigError(f"encoders.{taken[0]}: names of the form random_init@<group> / supervised@<group> are the "
+                          "matched reference arms'; rename the encoder arm")
     if cfg.feature_arm and FEATURE_ARM in cfg.encoders:
         raise ConfigError(f"encoders.{FEATURE_ARM}: the name is taken by the feature arm (feature_arm: true); "
                           "rename the encoder arm")
 
 
 def curve_spec(cfg: EvalConfig, inputs: EvalInputs) -> CurveSpec:
-    """The :class:`CurveSpec` of ``cfg`` on ``inputs`` (the encoder arms and the supervised arm)."""
+    """The :class:`CurveSpec` of ``cfg`` on ``inputs`` (the encoder arms and the supervised arm, and with
+    ``matched_references`` each architecture group's ``supervised@<group>`` and every arm's reference group)."""
     prepared = inputs.prepared
     return CurveSpec(tasks=cfg.tasks, fractions=cfg.fractions, seeds=cfg.seeds, window=inputs.window,
                      per_lead=inputs.per_lead, supervised=inputs.config if cfg.supervised else None,
@@ -314,7 +403,9 @@ def curve_spec(cfg: EvalConfig, inputs: EvalInputs) -> CurveSpec:
                      supervised_batch_sizes=cfg.supervised_batch_sizes,
                      supervised_min_steps=cfg.supervised_min_steps,
                      challenge_year=challenge_year("+".join(prepared.spec.datasets)),
-                     split_hash=prepared.split.hash, lead_features=cfg.lead_features)
+                     split_hash=prepared.split.hash, lead_features=cfg.lead_features,
+                     extra_supervised=dict(inputs.extra_supervised) if cfg.supervised else {},
+                     references=dict(inputs.references))
 
 
 def feature_arm_curve(signals: np.ndarray, table: pd.DataFrame, splits: dict, spec: CurveSpec, fs: float,
@@ -332,7 +423,8 @@ def feature_arm_curve(signals: np.ndarray, table: pd.DataFrame, splits: dict, sp
     if not probes:
         return pd.DataFrame()
     arm = HandcraftedFeatures(fs, leads)
-    own = replace(spec, window=int(signals.shape[-1]), per_lead={FEATURE_ARM: False}, supervised=None, probes=probes)
+    own = replace(spec, window=int(signals.shape[-1]), per_lead={FEATURE_ARM: False}, supervised=None, probes=probes,
+                  extra_supervised={}, references={})
     return run_curve(signals, table, splits, {FEATURE_ARM: arm}, own, Path(out) / FEATURE_ARM, progress=progress)
 
 
@@ -385,6 +477,10 @@ def run_evaluation(cfg: EvalConfig, runs: str | Path = "runs", progress: bool = 
             "allow_overlap": cfg.allow_overlap, "allow_unknown_provenance": cfg.allow_unknown_provenance,
             "provenance": inputs.checks, "bad_leads": prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
+    if inputs.references:  # which references each arm is compared with (report: "random_init@simclr takes ...")
+        meta["reference_groups"] = {suffix: [a for a, s in inputs.references.items() if s == suffix
+                                             and not is_reference_arm(a)]
+                                    for suffix in dict.fromkeys(inputs.references.values())}
     if cfg.feature_arm:
         meta["feature_arm"] = {"rows": f"{FEATURE_ARM}/curve.csv", "window_samples": int(signals.shape[-1]),
                                "leads": eval_leads(inputs)}
