@@ -260,3 +260,34 @@ def test_a_recipe_with_matched_references_adds_the_arms_and_records_the_groups(t
     with pytest.raises(ConfigError, match=r"encoders\.random_init@x: names of the form"):
         run_evaluation(EvalConfig(**{**values, "encoders": {**paths, "random_init@x": paths["cmsc"]}}),
                        runs=tmp_path / "runs", progress=False)
+
+
+def test_the_report_names_each_groups_references_and_headlines_against_them(tmp_path):
+    from ssl_ecg.report import _arms_lines, headline
+
+    folders = {}
+    for arm, config in (("cmsc", PER_LEAD), ("simclr", TWO_LEADS), ("byol", TWO_LEADS)):
+        folders[arm] = tmp_path / arm
+        folders[arm].mkdir()
+        (folders[arm] / "encoder.json").write_text(json.dumps({"encoder": config, "pretraining": {}}))
+    meta = {"per_lead": {"cmsc": True, "simclr": False, "byol": False},
+            "config": {"encoders": {a: str(f) for a, f in folders.items()}}}
+    (tmp_path / "curve.json").write_text(json.dumps(meta))
+    plain = _arms_lines({"out": str(tmp_path), "seed": 0})[-1]
+    assert "**random_init** and **supervised** take the cmsc architecture" in plain
+    (tmp_path / "curve.json").write_text(json.dumps({**meta, "reference_groups": {"": ["cmsc"],
+                                                                                  "@simclr": ["simclr", "byol"]}}))
+    text = _arms_lines({"out": str(tmp_path), "seed": 0})[-1]
+    assert ("**random_init** and **supervised** take cmsc's architecture (cmsc); **random_init@simclr** and "
+            "**supervised@simclr** take simclr's (simclr, byol). Each method is compared") in text
+    assert "take the cmsc architecture" not in text
+
+    x, table, splits = synthetic()
+    arms, modes = _base(_encoders(), {"cmsc": True, "simclr": False, "byol": False})
+    matched = add_matched_references(arms, modes, random_init=True, seed=0)
+    curve = run_curve(x, table, splits, arms, _spec(matched, seeds=[0]), tmp_path / "run", progress=False)
+    res = summarize_runs([(curve, tmp_path / "run" / "predictions")], n_boot=300, seed=0)
+    lines = headline(res, "y", low_fraction=0.5)
+    assert [ln.split("**")[1] for ln in lines] == ["cmsc at 50% vs supervised at 100%",
+                                                   "simclr at 50% vs supervised@simclr at 100%",
+                                                   "byol at 50% vs supervised@simclr at 100%"]
