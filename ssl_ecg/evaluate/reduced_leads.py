@@ -259,7 +259,8 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
 
 
 def plot_reduced_leads(table: pd.DataFrame, path: str | Path) -> Path:
-    """AUROC against the number of leads, a line per arm (and fraction when several), one panel per task."""
+    """AUROC against the number of leads, a line per arm (and fraction when several), one panel per task; with
+    ``ci_low``/``ci_high`` columns (e.g. the report's bootstrap intervals) each line gets its interval as a band."""
     table = table.assign(lead_set=table["lead_set"].astype(str))  # read back from csv: counts are ints
     import matplotlib
 
@@ -279,9 +280,13 @@ def plot_reduced_leads(table: pd.DataFrame, path: str | Path) -> Path:
                 label = arm if len(fractions) == 1 else f"{arm} ({frac:.0%})"
                 ax.plot(range(len(order)), line["mean"], marker="o", color=f"C{k % 10}", label=label,
                         alpha=0.4 + 0.6 * (frac == fractions[-1]))
+                if {"ci_low", "ci_high"} <= set(line.columns):
+                    low, high = line["ci_low"].astype(float), line["ci_high"].astype(float)
+                    ax.fill_between(range(len(order)), low, high, color=f"C{k % 10}",
+                                    alpha=0.08 + 0.1 * (frac == fractions[-1]), linewidth=0)
         ax.set_xticks(range(len(order)), [f"{lab}" if lab.isdigit() else lab.replace("-", "\n") for lab in order])
         ax.set_xlabel("leads")
-        ax.set_ylabel("test AUROC (mean over seeds)")
+        ax.set_ylabel("test AUROC" + (" (band: 95% interval)" if "ci_low" in g else " (mean over seeds)"))
         ax.set_title(task)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -175,3 +175,30 @@ def test_run_evaluation_adds_the_feature_arm_on_whole_records(tmp_path):
     with pytest.raises(ConfigError, match="encoders.features"):
         run_evaluation(EvalConfig(**{**cfg, "encoders": {"features": str(enc)}, "allow_unknown_provenance": True}),
                        runs=tmp_path / "runs", progress=False)
+
+
+def test_reduced_leads_plot_draws_each_lines_interval_as_a_band(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ssl_ecg.evaluate.reduced_leads import REDUCED_COLUMNS, plot_reduced_leads
+
+    rows = [{"task": "t", "metric": "auroc", "arm": arm, "lead_set": ls, "n_leads": n, "leads": "", "arm_input": "",
+             "fraction": 1.0, "mean": 0.7 + 0.01 * n, "n_seeds": 3, "ci_low": 0.6 + 0.01 * n,
+             "ci_high": 0.8 + 0.01 * n} for arm in ("a", "b") for ls, n in (("12", 12), ("2", 2))]
+    table = pd.DataFrame(rows)
+    bands = []
+    original = plt.Axes.fill_between
+
+    def spy(self, x, low, high, **kw):
+        bands.append((list(low), list(high)))
+        return original(self, x, low, high, **kw)
+
+    monkeypatch.setattr(plt.Axes, "fill_between", spy)
+    plot_reduced_leads(table, tmp_path / "with.png")
+    assert len(bands) == 2  # one band per arm, in lead-set order
+    for low, high in bands:
+        np.testing.assert_allclose([low, high], [[0.72, 0.62], [0.92, 0.82]])
+    bands.clear()
+    plot_reduced_leads(table[REDUCED_COLUMNS], tmp_path / "without.png")
+    assert bands == [] and (tmp_path / "without.png").stat().st_size > 1000
