@@ -55,8 +55,9 @@ from ssl_ecg.recipe import MAX_INT, RunName, Seeds, load_recipe
 __all__ = ["ReportBlock", "load_blocks", "run_block", "run_report", "render_results", "headline", "QUICK_PRETRAIN",
            "QUICK_CURVE", "QUICK_LEAD_SETS", "QUICK_FEWSHOT", "BLOCK_KINDS", "describe_pool"]
 
-QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "max_steps": 2, "batch_size": 16}
-"""``--quick``: pretraining overrides that make every run a smoke test (seconds, not minutes)."""
+QUICK_PRETRAIN: dict[str, Any] = {"epochs": 1, "max_steps": 2, "batch_size": 16, "early_stopping_patience": None}
+"""``--quick``: pretraining overrides that make every run a smoke test (seconds, not minutes; two steps end
+before any validation epoch, so no early stopping)."""
 
 QUICK_CURVE: dict[str, Any] = {"fractions": [0.5, 1.0], "seeds": [0], "epochs": 1, "supervised_lrs": [0.001],
                                "supervised_batch_sizes": [16], "probes": ["logistic"]}
@@ -252,7 +253,9 @@ def _curve_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick
     overrides = {**block.curve_overrides, "name": "curve", "encoders": encoders, "split": None, "split_seed": seed}
     if quick:
         base = load_recipe(EvalConfig, block.path(block.curve), dict(block.curve_overrides))
-        overrides.update(QUICK_CURVE, tasks=list(block.quick_tasks or base.tasks[:1]))
+        # the quick fractions the block has (a block of 100% only, e.g. sCL-ST's, keeps its own)
+        fractions = [f for f in QUICK_CURVE["fractions"] if f in base.fractions] or list(base.fractions)[-1:]
+        overrides.update(QUICK_CURVE, tasks=list(block.quick_tasks or base.tasks[:1]), fractions=fractions)
     overrides.update(_root_overrides(block, block.path(block.curve), EvalConfig, overrides))
     return load_recipe(EvalConfig, block.path(block.curve), overrides)
 
@@ -416,6 +419,13 @@ def _arms_lines(entry: dict) -> list[str]:
     shared = (f" **random_init** and **supervised** take the {next(iter(records_of))} architecture. Arms of "
               "different input leads or feature sizes are compared as they are, so a paired difference between them "
               "mixes method and architecture.")
+    groups = meta.get("reference_groups") or {}  # matched references: one pair of references per architecture
+    if len(groups) > 1:
+        shared = " " + "; ".join(
+            f"**random_init{suffix}** and **supervised{suffix}** take {arms[0]}'s "
+            f"{'architecture ' if i == 0 else ''}({', '.join(arms)})"
+            for i, (suffix, arms) in enumerate((s, a) for s, a in groups.items() if a)) + (
+            ". Each method is compared with the references of its own architecture (matched references).")
     return ["", f"Arms (split seed {entry.get('seed')}): " + "; ".join(parts) + "." + shared]
 
 
@@ -746,6 +756,7 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
     (:func:`run_block`), so a resumed report still shows what the reused stages cost.
     """
     from ssl_ecg.evaluate.curve import environment
+    from ssl_ecg.evaluate.stats import MIN_CLASS_PATIENTS
 
     env = environment()
     mode = "a smoke test on tiny settings: NOT results" if quick else ("the full grid" if full else "the core grid")
@@ -767,7 +778,11 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              "than the test bootstrap explains (σ_b > 0 in the between-split table). So the interval covers the "
              "finite test set and the label draw, and the pretraining run only where its variance shows. With 3 "
              "splits σ_b rests on 2 degrees of freedom and is 0 in most cells: when runs differ a lot, the "
-             "interval can still be too narrow (README: Intervals). "
+             "interval can still be too narrow (README: Intervals). A multi-class or multi-label task's macro AUROC "
+             f"averages, in each split, the classes with at least {MIN_CLASS_PATIENTS} test patients on each side "
+             "(a rule fixed before "
+             "any result: rarer classes are lost by a large share of bootstrap replicates), so it can differ from "
+             "the curve's own mean over every class; each task says how many classes it kept. "
              "Comparisons are paired (the same split, draw and patients in every replicate) and corrected for "
              "multiple comparisons within each family (Holm, unless a family names another correction); a verdict "
              "says better or worse only where the adjusted p is below 0.05. Nothing was chosen on test data: "
@@ -915,7 +930,7 @@ def headline(summary: dict, task: str, low_fraction: float = 0.1) -> list[str]:
     families = _families(summary, task)
     for c in summary["comparisons"].get(task, []):
         a, b = c["a"], c["b"]
-        if b[0] != "supervised" or float(b[1]) != 1.0 or float(a[1]) == 1.0:
+        if b[0].split("@")[0] != "supervised" or float(b[1]) != 1.0 or float(a[1]) == 1.0:
             continue
         name = _family(c, task)
         family = families[name]
@@ -929,7 +944,7 @@ def headline(summary: dict, task: str, low_fraction: float = 0.1) -> list[str]:
         else:
             answer = f"not distinguishable ({within}, p ≥ {ALPHA:g})"
         shown = "n/a" if not np.isfinite(p) else f"{p:.2g}"
-        out.append(f"- **{a[0]} at {_pct(a[1])} vs supervised at 100%**: {c['estimate']:+.3f} "
+        out.append(f"- **{a[0]} at {_pct(a[1])} vs {b[0]} at 100%**: {c['estimate']:+.3f} "
                    f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] (unadjusted interval), {how} p={shown}: {answer}.")
     return out
 
@@ -938,10 +953,17 @@ def _task_extras(summary: dict, task: str) -> list[str]:
     """The headline question, AULC, labels needed, the bootstrap's redraws and the paired verdicts of one task,
     grouped by correction family."""
     out: list[str] = []
+    failed = ((summary.get("bootstrap") or {}).get("failed") or {}).get(task)
+    if failed:
+        out += ["", f"**No patient bootstrap for this task** ({failed}): the intervals above are t intervals over "
+                "label draws and splits, which do not cover the test set, and no comparison is made."]
     head = headline(summary, task)
     if head:
         low = next(float(c["a"][1]) for c in summary["comparisons"][task] if float(c["a"][1]) != float(c["b"][1]))
-        out += ["", f"Does the pretrained probe at {_pct(low)} of the labels match supervised training on 100%?",
+        matched = any("@" in c["b"][0] for c in summary["comparisons"][task])
+        out += ["", f"Does the pretrained probe at {_pct(low)} of the labels match "
+                + ("its own architecture's supervised training" if matched else "supervised training")
+                + " on 100%?",
                 "", *head]
     aulc = summary.get("aulc", {}).get(task) or {}
     if aulc:
@@ -952,7 +974,9 @@ def _task_extras(summary: dict, task: str) -> list[str]:
     for key in ("labels_needed", "labels_needed_vs_supervised"):
         needed = summary.get(key, {}).get(task)
         if needed and needed["fractions"]:
-            parts = [f"{line} {_needed_text(point, needed['bootstrap'].get(line))}"
+            own = needed.get("references") or {}  # matched references: lines measured against their group's
+            parts = [f"{line} {_needed_text(point, needed['bootstrap'].get(line))}" + (
+                f" (vs {own[line]['reference']}, {own[line]['target']:.3f})" if line in own else "")
                      for line, point in needed["fractions"].items()]
             out += ["", f"Labels needed to match {needed['reference']} ({needed['target']:.3f}): " + "; ".join(parts)]
     boot = summary.get("bootstrap") or {}
@@ -960,6 +984,12 @@ def _task_extras(summary: dict, task: str) -> list[str]:
     if redrawn is not None:
         out += ["", f"Bootstrap replicates redrawn because a class was missing (n_redrawn): {int(redrawn)} "
                 f"(of {boot.get('n_boot', '?')} kept)."]
+    classes = (boot.get("classes") or {}).get(task)
+    if classes and any(c["dropped"] for c in classes):
+        out += ["", f"Classes scored (at least {boot.get('min_class_patients', '?')} test patients on each side, a "
+                "rule fixed before any result; the macro AUROC averages these): " + ", ".join(
+                    f"{c['scored']} of {c['scored'] + c['dropped']}" for c in classes) + " in the splits, in order."]
+    out += _delong_line(summary["summary"].get(task) or {})
     families = _families(summary, task)
     if families:
         out += ["", "<details><summary>All paired comparisons, by correction family</summary>"]
@@ -973,6 +1003,20 @@ def _task_extras(summary: dict, task: str) -> list[str]:
                     *[f"- {c['verdict']}" for c in family["comparisons"]]]
         out += ["", "</details>"]
     return out
+
+
+def _delong_line(lines_of_task: dict) -> list[str]:
+    """For a binary task: each line's test-set standard error at 100% from the patient bootstrap beside DeLong's
+    (the cross-check of :func:`~ssl_ecg.evaluate.stats.hierarchical_replicates`: one label draw, mean over draws
+    and splits)."""
+    pairs = [(line, cells["1"]) for line, cells in lines_of_task.items()
+             if "1" in cells and cells["1"].get("delong_se") is not None and cells["1"].get("patient_se") is not None]
+    if not pairs:
+        return []
+    return ["", "Cross-check of the test-set standard error of one draw's AUROC at 100% (mean over draws and "
+            "splits), patient bootstrap / DeLong et al. 1988 (records as independent; they agree when each "
+            "patient has one record): " + "; ".join(f"{line} {c['patient_se']:.3f} / {c['delong_se']:.3f}"
+                                                  for line, c in pairs) + "."]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1012,9 +1056,17 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
     keys = [c for c in REDUCED_COLUMNS if c not in ("mean", "n_seeds")]
     mean = table.assign(lead_set=table["lead_set"].astype(str)).groupby(keys, sort=False, as_index=False).agg(
         mean=("mean", "mean"), n_seeds=("n_seeds", "sum"))
+    # each point's band: its hierarchical-bootstrap interval (the tables' intervals), where it has one
+    interval = {(panel, arm, str(label), float(frac)): cell
+                for label in labels for panel, arms_of in summaries[label]["summary"].items()
+                for arm, cells in arms_of.items() for frac, cell in cells.items()}
+    found = [interval.get((t, a, str(ls), float(f))) for t, a, ls, f in
+             zip(mean["task"], mean["arm"], mean["lead_set"], mean["fraction"])]
+    mean = mean.assign(ci_low=[c["ci_low"] if c else np.nan for c in found],
+                       ci_high=[c["ci_high"] if c else np.nan for c in found])
     figures.mkdir(parents=True, exist_ok=True)
     name = f"{result['block'].name}_reduced_leads.png"
-    plot_reduced_leads(mean[REDUCED_COLUMNS], figures / name)
+    plot_reduced_leads(mean[[*REDUCED_COLUMNS, "ci_low", "ci_high"]], figures / name)
     return lines + ["", f"![{name}]({figures.name}/{name})"]
 
 

@@ -1,7 +1,15 @@
 """Frozen-encoder evaluation, fine-tuning, few-shot heads and label-efficiency curves."""
 
 from ssl_ecg.evaluate.challenge import challenge_score, load_challenge_weights, modified_confusion_matrix
-from ssl_ecg.evaluate.curve import RESULTS_SCHEMA, CurveSpec, run_curve, summarize, summarize_runs, write_outputs
+from ssl_ecg.evaluate.curve import (
+    RESULTS_SCHEMA,
+    CurveSpec,
+    is_reference_arm,
+    run_curve,
+    summarize,
+    summarize_runs,
+    write_outputs,
+)
 from ssl_ecg.evaluate.embed import (
     EncoderChangedError,
     assert_unchanged,
@@ -56,5 +64,5 @@ __all__ = [
     "integrated_gradients", "grad_cam", "record_attributions", "plot_saliency", "explain_records",
     "ProbeModel", "WindowFeatures", "fit_probe_model", "save_probe_head", "load_probe_head",
     "run_fewshot", "predict_episodes", "query_patient_bootstrap", "SCORING", "episode_bootstrap_design",
-    "episode_bootstrap", "paired_differences",
+    "episode_bootstrap", "paired_differences", "is_reference_arm",
 ]

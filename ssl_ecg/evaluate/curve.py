@@ -45,6 +45,7 @@ from ssl_ecg.evaluate.probe import DEFAULT_CS, ProbeData, fit_probe
 from ssl_ecg.evaluate.stats import (
     FEW_POSITIVES,
     HIERARCHICAL_BOOTSTRAP,
+    MIN_CLASS_PATIENTS,
     SplitPredictions,
     aulc,
     bootstrap_p_value,
@@ -62,7 +63,7 @@ __all__ = ["CurveSpec", "run_curve", "summarize", "summarize_runs", "save_predic
            "PREDICTIONS", "plot_differences", "plot_curve", "write_outputs", "labels_needed",
            "plot_labels_needed", "knn_probe", "task_labels", "line_name", "CURVE_COLUMNS", "PROBES",
            "RESULTS_SCHEMA", "PROVENANCE_COLUMNS", "cell_fingerprint", "result_fingerprint", "environment",
-           "array_digest"]
+           "array_digest", "REFERENCE_ARMS", "is_reference_arm", "reference_line"]
 
 RESULTS_SCHEMA = 2
 """Version of how results are computed. Bump it in any change that alters a curve or few-shot value (a probe's
@@ -73,11 +74,32 @@ PROVENANCE_COLUMNS = ["git_commit", "ssl_ecg_version", "torch_version", "sklearn
                       "platform", "cpu_count", "cuda_device"]
 CURVE_COLUMNS = [
     "task", "arm", "probe", "fraction", "real_fraction", "seed", "metric", "value", "val_value", "n_train_patients",
-    "n_train_records", "setting", "fingerprint", *PROVENANCE_COLUMNS,
+    "n_train_records", "setting", "fingerprint", *PROVENANCE_COLUMNS, "reference",
 ]
+"""``reference`` (last, so older files only lack a trailing column) names the arm's reference group: ``""`` for the
+plain ``random_init`` / ``supervised`` arms (the baseline architecture, and rows of files written before the
+column), ``"@simclr"`` for arms compared with ``random_init@simclr`` / ``supervised@simclr``. It is the run's grouping,
+not the cell's value, so it is left out of the fingerprint and rewritten on resume."""
 PROBES = ("logistic", "torch", "knn", "finetune")
 _TEXT_COLUMNS = {c: str for c in ("fingerprint", "setting", "git_commit", "ssl_ecg_version", "torch_version",
-                                  "sklearn_version", "numpy_version", "platform", "cuda_device")}
+                                  "sklearn_version", "numpy_version", "platform", "cuda_device", "reference")}
+#: The curve's own reference arms. With matched references (``EvalConfig.matched_references``) an architecture
+#: group named after its first arm gets copies named ``<reference>@<group>``, e.g. ``supervised@simclr``.
+REFERENCE_ARMS = ("random_init", "supervised")
+
+
+def is_reference_arm(arm: str) -> bool:
+    """Whether ``arm`` is a reference arm (``random_init``, ``supervised`` or a group's ``...@group`` copy), which
+    the summaries compare methods against but never compare as a method."""
+    return any(arm == r or arm.startswith(f"{r}@") for r in REFERENCE_ARMS)
+
+
+def reference_line(reference: str, group: str, probe: str, lines: Any) -> str:
+    """The line a method of reference ``group`` (``""`` or ``"@simclr"``) is compared with: the group's copy of
+    ``reference`` (``random_init`` or ``supervised``) with ``probe`` (:func:`line_name`) when ``lines`` holds it,
+    else the plain one (so rows without matched references compare as before)."""
+    own = line_name(f"{reference}{group}", probe)
+    return own if group and own in lines else line_name(reference, probe)
 
 
 @dataclass
@@ -117,6 +139,13 @@ class CurveSpec:
             their features (per-lead arm, ``"mean"``); the supervised and fine-tune arms
             and multi-lead arms are unaffected.
         extra: free-form notes; not used, and not part of the fingerprint.
+        extra_supervised: further supervised-from-scratch arms, ``{"supervised@<group>": encoder config}``
+            (matched references: one per architecture group other than the first), trained like ``supervised``
+            (same grid, epochs and validation choice) with their own config in their cells' fingerprints; their
+            lead mode is ``per_lead[arm]``.
+        references: arm -> its reference group (``""``, or ``"@<group>"`` for an arm compared with
+            ``random_init@<group>`` / ``supervised@<group>``), written to each row's ``reference`` column; arms
+            not named are ``""``. Not part of the fingerprint.
     """
 
     tasks: Sequence[str]
@@ -136,6 +165,8 @@ class CurveSpec:
     challenge_year: int | None = None
     split_hash: str = ""
     lead_features: str = "concat"
+    extra_supervised: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [f for f in self.fractions if not 0 < float(f) <= 1]
@@ -148,6 +179,24 @@ class CurveSpec:
             raise ConfigError(f"split_hash: expected a string (the split.json hash), got {self.split_hash!r}")
         if self.lead_features not in LEAD_FEATURES:
             raise ConfigError(f"lead_features: expected one of {list(LEAD_FEATURES)}, got {self.lead_features!r}")
+        for arm, config in self.extra_supervised.items():
+            if not (isinstance(arm, str) and arm.startswith("supervised@") and len(arm) > len("supervised@")):
+                raise ConfigError(f"extra_supervised: arm {arm!r} must be named 'supervised@<group>'")
+            if not isinstance(config, dict):
+                raise ConfigError(f"extra_supervised.{arm}: expected an encoder config dict, got {config!r}")
+        bad = {a: g for a, g in self.references.items() if not (g == "" or (isinstance(g, str) and g[:1] == "@"))}
+        if bad:
+            raise ConfigError(f"references: {bad} invalid; expected '' or '@<group>' per arm")
+
+    @property
+    def supervised_arms(self) -> dict[str, dict]:
+        """Every supervised-from-scratch arm and its encoder config: ``supervised`` (when set), then
+        :attr:`extra_supervised`."""
+        return {**({"supervised": self.supervised} if self.supervised is not None else {}), **self.extra_supervised}
+
+    def reference_of(self, arm: str) -> str:
+        """``arm``'s reference group (``""`` or ``"@<group>"``; see :attr:`references`)."""
+        return str(self.references.get(arm, ""))
 
     def lead_features_of(self, arm: str, probe: str) -> str:
         """The lead features ``probe`` sees for ``arm``: ``spec.lead_features`` for frozen probes on a per-lead
@@ -162,8 +211,9 @@ class CurveSpec:
             return bool(self.per_lead.get(arm, next(iter(self.per_lead.values()), True)))
         return bool(self.per_lead)
 
-    def probe_settings(self, probe: str) -> dict:
-        """The settings of ``probe`` that decide its results (the rest of the spec does not touch it)."""
+    def probe_settings(self, probe: str, arm: str = "supervised") -> dict:
+        """The settings of ``probe`` that decide its results (the rest of the spec does not touch it); for the
+        supervised probe, those of the supervised ``arm`` (its own config)."""
         if probe == "logistic":
             return {"Cs": list(DEFAULT_CS)}
         if probe == "knn":
@@ -172,7 +222,7 @@ class CurveSpec:
             return {"lr": float(self.supervised_lr), "encoder_lr_factor": float(self.encoder_lr_factor),
                     "epochs": int(self.supervised_epochs)}
         if probe == "supervised":
-            return {"config": self.supervised, "epochs": int(self.supervised_epochs),
+            return {"config": self.supervised_arms.get(arm), "epochs": int(self.supervised_epochs),
                     "lrs": [float(v) for v in (self.supervised_lrs or (self.supervised_lr,))],
                     "batch_sizes": [int(v) for v in self.supervised_batch_sizes],
                     "min_steps": int(self.supervised_min_steps)}
@@ -221,7 +271,7 @@ def cell_fingerprint(spec: CurveSpec, task: str, arm: str, probe: str, fraction:
     payload = {
         "task": task, "arm": arm, "probe": probe, "fraction": float(fraction), "seed": int(seed),
         "window": int(spec.window), "per_lead": spec.lead_mode(arm), "challenge_year": spec.challenge_year,
-        "probe_settings": spec.probe_settings(probe), "encoder": dict(encoder_key), "data": dict(data_key),
+        "probe_settings": spec.probe_settings(probe, arm), "encoder": dict(encoder_key), "data": dict(data_key),
     }
     if spec.lead_features_of(arm, probe) != "concat":
         payload["lead_features"] = spec.lead_features_of(arm, probe)
@@ -381,11 +431,12 @@ def run_curve(
     split_of = {str(p): name for name, members in splits.items() for p in members}
     record_split = np.array([split_of.get(p, "") for p in patients])
     arms = [(a, p) for a in encoders for p in spec.probes]
-    arms += [("supervised", "supervised")] if spec.supervised is not None else []
+    arms += [(a, "supervised") for a in spec.supervised_arms]
     cells = [(t, a, p, float(f), int(s)) for t in spec.tasks for s in spec.seeds for f in spec.fractions
              for a, p in arms]
     encoder_keys = {arm: _encoder_key(enc) for arm, enc in encoders.items()}
     encoder_keys["supervised"] = {"config": spec.supervised}
+    encoder_keys.update({arm: {"config": config} for arm, config in spec.extra_supervised.items()})
     shared = {"split_hash": spec.split_hash, "signals": array_digest(signals),
               "splits": _text_digest({k: sorted(map(str, v)) for k, v in splits.items()})}
     labels = {t: _text_digest(table[["patient_id", t]].astype(str).to_numpy().tolist()) for t in spec.tasks}
@@ -473,8 +524,8 @@ def run_curve(
         data = ProbeData.from_rows(x, y, tr, va, te, patients=patients, task=task)
         fp = fingerprints[cell]
         if probe == "supervised":
-            res = fit_probe("supervised", data, encoder=spec.supervised, window=spec.window,
-                            per_lead=spec.lead_mode("supervised"), lr=spec.supervised_lrs or (spec.supervised_lr,),
+            res = fit_probe("supervised", data, encoder=spec.supervised_arms[arm], window=spec.window,
+                            per_lead=spec.lead_mode(arm), lr=spec.supervised_lrs or (spec.supervised_lr,),
                             batch_size=spec.supervised_batch_sizes, min_steps=spec.supervised_min_steps,
                             epochs=spec.supervised_epochs, seed=seed)
             chosen_setting = (res.setting["lr"], res.setting["batch_size"])
@@ -493,7 +544,8 @@ def run_curve(
         base = {"task": task, "arm": arm, "probe": probe, "fraction": float(frac),
                 "real_fraction": len(chosen) / n_train_pat, "seed": int(seed),
                 "n_train_patients": len(chosen), "n_train_records": len(tr),
-                "setting": json.dumps(res.setting, sort_keys=True), "fingerprint": fp, **env}
+                "setting": json.dumps(res.setting, sort_keys=True), "fingerprint": fp, **env,
+                "reference": spec.reference_of(arm)}
         new_rows = [{**base, "metric": "auroc", "value": res.test_auroc, "val_value": res.val_auroc}]
         if is_challenge_task(names, y_all, spec.challenge_year):
             new_rows.append({**base, "metric": "challenge",
@@ -506,8 +558,17 @@ def run_curve(
     if dropped:
         (out_dir / "dropped_classes.json").write_text(json.dumps(dropped, indent=2, default=str))
     final = pd.read_csv(csv_path, dtype=_TEXT_COLUMNS)
-    mine = [k in fingerprints and fp == fingerprints[k] for k, fp in zip(_row_keys(final), final["fingerprint"])]
-    return final.loc[mine].reset_index(drop=True)
+    mine = np.array([k in fingerprints and fp == fingerprints[k]
+                     for k, fp in zip(_row_keys(final), final["fingerprint"])], dtype=bool)
+    # reused rows take this run's grouping (a finished run, rerun with matched references, keeps its values)
+    groups = np.array([spec.reference_of(a) for a in final["arm"].astype(str)], dtype=object)
+    regroup = mine & (final["reference"].fillna("").to_numpy(dtype=object) != groups)
+    if regroup.any():
+        final.loc[regroup, "reference"] = groups[regroup]
+        _write_atomic(final, csv_path)
+    final = final.loc[mine].reset_index(drop=True)
+    final["reference"] = final["reference"].fillna("")
+    return final
 
 
 def _challenge_row(names, y_val, val_scores, y_test, test_scores, year: int | None = None) -> dict:
@@ -530,8 +591,10 @@ NOT_BOOTSTRAPPED = "t over seeds (this metric has no patient bootstrap: the test
 
 
 def _panels(curve: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``line`` (:func:`line_name`) and ``panel`` (the task; ``"task [metric]"`` for metrics other than AUROC)."""
+    """Adds ``line`` (:func:`line_name`), ``panel`` (the task; ``"task [metric]"`` for metrics other than AUROC) and
+    ``reference`` (``""`` where rows lack it: files written before matched references)."""
     curve = curve.copy()
+    curve["reference"] = curve["reference"].fillna("").astype(str) if "reference" in curve.columns else ""
     curve["line"] = ([line_name(a, p) for a, p in zip(curve["arm"], curve["probe"])] if "probe" in curve.columns
                      else curve["arm"])
     curve["base_arm"] = curve["arm"]
@@ -600,22 +663,29 @@ FAMILIES = ("headline", "vs random_init", "vs supervised", "vs features")
 _FEATURES = "features"
 
 
-def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, confidence: float) -> list[dict]:
+def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, confidence: float,
+                 groups: Mapping[str, str] | None = None) -> list[dict]:
     """Paired differences of the panel's bootstrapped cells (:func:`~ssl_ecg.evaluate.stats.split_contrast` over
-    the splits holding both cells), Holm-adjusted within each of :data:`FAMILIES`."""
+    the splits holding both cells), Holm-adjusted within each of :data:`FAMILIES`. A line of reference group
+    ``groups[line]`` (e.g. ``"@simclr"``) is compared with that group's references where the panel has them
+    (:func:`reference_line`); reference arms (:func:`is_reference_arm`) are not compared as methods."""
+    groups = groups or {}
     pairs = []
     for line, (arm, probe) in lines.items():
-        if arm in ("random_init", "supervised"):
+        if is_reference_arm(arm):
             continue
+        group = groups.get(line, "")
         fracs = sorted(f for (ln, f) in cells if ln == line)
-        refs = [("vs random_init", line_name("random_init", probe)), ("vs supervised", "supervised")]
+        supervised = reference_line("supervised", group, "supervised", lines)
+        refs = [("vs random_init", reference_line("random_init", group, probe, lines)),
+                ("vs supervised", supervised)]
         if arm != _FEATURES:
             refs.append(("vs features", line_name(_FEATURES, probe)))
         for family, ref in refs:
             pairs += [(family, (line, f), (ref, f)) for f in fracs if (ref, f) in cells]
         low = low_fraction if low_fraction in fracs else min(fracs)
-        if low < 1.0 and (line, low) in cells and ("supervised", 1.0) in cells:
-            pairs.append(("headline", (line, low), ("supervised", 1.0)))
+        if low < 1.0 and (line, low) in cells and (supervised, 1.0) in cells:
+            pairs.append(("headline", (line, low), (supervised, 1.0)))
     out = []
     n_boot = len(next(iter(boot["replicates"].values()))) if boot["replicates"] else 0
     for family, a, b in pairs:
@@ -641,38 +711,54 @@ def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, conf
 
 
 def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, skip: tuple,
-            confidence: float) -> dict | None:
+            confidence: float, groups: Mapping[str, str] | None = None) -> dict | None:
     """Labels needed to reach ``reference`` at 100%: point (from the estimates) and, when bootstrapped, per
-    replicate (:func:`~ssl_ecg.evaluate.stats.labels_needed_distribution`)."""
+    replicate (:func:`~ssl_ecg.evaluate.stats.labels_needed_distribution`).
+
+    A line of reference group ``groups[line]`` (e.g. ``"@simclr"``) is measured against that group's copy
+    (``random_init@simclr``) where it has a cell at 100%, and is then listed under ``references`` with its own
+    reference and target; ``target`` and ``reference`` name the plain one. Lines of the reference arms named in
+    ``skip`` (any group's copy too) and each reference itself are left out. None without the plain reference.
+    """
+    groups = groups or {}
     if (reference, 1.0) not in estimates:
         return None
-    target = estimates[(reference, 1.0)]
-    out: dict = {"target": target, "reference": f"{reference} at 100%", "fractions": {}, "bootstrap": {}}
-    for line in lines:
-        if line == reference or line in skip:
+    out: dict = {"target": estimates[(reference, 1.0)], "reference": f"{reference} at 100%", "fractions": {},
+                 "bootstrap": {}}
+    own: dict = {}
+    for line, (arm, _) in lines.items():
+        ref = f"{reference}{groups.get(line, '')}"
+        ref = ref if (ref, 1.0) in estimates else reference
+        if line == ref or (is_reference_arm(arm) and arm.split("@")[0] in skip):
             continue
+        target = estimates[(ref, 1.0)]
+        if ref != reference:
+            own[line] = {"reference": f"{ref} at 100%", "target": target}
         fracs = sorted(f for (ln, f) in estimates if ln == line)
         reached = [f for f in fracs if estimates[(line, f)] >= target]
         out["fractions"][line] = reached[0] if reached else None
         reps = boot["replicates"] if boot else {}
-        if (reference, 1.0) in reps and all((line, f) in reps for f in fracs):
+        if (ref, 1.0) in reps and all((line, f) in reps for f in fracs):
             if "split_estimates" in boot:
                 # paired: per fraction the contrast line - reference at 100% over the same splits, draws and
                 # patients (split_contrast), reached where it is >= 0; comparing the two cells' separately
                 # widened replicates would lose the pairing
-                diffs = np.stack([split_contrast(boot, {(line, f): 1.0, (reference, 1.0): -1.0},
+                diffs = np.stack([split_contrast(boot, {(line, f): 1.0, (ref, 1.0): -1.0},
                                                  confidence).replicates for f in fracs], axis=1)
                 goal = np.zeros(len(diffs))
             else:
                 diffs = np.stack([reps[(line, f)] for f in fracs], axis=1)
-                goal = reps[(reference, 1.0)]
+                goal = reps[(ref, 1.0)]
             out["bootstrap"][line] = labels_needed_distribution(fracs, diffs, goal, confidence)
+    if own:  # only with matched references, so other summaries keep their keys
+        out["references"] = own
     return out
 
 
 def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str | Path] | None]], n_boot: int = 1000,
                    seed: int = 0,
-                   confidence: float = 0.95, low_fraction: float = 0.1) -> dict:
+                   confidence: float = 0.95, low_fraction: float = 0.1,
+                   min_class_patients: int = MIN_CLASS_PATIENTS) -> dict:
     """Estimates, intervals, paired comparisons, AULC and labels needed of one or several curve runs.
 
     Each run is one split (its ``curve.csv`` rows and its ``predictions/`` folder,
@@ -701,9 +787,23 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
     are two-sided bootstrap p-values; B replicates cannot give p below
     ``p_min`` = 2 / (B + 1), so a family of k comparisons needs
     B > 2 k / alpha - 1 (alpha = 1 - ``confidence``) for any Holm-adjusted p to
-    reach alpha; a warning says when ``n_boot`` is too small.
+    reach alpha; a warning says when ``n_boot`` is too small. With matched references (rows whose ``reference``
+    column names a group, e.g. ``"@simclr"``), a line's random_init, supervised, headline and labels-needed
+    references are its group's copies (``random_init@simclr``, ``supervised@simclr``) where the rows hold them;
+    reference arms (:func:`is_reference_arm`) are never compared as methods.
 
-    Cells whose test set (in any split) has fewer than
+    A bootstrapped cell's macro AUROC averages the classes with at least
+    ``min_class_patients`` test patients on each side in its split
+    (:func:`~ssl_ecg.evaluate.stats.kept_classes`; default
+    :data:`~ssl_ecg.evaluate.stats.MIN_CLASS_PATIENTS`, fixed before any result:
+    a class with one or two patients on a side is lost by a large share of
+    patient replicates, which then no longer describe the test set); the
+    ``bootstrap["classes"]`` entry counts the classes scored and dropped per task
+    and split, and its estimate can differ from the t interval's mean over all
+    scorable classes. A task whose test sets cannot be bootstrapped (no class
+    passes the rule, or replicates keep losing a class) gets t intervals, each
+    cell's ``interval`` and ``bootstrap["failed"][task]`` say why, and no
+    comparison. Cells whose test set (in any split) has fewer than
     :data:`~ssl_ecg.evaluate.stats.FEW_POSITIVES` patients on one side of a class
     are marked ``few_positives`` (their percentile interval under-covers), and
     zero-width intervals (e.g. [1, 1] of a perfect score) ``degenerate``.
@@ -715,6 +815,8 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
         seed: seed of the replicates (each task draws from its own stream, :func:`~ssl_ecg.evaluate.stats.task_rng`).
         confidence: interval coverage.
         low_fraction: the fraction compared with supervised at 100%.
+        min_class_patients: the fewest test patients on each side of a class for it to be scored (1: every
+            class with a positive and a negative patient).
 
     Returns:
         ``{"summary": {task: {line: {fraction: cell}}}, "aulc": {task: {line: {...}}}, "comparisons": {task:
@@ -752,7 +854,12 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                                                    "variance V_within + sigma_b^2 / M",
                                   "few_positives": f"fewer than {FEW_POSITIVES} patients on one side of a class",
                                   "aulc": "trapezoid on log10(fraction), divided by the axis range",
-                                  "redraw": "replicates missing a class are redrawn (n_redrawn)"}}
+                                  "redraw": "replicates missing a class are redrawn (n_redrawn)",
+                                  "min_class_patients": int(min_class_patients),
+                                  "class_rule": f"a class is scored only with >= {int(min_class_patients)} test "
+                                                "patients on each side in the split (classes: per task and split, "
+                                                "classes scored and dropped)",
+                                  "classes": {}, "failed": {}}}
     panels = list(dict.fromkeys(p for f in frames for p in f["panel"]))
     largest = 0  # the largest comparison family, for the n_boot warning
     for panel in panels:
@@ -760,9 +867,18 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
         allrows = pd.concat(rows, ignore_index=True)
         probes = allrows["probe"] if "probe" in allrows else ["logistic"] * len(allrows)
         lines = {ln: (a, p) for ln, a, p in zip(allrows["line"], allrows["base_arm"], probes)}
+        groups = dict(zip(allrows["line"], allrows["reference"]))  # line -> its reference group ("" or "@simclr")
         sets, missing = _test_sets(rows, dirs)
-        boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel), confidence=confidence)
-                if sets else {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}})
+        empty = {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}}
+        try:
+            boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel), confidence=confidence,
+                                            min_class_patients=min_class_patients) if sets else empty)
+        except ConfigError as exc:  # a test set too small for the patient bootstrap: t intervals, and it says why
+            boot, sets = empty, []
+            result["bootstrap"]["failed"][panel] = str(exc)
+        if sets:
+            result["bootstrap"]["classes"][panel] = [
+                {"scored": len(k), "dropped": len(d)} for k, d in zip(boot["classes"], boot["dropped"])]
         boot["replicates"] = {c: r for c, r in boot["replicates"].items() if c not in missing}
         result["bootstrap"]["n_redrawn"][panel] = int(boot["n_redrawn"])
         n_test = [len(np.unique(ts.patients)) for ts in sets]
@@ -789,7 +905,9 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                     entry["delong_se"] = boot["delong_se"][cell]
             else:
                 est, (lo, hi) = float(v.mean()), (t_lo, t_hi)
-                entry.update(interval=NO_PREDICTIONS if "[" not in panel else NOT_BOOTSTRAPPED,
+                failed = result["bootstrap"]["failed"].get(panel)
+                entry.update(interval=(f"t over seeds (no patient bootstrap: {failed})" if failed
+                                       else NO_PREDICTIONS if "[" not in panel else NOT_BOOTSTRAPPED),
                              n_test_patients=None, few_positives=None, degenerate=False)
             estimates[cell] = est
             summary.setdefault(str(line), {})[f"{frac:g}"] = {"mean": est, "estimate": est, "ci_low": lo,
@@ -807,11 +925,12 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                 entry.update(estimate=res.estimate, ci_low=res.low, ci_high=res.high, sigma_between=res.sigma_between,
                              n_splits=res.n_splits)
             aulcs[line] = entry
-        result["comparisons"][panel] = comps = _comparisons(lines, estimates, boot, low_fraction, confidence)
+        result["comparisons"][panel] = comps = _comparisons(lines, estimates, boot, low_fraction, confidence,
+                                                            groups)
         largest = max([largest, *(c["family_size"] for c in comps)])
         for key, ref, skip in (("labels_needed", "random_init", ("supervised",)),
                                ("labels_needed_vs_supervised", "supervised", ())):
-            needed = _needed(lines, estimates, boot, ref, skip, confidence)
+            needed = _needed(lines, estimates, boot, ref, skip, confidence, groups)
             if needed is not None:
                 result[key][panel] = needed
     alpha = 1 - confidence

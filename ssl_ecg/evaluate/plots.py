@@ -60,7 +60,9 @@ def plot_labels_needed(needed: dict, path: str | Path) -> Path:
         names = list(entry["fractions"])
         vals = [entry["fractions"][n] for n in names]
         heights = [100 * v if v is not None else 100 for v in vals]
-        bars = ax.bar(names, heights, color=["C0" if v is not None else "0.8" for v in vals])
+        own = entry.get("references") or {}  # matched references: a bar measured against its group's reference
+        names_shown = [f"{n}\nvs {own[n]['reference'].split(' at ')[0]}" if n in own else n for n in names]
+        bars = ax.bar(names_shown, heights, color=["C0" if v is not None else "0.8" for v in vals])
         for bar, v in zip(bars, vals):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{100 * v:g}%" if v is not None
                     else "not reached", ha="center", va="bottom", fontsize=8)

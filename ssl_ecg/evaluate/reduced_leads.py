@@ -209,9 +209,13 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
     ``leads_<n>/`` holds the same ``split.json`` and the same label-fraction draws.
 
     Raises:
-        ConfigError: a bad lead set (naming ``lead_sets[k]``), and everything :func:`run_evaluation` raises.
+        ConfigError: a bad lead set (naming ``lead_sets[k]``), ``matched_references`` (not supported here), and
+            everything :func:`run_evaluation` raises.
     """
     t0 = time.perf_counter()
+    if cfg.matched_references:  # each supervised@<group> would need its input channels cut per lead set as well
+        raise ConfigError("matched_references: not supported by reduced-lead evaluation (its supervised arm is "
+                          "rebuilt per lead set); expected matched_references: false")
     out = run_folder(runs, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     inputs = evaluation_inputs(cfg, progress)

@@ -313,11 +313,14 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     summary = {"summary": {"lad": {
         "cmsc": {"0.1": _cell(0.7, 0.6, 0.8, few_positives=True, class_patients=3, sigma_between=0.0412),
                  "1": _cell(1.0, 1.0, 1.0, degenerate=True, sigma_between=0.0)},
-        "supervised": {"0.1": _cell(0.6, 0.5, 0.7, n_splits=1), "1": _cell(0.8, 0.7, 0.9)}}},
+        "supervised": {"0.1": _cell(0.6, 0.5, 0.7, n_splits=1),
+                       "1": _cell(0.8, 0.7, 0.9, patient_se=0.0412, delong_se=0.0398)}}},
         "comparisons": {"lad": [
             _comparison(["cmsc", 0.1], ["supervised", 1.0], -0.1, -0.2, -0.01, p_holm=0.2, **fam),
             _comparison(["cmsc", 0.1], ["supervised", 0.1], 0.1, 0.01, 0.2, p_holm=0.03, **fam)]},
-        "bootstrap": {"n_boot": 50, "n_redrawn": {"lad": 7}, "correction": "Holm (statsmodels) within each family"}}
+        "bootstrap": {"n_boot": 50, "n_redrawn": {"lad": 7}, "correction": "Holm (statsmodels) within each family",
+                      "min_class_patients": 3,
+                      "classes": {"lad": [{"scored": 2, "dropped": 1}, {"scored": 3, "dropped": 0}]}}}
     block = ReportBlock(name="b", curve="c.yaml", title="B", not_applicable={"pclr": "one record per patient"})
     done = {"block": block, "summary": summary, "pretrain_seconds": {"cmsc": [120.0, 240.0]},
             "curve_seconds": [60.0, 60.0], "failed": {"byol": {"reason": "DatasetError: no", "seeds": [1]}},
@@ -346,6 +349,18 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     assert "| *labelled validation patients used for selection (per split)* | 40, 39 | 40, 39 |" in text
     assert "| cmsc | 0.041 | 0.000 |" in text  # between-split SD
     assert "n_redrawn): 7" in text
+    assert "Classes scored (at least 3 test patients on each side" in text and "2 of 3, 3 of 3 in the splits" in text
+    assert "at least 3 test patients on each side (a rule fixed before any result" in text  # the intro states it
+    assert "patient bootstrap / DeLong et al. 1988" in text and "supervised 0.041 / 0.040." in text
+    summary["bootstrap"]["failed"] = {"lad": "test_sets[0]: no class has 3 or more test patients on each side"}
+    report._figures = lambda *a: []
+    try:
+        failed = render_results([done], monkey_figures, wall_seconds=6.0, quick=False, full=True, n_boot=50, seed=0)
+    finally:
+        report._figures = original
+    assert ("**No patient bootstrap for this task** (test_sets[0]: no class has 3 or more test patients on each "
+            "side): the intervals above are t intervals") in failed
+    assert "No patient bootstrap" not in text
     assert ("Family *lad: vs supervised*: 2 comparisons, Holm; the smallest p the bootstrap can give is 0.0099, the "
             "smallest adjusted p 0.02") in text
     assert "not distinguishable (Holm-adjusted over the 2 comparisons of family *lad: vs supervised*" in text

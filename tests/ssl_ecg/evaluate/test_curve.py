@@ -461,6 +461,20 @@ def test_splits_missing_a_cell_pair_only_where_both_exist_and_cells_carry_flags(
     assert small["summary"]["t"]["cmsc"]["1"]["few_positives"] is True  # 6 patients per class
 
 
+def test_a_test_set_too_small_for_the_class_rule_gets_t_intervals_that_say_why(tmp_path):
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    tiny = fake_run(tmp_path / "s3", 3, effect=2.0, n_pat=4)  # 2 patients per class: below MIN_CLASS_PATIENTS
+    res = summarize_runs([(tiny, tmp_path / "s3")], n_boot=50)
+    assert "no class has 3 or more test patients on each side" in res["bootstrap"]["failed"]["t"]
+    cell = res["summary"]["t"]["cmsc"]["1"]
+    assert cell["interval"].startswith("t over seeds (no patient bootstrap: test_sets[0]: no class has 3")
+    rows = tiny[(tiny.arm == "cmsc") & (tiny.fraction == 1.0)]["value"]
+    assert cell["estimate"] == pytest.approx(rows.mean()) and res["comparisons"]["t"] == []
+    loose = summarize_runs([(tiny, tmp_path / "s3")], n_boot=50, min_class_patients=1)
+    assert loose["bootstrap"]["failed"] == {} and loose["summary"]["t"]["cmsc"]["1"]["class_patients"] == 2
+
+
 def test_summarize_runs_names_missing_columns():
     from ssl_ecg.errors import ConfigError
     from ssl_ecg.evaluate.curve import summarize_runs

@@ -291,3 +291,22 @@ def test_the_report_names_each_groups_references_and_headlines_against_them(tmp_
     assert [ln.split("**")[1] for ln in lines] == ["cmsc at 50% vs supervised at 100%",
                                                    "simclr at 50% vs supervised@simclr at 100%",
                                                    "byol at 50% vs supervised@simclr at 100%"]
+
+
+def test_the_labels_needed_plot_names_each_bars_own_reference(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from ssl_ecg.evaluate.plots import plot_labels_needed
+
+    shown = []
+    original = plt.Axes.bar
+
+    def spy(self, names, heights, **kw):
+        shown.extend(names)
+        return original(self, names, heights, **kw)
+
+    monkeypatch.setattr(plt.Axes, "bar", spy)
+    needed = {"t": {"target": 0.8, "reference": "random_init at 100%", "fractions": {"cmsc": 0.1, "simclr": None},
+                    "references": {"simclr": {"reference": "random_init@simclr at 100%", "target": 0.7}}}}
+    plot_labels_needed(needed, tmp_path / "n.png")
+    assert shown == ["cmsc", "simclr\nvs random_init@simclr"]

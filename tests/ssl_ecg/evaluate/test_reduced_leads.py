@@ -202,3 +202,12 @@ def test_reduced_leads_plot_draws_each_lines_interval_as_a_band(tmp_path, monkey
     bands.clear()
     plot_reduced_leads(table[REDUCED_COLUMNS], tmp_path / "without.png")
     assert bands == [] and (tmp_path / "without.png").stat().st_size > 1000
+
+
+def test_matched_references_are_refused_by_reduced_leads(tmp_path):
+    from ssl_ecg.errors import ConfigError
+    from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig, run_reduced_leads
+
+    with pytest.raises(ConfigError, match="matched_references: not supported by reduced-lead evaluation"):
+        run_reduced_leads(ReducedLeadsConfig(matched_references=True), runs=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
