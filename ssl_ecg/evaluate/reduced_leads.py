@@ -11,7 +11,10 @@ evaluated on the same patients, split, fractions and seeds, as a deployed model 
   trained on 12 leads meets a reduced-lead device;
 - the **supervised** arm is trained from scratch on the lead set (a multi-lead one with k input channels):
   pretraining or training on each lead set is the option a zero-filled arm is compared with;
-- the **feature** arm (``feature_arm``) sees the available leads.
+- the **feature** arm (``feature_arm``) sees the available leads;
+- **lead-set encoders** (``lead_set_encoders``, the option the zero-filled arms are compared with): an encoder
+  pretrained on one lead set is evaluated only at that lead set, on exactly its leads (k input channels, or each
+  lead alone for a per-lead one); one arm name across lead sets is one line of the table (``simclr@leadset``).
 
 With ``renormalize`` (default) and ``normalization: record`` the available leads are divided by their own
 overall standard deviation, which is the cache's record normalisation applied to those leads alone (exact when
@@ -29,30 +32,36 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal, Sequence, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from annotated_types import MinLen
+from pydantic import BeforeValidator
 from torch import Tensor, nn
 
+from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data.record import canonical_lead
 from ssl_ecg.errors import ConfigError
-from ssl_ecg.evaluate.curve import line_name, run_curve, write_outputs
+from ssl_ecg.evaluate.curve import is_reference_arm, line_name, run_curve, write_outputs
+from ssl_ecg.evaluate.provenance import check_preprocessing, pretraining_data
 from ssl_ecg.evaluate.runner import (
     FEATURE_ARM,
     EvalConfig,
     check_curve_recipe,
+    check_encoder,
+    check_encoder_pools,
     curve_spec,
     eval_leads,
     evaluation_inputs,
     feature_arm_curve,
 )
 from ssl_ecg.paths import run_folder
-from ssl_ecg.recipe import RunName
+from ssl_ecg.recipe import RunName, window_samples
 
 __all__ = ["LEAD_SETS", "ReducedLeadsConfig", "ZeroFilled", "lead_set_signals", "resolve_lead_sets",
-           "run_reduced_leads", "format_reduced_table", "plot_reduced_leads", "REDUCED_COLUMNS"]
+           "lead_set_label", "lead_sets_in_data_order", "run_reduced_leads", "format_reduced_table",
+           "plot_reduced_leads", "REDUCED_COLUMNS", "LEAD_SET_INPUT"]
 
 #: The CinC 2021 lead sets (Reyna et al. 2021), plus lead II alone.
 LEAD_SETS: dict[int, tuple[str, ...]] = {
@@ -64,8 +73,21 @@ LEAD_SETS: dict[int, tuple[str, ...]] = {
     1: ("II",),
 }
 REDUCED_COLUMNS = ["task", "metric", "arm", "lead_set", "n_leads", "leads", "arm_input", "fraction", "mean", "n_seeds"]
+#: ``arm_input`` of a lead-set encoder's rows (``lead_set_encoders``).
+LEAD_SET_INPUT = "pretrained on these leads"
 
 LeadSet = Union[Literal[12, 6, 4, 3, 2, 1], Annotated[list[str], MinLen(1)]]
+
+
+def _label_keys(value: Any) -> Any:
+    """YAML reads ``2:`` as an int: lead-set labels are strings (``"2"``)."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in value.items()}
+    return value
+
+
+#: label -> {arm: checkpoint} (``lead_set_encoders``)
+LeadSetEncoders = Annotated[dict[str, dict[str, str]], BeforeValidator(_label_keys)]
 
 
 @dataclass
@@ -73,12 +95,24 @@ class ReducedLeadsConfig(EvalConfig):
     """An :class:`~ssl_ecg.evaluate.runner.EvalConfig` evaluated at several lead sets (``ssl-ecg reduced-leads``).
 
     ``lead_sets``: each a CinC 2021 lead count (:data:`LEAD_SETS`) or a list of lead names of the data.
+    ``lead_set_encoders``: lead-set label (:func:`lead_set_label`: ``"12"`` ... ``"1"``, or ``"I-II"`` for a
+    list) -> ``{arm: checkpoint}``, more arms evaluated only at that lead set on exactly its leads (an encoder
+    pretrained on those leads); the same arm name at several lead sets is one line of the table.
     """
 
     name: RunName = "reduced_leads"
     lead_sets: Annotated[list[LeadSet], MinLen(1)] = field(default_factory=lambda: [12, 6, 4, 3, 2, 1])
     lead_features: Literal["concat", "mean"] = "mean"  # per-lead arms: E (matched dimension) or k*E
     renormalize: bool = True  # record normalisation re-applied to the available leads
+    lead_set_encoders: LeadSetEncoders = field(default_factory=dict)  # label -> {arm: checkpoint}
+
+
+def lead_set_label(item: Any) -> str:
+    """The label of one ``lead_sets`` entry: ``"6"`` for a CinC lead count, the lead names joined by ``-``
+    (``"V1-II"``) for a list; the entry itself is checked by :func:`resolve_lead_sets`."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    return "-".join(canonical_lead(str(n)) for n in item) if isinstance(item, (list, tuple)) else str(item)
 
 
 def resolve_lead_sets(lead_sets: Sequence, leads: Sequence[str]) -> dict[str, list[str]]:
@@ -96,10 +130,10 @@ def resolve_lead_sets(lead_sets: Sequence, leads: Sequence[str]) -> dict[str, li
             if item not in LEAD_SETS:
                 raise ConfigError(f"{where}={item!r}: expected a lead count of {sorted(LEAD_SETS)} or a list of "
                                   "lead names")
-            names, label = list(LEAD_SETS[item]), str(item)
+            names, label = list(LEAD_SETS[item]), lead_set_label(item)
         elif isinstance(item, (list, tuple)) and item and all(isinstance(n, str) for n in item):
             names = [canonical_lead(n) for n in item]
-            label = "-".join(names)
+            label = lead_set_label(item)
         else:
             raise ConfigError(f"{where}={item!r}: expected a lead count of {sorted(LEAD_SETS)} or a list of lead "
                               "names")
@@ -115,6 +149,13 @@ def resolve_lead_sets(lead_sets: Sequence, leads: Sequence[str]) -> dict[str, li
             raise ConfigError(f"{where}={item!r}: lead set {twin} is given twice")
         out[label] = names
     return out
+
+
+def lead_sets_in_data_order(lead_sets: Sequence, leads: Sequence[str]) -> dict[str, list[str]]:
+    """:func:`resolve_lead_sets` with each set's names in the channel order of the data (``leads``), which is the
+    order :func:`lead_set_signals` gives them: the ``leads`` to pretrain a lead-set encoder on."""
+    return {label: [leads[p] for p in _positions(leads, names)]
+            for label, names in resolve_lead_sets(lead_sets, leads).items()}
 
 
 def _positions(leads: Sequence[str], subset: Sequence[str]) -> list[int]:
@@ -181,6 +222,96 @@ class ZeroFilled(nn.Module):
         return self.encoder(full)
 
 
+@dataclass
+class _LeadSetArm:
+    """A checked lead-set encoder: its module, lead mode, checkpoint and how messages name it."""
+
+    encoder: nn.Module
+    per_lead: bool
+    path: str
+    source: str
+
+
+def _lead_set_arms(cfg: ReducedLeadsConfig, window: int) -> dict[str, dict[str, _LeadSetArm]]:
+    """Load ``cfg.lead_set_encoders`` and check what needs no data: the label, the arm name, the channels and
+    window each encoder takes (:func:`~ssl_ecg.evaluate.runner.check_encoder` with the lead set's lead count).
+
+    Raises:
+        ConfigError: naming ``lead_set_encoders.<label>[.<arm>]``: a label of no lead set of ``lead_sets``, an arm
+            named like another arm, or an encoder that does not take the lead set's channels or the window.
+    """
+    items = {lead_set_label(item): item for item in cfg.lead_sets}
+    taken = {**{arm: "an encoders arm" for arm in cfg.encoders}, "random_init": "the random-init arm",
+             "supervised": "the supervised arm", **({FEATURE_ARM: "the feature arm"} if cfg.feature_arm else {})}
+    out: dict[str, dict[str, _LeadSetArm]] = {}
+    for label, paths in cfg.lead_set_encoders.items():
+        where = f"lead_set_encoders.{label}"
+        if label not in items:
+            raise ConfigError(f"{where}: {label!r} is not a lead set of lead_sets; expected one of {list(items)}")
+        item = items[label]
+        n_leads = len(LEAD_SETS.get(item, ())) if isinstance(item, int) else len(item)
+        out[label] = {}
+        for arm, path in paths.items():
+            if arm in taken or is_reference_arm(arm):
+                what = taken.get(arm, "a matched reference arm")
+                raise ConfigError(f"{where}.{arm}: the name is taken by {what}; expected an arm name of its own "
+                                  f"(e.g. {arm}@leadset)")
+            source = f"{where}.{arm} ({path})"
+            encoder = load_encoder(path)
+            per_lead = encoder.config.get("in_channels") == 1 if cfg.per_lead is None else cfg.per_lead
+            check_encoder(encoder, per_lead, n_leads, window, source=source)
+            out[label][arm] = _LeadSetArm(encoder, per_lead, str(path), source)
+    return out
+
+
+def _check_lead_set_arms(cfg: ReducedLeadsConfig, inputs, lead_arms: dict[str, dict[str, _LeadSetArm]],
+                         sets: dict[str, list[str]]) -> dict[str, dict]:
+    """Check each lead-set encoder against the data: its pretraining leads (when its ``encoder.json`` records
+    them) are the lead set's, its pool against the evaluation split as the ``encoders`` arms' are
+    (:func:`~ssl_ecg.evaluate.runner.check_encoder_pools`), and with ``split: null`` it shares their split.
+
+    Args:
+        sets: label -> the lead set's names in the data's channel order.
+
+    Returns:
+        ``"<arm> [<label>]"`` -> what the outputs record about it (as ``provenance``).
+
+    Raises:
+        ConfigError: naming ``lead_set_encoders.<label>.<arm>``: other pretraining leads, another split.
+        LeakageError: as for the ``encoders`` arms.
+    """
+    main = {c["split_hash"] for c in inputs.checks.values() if c.get("known")}
+    expected = main or {inputs.split.hash}
+    spec = inputs.prepared.spec
+    out = {}
+    for label, arms in lead_arms.items():
+        names = sets[label]
+        for arm, one in arms.items():
+            pretrained = pretraining_data(one.path) or {}
+            theirs = pretrained.get("leads")
+            if theirs is not None:
+                theirs = [canonical_lead(str(n)) for n in theirs]
+                same = (sorted(n.lower() for n in theirs) == sorted(n.lower() for n in names) if one.per_lead
+                        else [n.lower() for n in theirs] == [n.lower() for n in names])
+                if not same:
+                    raise ConfigError(f"{one.source}: pretrained on leads {theirs}, but lead set {label} gives "
+                                      f"{names}{'' if one.per_lead else ' (in this order)'}; expected an encoder "
+                                      "pretrained on the lead set's leads")
+            # another normalisation or band only warns, as for the encoders arms
+            check_preprocessing(arm, {k: v for k, v in pretrained.items() if k != "leads"}, spec, one.per_lead,
+                                one.source)
+        checks = check_encoder_pools(cfg, inputs, {a: one.path for a, one in arms.items()},
+                                     {a: one.source for a, one in arms.items()})
+        for arm, check in checks.items():
+            if cfg.split is None and check.get("known") and check["split_hash"] not in expected:
+                raise ConfigError(f"{arms[arm].source}: pretrained on split {check['split_hash'][:12]}, but with "
+                                  f"split: null the evaluation takes the encoders' split "
+                                  f"{' / '.join(h[:12] for h in sorted(expected))}; pretrain it on that split or "
+                                  "name the split to evaluate on (split: [shares], 'official' or a split.json path)")
+            out[f"{arm} [{label}]"] = {**check, "per_lead": arms[arm].per_lead}
+    return out
+
+
 def _arm_input(arm: str, per_lead: bool, lead_features: str) -> str:
     if arm == FEATURE_ARM:
         return "available leads (hand-crafted)"
@@ -209,19 +340,23 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
     ``leads_<n>/`` holds the same ``split.json`` and the same label-fraction draws.
 
     Raises:
-        ConfigError: a bad lead set (naming ``lead_sets[k]``), ``matched_references`` (not supported here), and
-            everything :func:`run_evaluation` raises.
+        ConfigError: a bad lead set (naming ``lead_sets[k]``), ``matched_references`` (not supported here), a bad
+            lead-set encoder (naming ``lead_set_encoders.<label>.<arm>``: unknown label, an arm name taken by
+            another arm, channels or window that do not fit the lead set, other pretraining leads, another
+            split), and everything :func:`run_evaluation` raises.
     """
     t0 = time.perf_counter()
     if cfg.matched_references:  # each supervised@<group> would need its input channels cut per lead set as well
         raise ConfigError("matched_references: not supported by reduced-lead evaluation (its supervised arm is "
                           "rebuilt per lead set); expected matched_references: false")
     out = run_folder(runs, cfg.name)
+    lead_arms = _lead_set_arms(cfg, window_samples(cfg.window, cfg.fs))  # before any data is read
     out.mkdir(parents=True, exist_ok=True)
     inputs = evaluation_inputs(cfg, progress)
     check_curve_recipe(cfg, inputs)
     leads = eval_leads(inputs)
     sets = resolve_lead_sets(cfg.lead_sets, leads)
+    lead_set_checks = _check_lead_set_arms(cfg, inputs, lead_arms, lead_sets_in_data_order(cfg.lead_sets, leads))
     spec = curve_spec(cfg, inputs)
     renormalize = cfg.renormalize and cfg.normalization == "record"
     rows, curves = [], {}
@@ -236,18 +371,24 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
                                renormalize=renormalize and not everything)
         arms = {arm: enc if inputs.per_lead[arm] or everything else ZeroFilled(enc, pos, len(leads), names)
                 for arm, enc in inputs.arms.items()}
+        extra = lead_arms.get(label, {})  # encoders pretrained on this lead set: its k leads as they are
+        arms.update({arm: one.encoder for arm, one in extra.items()})
         supervised = spec.supervised
         if supervised is not None and not spec.lead_mode("supervised"):
             supervised = {**supervised, "in_channels": len(names)}
-        own = replace(spec, supervised=supervised)
+        own = replace(spec, supervised=supervised,
+                      per_lead={**spec.per_lead, **{arm: one.per_lead for arm, one in extra.items()}})
         curve = run_curve(sub, inputs.table, inputs.splits, arms, own, folder, progress=progress)
         if cfg.feature_arm:
             curve = pd.concat([curve, feature_arm_curve(sub, inputs.table, inputs.splits, own, cfg.fs,
                                                         [leads[p] for p in pos], folder, progress)],
                               ignore_index=True)
         write_outputs(curve, folder, {"config": asdict(cfg), "lead_set": label, "leads": names,
-                                      "split_hash": inputs.split.hash})
+                                      "split_hash": inputs.split.hash,
+                                      "lead_set_encoders": {arm: one.path for arm, one in extra.items()}})
         kinds = {arm: _arm_input(arm, inputs.per_lead.get(arm, True), cfg.lead_features) for arm in curve["arm"]}
+        kinds.update({arm: LEAD_SET_INPUT + (f", per lead, {cfg.lead_features} over them" if one.per_lead else "")
+                      for arm, one in extra.items()})
         rows += _reduced_rows(curve, label, names, kinds)
         curves[label] = curve
     table = pd.DataFrame(rows, columns=REDUCED_COLUMNS)
@@ -256,7 +397,10 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
     inputs.split.save(out / "split.json")
     meta = {"config": asdict(cfg), "lead_sets": sets, "split_hash": inputs.split.hash,
             "split_source": inputs.split_source, "per_lead": inputs.per_lead, "renormalized": renormalize,
-            "records": int(len(inputs.table)), "provenance": inputs.checks, "bad_leads": inputs.prepared.bad_leads,
+            "records": int(len(inputs.table)), "provenance": {**inputs.checks, **lead_set_checks},
+            "lead_set_encoders": {label: {arm: one.path for arm, one in arms.items()}
+                                  for label, arms in lead_arms.items()},
+            "bad_leads": inputs.prepared.bad_leads,
             "wall_seconds": round(time.perf_counter() - t0, 1)}
     (out / "reduced_leads.json").write_text(json.dumps(meta, indent=2, default=str))
     return {"out": out, "table": table, "curves": curves, **meta}

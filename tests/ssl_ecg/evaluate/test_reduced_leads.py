@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,93 @@ def test_matched_references_are_refused_by_reduced_leads(tmp_path):
     with pytest.raises(ConfigError, match="matched_references: not supported by reduced-lead evaluation"):
         run_reduced_leads(ReducedLeadsConfig(matched_references=True), runs=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def _saved(tmp_path, name: str, channels: int, leads: list[str] | None = None) -> str:
+    """A tiny CLOCS encoder of ``channels`` input channels (4 s at 100 Hz), with its pretraining leads recorded."""
+    enc = build_encoder({"name": "clocs", "in_channels": channels, "input_len": 400, "embed_dim": 8})
+    extra = {"pretraining": {"config": {"leads": leads, "normalization": "record"}}} if leads else None
+    save_encoder(enc, tmp_path / name / "encoder.pt", extra=extra)
+    return str(tmp_path / name)
+
+
+def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_leads(tmp_path, monkeypatch):
+    root = _ludb_like(tmp_path)
+    torch.manual_seed(0)
+    multi = _saved(tmp_path, "multi", 12)
+    two = _saved(tmp_path, "two", 2, ["I", "II"])  # pretrained on the 2-lead set: 2 input channels
+    one = _saved(tmp_path, "one", 1, ["II"])  # a per-lead encoder pretrained on lead II
+    inputs_seen: dict[str, dict[str, torch.Tensor]] = {}
+    real_run_curve = rl.run_curve
+
+    def spy(signals, table, splits, encoders, spec, out, progress=True):
+        seen = inputs_seen.setdefault(Path(out).name, {})
+        hooks = [enc.register_forward_pre_hook(lambda m, a, arm=arm: seen.setdefault(arm, a[0].clone()))
+                 for arm, enc in encoders.items()]
+        try:
+            return real_run_curve(signals, table, splits, encoders, spec, out, progress)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    monkeypatch.setattr(rl, "run_curve", spy)
+    cfg = ReducedLeadsConfig(name="rl", dataset="ludb", root=str(root), fs=100.0, window=4.0,
+                             encoders={"multi": multi}, lead_set_encoders={"2": {"x@leadset": two},
+                                                                           "1": {"x@leadset": one}},
+                             allow_unknown_provenance=True, supervised=False, random_init=False, tasks=["lad"],
+                             fractions=[1.0], seeds=[0], lead_sets=[12, 2, 1], split=[0.5, 0.25, 0.25],
+                             cache_dir=str(tmp_path / "cache"))
+    result = run_reduced_leads(cfg, runs=tmp_path / "runs", progress=False)
+    assert set(inputs_seen["leads_12"]) == {"multi"}  # absent from the other lead sets' curves
+    assert set(inputs_seen["leads_2"]) == set(inputs_seen["leads_1"]) == {"multi", "x@leadset"}
+    # at "2": the lead-set encoder itself (no zero-filling) gets the same 2-lead windows the zero-filled arm gets
+    assert inputs_seen["leads_2"]["x@leadset"].shape[1] == 2
+    torch.testing.assert_close(inputs_seen["leads_2"]["x@leadset"], inputs_seen["leads_2"]["multi"], rtol=0, atol=0)
+    assert inputs_seen["leads_1"]["x@leadset"].shape[1] == 1
+    out = result["out"]
+    assert "x@leadset" not in set(pd.read_csv(out / "leads_12" / "curve.csv")["arm"])
+    table = pd.read_csv(out / "reduced_leads.csv")
+    rows = table[table["arm"] == "x@leadset"].set_index("lead_set")
+    assert sorted(rows.index.astype(str)) == ["1", "2"]  # one line of the table across its lead sets
+    assert rows.loc[2, "arm_input"] == rl.LEAD_SET_INPUT
+    assert rows.loc[1, "arm_input"] == f"{rl.LEAD_SET_INPUT}, per lead, mean over them"
+    assert "zero-filled" in table[table["arm"] == "multi"].set_index("lead_set").loc[2, "arm_input"]
+    meta = json.loads((out / "reduced_leads.json").read_text())
+    assert meta["lead_set_encoders"] == {"2": {"x@leadset": two}, "1": {"x@leadset": one}}
+    assert {"x@leadset [2]", "x@leadset [1]"} <= set(meta["provenance"])
+    # other pretraining leads than the lead set's: refused, naming the arm (the data is cached by now)
+    swapped = _saved(tmp_path, "swapped", 2, ["II", "I"])
+    with pytest.raises(ConfigError, match=r"lead_set_encoders\.2\.x@leadset .*pretrained on leads \['II', 'I'\], "
+                                          r"but lead set 2 gives \['I', 'II'\] \(in this order\)"):
+        run_reduced_leads(replace(cfg, lead_set_encoders={"2": {"x@leadset": swapped}}), runs=tmp_path / "runs",
+                          progress=False)
+    other = _saved(tmp_path, "other", 1, ["I"])  # a per-lead encoder pretrained on lead I, not lead II
+    with pytest.raises(ConfigError, match=r"lead_set_encoders\.1\.x@leadset .*pretrained on leads \['I'\]"):
+        run_reduced_leads(replace(cfg, lead_set_encoders={"1": {"x@leadset": other}}), runs=tmp_path / "runs",
+                          progress=False)
+
+
+def test_bad_lead_set_encoders_are_refused_before_any_data_is_read(tmp_path):
+    two, twelve = _saved(tmp_path, "two", 2), _saved(tmp_path, "twelve", 12)
+    base = ReducedLeadsConfig(name="rl", dataset="ludb", root=str(tmp_path / "nowhere"), fs=100.0, window=4.0,
+                              encoders={"simclr": twelve}, lead_sets=[12, 2, ["V1", "II"]], feature_arm=True,
+                              cache_dir=str(tmp_path / "cache"))
+    cases = [
+        ({"3": {"a": two}}, r"^lead_set_encoders\.3: '3' is not a lead set of lead_sets; expected one of "
+                            r"\['12', '2', 'V1-II'\]$"),
+        ({"2": {"simclr": two}}, r"^lead_set_encoders\.2\.simclr: the name is taken by an encoders arm"),
+        ({"2": {"random_init": two}}, r"^lead_set_encoders\.2\.random_init: the name is taken by the random-init"),
+        ({"2": {"features": two}}, r"^lead_set_encoders\.2\.features: the name is taken by the feature arm"),
+        ({"2": {"supervised@simclr": two}}, r"taken by a matched reference arm"),
+        ({"2": {"a": twelve}}, r"^lead_set_encoders\.2\.a \(.*twelve\): encoder takes 12 channel\(s\), but the "
+                               r"evaluation gives 2 \(2 leads\)"),
+        ({"V1-II": {"a": twelve}}, r"^lead_set_encoders\.V1-II\.a .*gives 2 \(2 leads\)"),
+    ]
+    for encoders, message in cases:
+        with pytest.raises(ConfigError, match=message) as err:
+            run_reduced_leads(replace(base, lead_set_encoders=encoders), runs=tmp_path / "runs", progress=False)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+    # YAML reads `2:` as an int key: a lead-set label all the same
+    cfg = load_recipe(ReducedLeadsConfig, overrides={"lead_set_encoders": {2: {"a": two}}})
+    assert cfg.lead_set_encoders == {"2": {"a": two}}
