@@ -509,3 +509,54 @@ def test_a_block_whose_summary_failed_says_so_and_the_rest_renders(tmp_path):
     assert "## Tiny" in text
     assert ("**No table**: its runs finished, but their summary failed (DatasetError: patients: 9 of 10 replicates "
             "lost a class). No number of this block is reported.") in text
+
+
+def test_lead_set_methods_are_pretrained_on_each_lead_set_and_evaluated_there(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import ssl_ecg.evaluate.reduced_leads as rl
+    import ssl_ecg.pretrain.run as pretrain
+    from ssl_ecg.errors import DatasetError
+    from ssl_ecg.report import _reduced_section, run_block
+
+    _block(tmp_path, "r", kind="reduced_leads", lead_set_methods={"simclr": "recipes/simclr.yaml"}, split_seeds=[0, 1])
+    (tmp_path / "recipes" / "simclr.yaml").write_text("method: simclr\n")
+    (tmp_path / "recipes" / "curve.yaml").write_text("tasks: [lad]\nlead_sets: [12, [ii, I]]\n")
+    (block,) = load_blocks(tmp_path, full=True)
+    pretrained, evaluated = [], []
+
+    def run_pretrain(cfg, runs, progress=False):
+        pretrained.append((cfg.split_seed, cfg.seed, cfg.name, cfg.leads, cfg.method, Path(runs)))
+        if cfg.name == "simclr_leadsII-I" and cfg.split_seed == 1:
+            raise DatasetError("simclr: no\ngood")
+        return {"seconds": 3.0}
+
+    def run_reduced_leads(cfg, runs, progress=False):
+        evaluated.append((cfg.split_seed, dict(cfg.encoders), dict(cfg.lead_set_encoders)))
+        out = Path(runs) / cfg.name
+        return {"out": out, "table": pd.DataFrame(), "curves": {}, "lead_sets": {}, "per_lead": {},
+                "split_hash": "h", "split_source": "encoders", "provenance": {}, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(pretrain, "run_pretrain", run_pretrain)
+    monkeypatch.setattr(rl, "run_reduced_leads", run_reduced_leads)
+    result = run_block(block, tmp_path / "runs")
+    folder = {s: tmp_path / "runs" / "r" / f"split{s}" for s in (0, 1)}
+    twelve = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert pretrained == [(s, s, "cmsc", None, "cmsc", folder[s]) for s in (0, 1)] + [
+        (s, s, name, leads, "simclr", folder[s]) for s in (0, 1)
+        for name, leads in (("simclr_leads12", twelve), ("simclr_leadsII-I", ["I", "II"]))]  # the data's lead order
+    # the 2-lead run failed in split 1: left out of both splits; the 12-lead one is evaluated at "12" only
+    assert result["failed"] == {"simclr_leadsII-I": {"reason": "DatasetError: simclr: no good", "seeds": [1]}}
+    assert evaluated == [(s, {"cmsc": str(folder[s] / "cmsc")},
+                          {"12": {"simclr@leadset": str(folder[s] / "simclr_leads12")}}) for s in (0, 1)]
+    assert result["pretrain_seconds"] == {"cmsc": [3.0, 3.0], "simclr_leads12": [3.0, 3.0], "simclr_leadsII-I": [3.0]}
+    assert [s["lead_set_encoders"] for s in result["splits"]] == [e[2] for e in evaluated]
+    with pytest.raises(ConfigError, match="lead_set_methods: pretraining per lead set is for kind 'reduced_leads'"):
+        ReportBlock(name="c", curve="c.yaml", lead_set_methods={"simclr": "s.yaml"})
+    with pytest.raises(ConfigError, match=r"\['supervised'\] are the curve's own arms"):
+        ReportBlock(name="c", curve="c.yaml", kind="reduced_leads", lead_set_methods={"supervised": "s.yaml"})
+    row = {"task": "lad", "metric": "auroc", "arm": "simclr@leadset", "lead_set": "12", "n_leads": 12, "leads": "",
+           "arm_input": rl.LEAD_SET_INPUT, "fraction": 1.0, "mean": 0.7, "n_seeds": 1}
+    lines = _reduced_section({"block": block, "splits": [{"lead_sets": {"12": twelve}, "table": pd.DataFrame([row])}],
+                              "summary": {"12": {"summary": {}}}}, tmp_path / "figures")
+    assert "**simclr@leadset**: the method pretrained on each lead set's own leads" in lines[1]
