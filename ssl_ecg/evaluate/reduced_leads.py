@@ -387,7 +387,9 @@ def run_reduced_leads(cfg: ReducedLeadsConfig, runs: str | Path = "runs", progre
                                       "split_hash": inputs.split.hash,
                                       "lead_set_encoders": {arm: one.path for arm, one in extra.items()}})
         kinds = {arm: _arm_input(arm, inputs.per_lead.get(arm, True), cfg.lead_features) for arm in curve["arm"]}
-        kinds.update({arm: LEAD_SET_INPUT + (f", per lead, {cfg.lead_features} over them" if one.per_lead else "")
+        # one lead: a per-lead and a 1-channel encoder see the same input, so the row reads the same at every set
+        kinds.update({arm: LEAD_SET_INPUT + (f", per lead, {cfg.lead_features} over them"
+                                             if one.per_lead and len(names) > 1 else "")
                       for arm, one in extra.items()})
         rows += _reduced_rows(curve, label, names, kinds)
         curves[label] = curve

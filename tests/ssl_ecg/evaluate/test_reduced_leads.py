@@ -228,6 +228,7 @@ def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_lea
     multi = _saved(tmp_path, "multi", 12)
     two = _saved(tmp_path, "two", 2, ["I", "II"])  # pretrained on the 2-lead set: 2 input channels
     one = _saved(tmp_path, "one", 1, ["II"])  # a per-lead encoder pretrained on lead II
+    per = _saved(tmp_path, "per", 1, ["II", "I"])  # per lead, pretrained on leads I and II (order is free)
     inputs_seen: dict[str, dict[str, torch.Tensor]] = {}
     real_run_curve = rl.run_curve
 
@@ -243,28 +244,35 @@ def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_lea
 
     monkeypatch.setattr(rl, "run_curve", spy)
     cfg = ReducedLeadsConfig(name="rl", dataset="ludb", root=str(root), fs=100.0, window=4.0,
-                             encoders={"multi": multi}, lead_set_encoders={"2": {"x@leadset": two},
-                                                                           "1": {"x@leadset": one}},
+                             encoders={"multi": multi},
+                             lead_set_encoders={"2": {"x@leadset": two, "p@leadset": per}, "1": {"x@leadset": one}},
                              allow_unknown_provenance=True, supervised=False, random_init=False, tasks=["lad"],
                              fractions=[1.0], seeds=[0], lead_sets=[12, 2, 1], split=[0.5, 0.25, 0.25],
                              cache_dir=str(tmp_path / "cache"))
     result = run_reduced_leads(cfg, runs=tmp_path / "runs", progress=False)
     assert set(inputs_seen["leads_12"]) == {"multi"}  # absent from the other lead sets' curves
-    assert set(inputs_seen["leads_2"]) == set(inputs_seen["leads_1"]) == {"multi", "x@leadset"}
+    assert set(inputs_seen["leads_2"]) == {"multi", "x@leadset", "p@leadset"}
+    assert set(inputs_seen["leads_1"]) == {"multi", "x@leadset"}
     # at "2": the lead-set encoder itself (no zero-filling) gets the same 2-lead windows the zero-filled arm gets
     assert inputs_seen["leads_2"]["x@leadset"].shape[1] == 2
     torch.testing.assert_close(inputs_seen["leads_2"]["x@leadset"], inputs_seen["leads_2"]["multi"], rtol=0, atol=0)
     assert inputs_seen["leads_1"]["x@leadset"].shape[1] == 1
+    # the per-lead one embeds each of the same two leads alone (window by window, lead by lead)
+    windows = inputs_seen["leads_2"]["multi"]
+    torch.testing.assert_close(inputs_seen["leads_2"]["p@leadset"],
+                               windows.reshape(-1, 1, windows.shape[-1]), rtol=0, atol=0)
     out = result["out"]
     assert "x@leadset" not in set(pd.read_csv(out / "leads_12" / "curve.csv")["arm"])
     table = pd.read_csv(out / "reduced_leads.csv")
     rows = table[table["arm"] == "x@leadset"].set_index("lead_set")
     assert sorted(rows.index.astype(str)) == ["1", "2"]  # one line of the table across its lead sets
     assert rows.loc[2, "arm_input"] == rl.LEAD_SET_INPUT
-    assert rows.loc[1, "arm_input"] == f"{rl.LEAD_SET_INPUT}, per lead, mean over them"
+    assert rows.loc[1, "arm_input"] == rl.LEAD_SET_INPUT  # one lead: per lead or not, the same input
+    assert table[table["arm"] == "p@leadset"]["lead_set"].tolist() == [2]
+    assert table[table["arm"] == "p@leadset"]["arm_input"].tolist() == [f"{rl.LEAD_SET_INPUT}, per lead, mean over them"]
     assert "zero-filled" in table[table["arm"] == "multi"].set_index("lead_set").loc[2, "arm_input"]
     meta = json.loads((out / "reduced_leads.json").read_text())
-    assert meta["lead_set_encoders"] == {"2": {"x@leadset": two}, "1": {"x@leadset": one}}
+    assert meta["lead_set_encoders"] == {"2": {"x@leadset": two, "p@leadset": per}, "1": {"x@leadset": one}}
     assert {"x@leadset [2]", "x@leadset [1]"} <= set(meta["provenance"])
     # other pretraining leads than the lead set's: refused, naming the arm (the data is cached by now)
     swapped = _saved(tmp_path, "swapped", 2, ["II", "I"])
