@@ -10,8 +10,9 @@ import torch
 import wfdb
 
 from ssl_ecg.checkpoint import save_encoder
+from ssl_ecg.data.prepare import Split
 from ssl_ecg.data.preprocess import normalize
-from ssl_ecg.errors import ConfigError
+from ssl_ecg.errors import ConfigError, LeakageError
 from ssl_ecg.evaluate import reduced_leads as rl
 from ssl_ecg.evaluate.reduced_leads import (
     LEAD_SETS,
@@ -284,6 +285,29 @@ def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_lea
     with pytest.raises(ConfigError, match=r"lead_set_encoders\.1\.x@leadset .*pretrained on leads \['I'\]"):
         run_reduced_leads(replace(cfg, lead_set_encoders={"1": {"x@leadset": other}}), runs=tmp_path / "runs",
                           progress=False)
+    # its pool is checked against the evaluation's test patients as the encoders arms' are
+    split = Split.load(out / "split.json")
+
+    def with_pool(name: str, pool: list[str], split: Split) -> str:
+        enc = build_encoder({"name": "clocs", "in_channels": 2, "input_len": 400, "embed_dim": 8})
+        save_encoder(enc, tmp_path / name / "encoder.pt", extra={"provenance": {
+            "version": 1, "datasets": ["ludb"], "cache_keys": ["k"], "pool_patients": pool, "pool_fingerprints": [],
+            "label_patients": [], "split": split.to_dict()}})
+        return str(tmp_path / name)
+
+    leaky = with_pool("leaky", sorted(split.patients["test"])[:1], split)
+    with pytest.raises(LeakageError, match=r"lead_set_encoders\.2\.x@leadset"):
+        run_reduced_leads(replace(cfg, lead_set_encoders={"2": {"x@leadset": leaky}}), runs=tmp_path / "runs",
+                          progress=False)
+    # with split: null, a lead-set encoder pretrained on another split than the evaluation's is refused
+    train = sorted(split.patients["train"])
+    other_split = Split({**split.patients, "train": tuple(train[1:]), "val": (*split.patients["val"], train[0])},
+                        split.rule)
+    elsewhere = with_pool("elsewhere", train[1:2], other_split)
+    with pytest.raises(ConfigError, match=rf"^lead_set_encoders\.2\.x@leadset \(.*\): pretrained on split "
+                                          rf"{other_split.hash[:12]}, but with split: null"):
+        run_reduced_leads(replace(cfg, split=None, lead_set_encoders={"2": {"x@leadset": elsewhere}}),
+                          runs=tmp_path / "runs", progress=False)
 
 
 def test_bad_lead_set_encoders_are_refused_before_any_data_is_read(tmp_path):
