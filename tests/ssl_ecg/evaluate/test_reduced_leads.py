@@ -269,8 +269,9 @@ def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_lea
     assert sorted(rows.index.astype(str)) == ["1", "2"]  # one line of the table across its lead sets
     assert rows.loc[2, "arm_input"] == rl.LEAD_SET_INPUT
     assert rows.loc[1, "arm_input"] == rl.LEAD_SET_INPUT  # one lead: per lead or not, the same input
-    assert table[table["arm"] == "p@leadset"]["lead_set"].tolist() == [2]
-    assert table[table["arm"] == "p@leadset"]["arm_input"].tolist() == [f"{rl.LEAD_SET_INPUT}, per lead, mean over them"]
+    per_rows = table[table["arm"] == "p@leadset"]
+    assert per_rows["lead_set"].tolist() == [2]
+    assert per_rows["arm_input"].tolist() == [f"{rl.LEAD_SET_INPUT}, per lead, mean over them"]
     assert "zero-filled" in table[table["arm"] == "multi"].set_index("lead_set").loc[2, "arm_input"]
     meta = json.loads((out / "reduced_leads.json").read_text())
     assert meta["lead_set_encoders"] == {"2": {"x@leadset": two, "p@leadset": per}, "1": {"x@leadset": one}}
