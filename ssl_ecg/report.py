@@ -97,6 +97,9 @@ class ReportBlock:
         quick_tasks: the tasks ``--quick`` keeps (default: the first task; not for ``fewshot``).
         data_folders: dataset name -> its folder under ``$SSL_ECG_DATA``, filling ``root`` where a recipe (or a
             pool member) leaves it null (e.g. ``{cinc2021: cinc2021_sample}``).
+        lead_set_methods: (``reduced_leads`` only) method -> pretraining recipe, pretrained once per lead set on
+            that lead set's leads (run ``<method>_leads<label>``) and evaluated only there, as the arm
+            ``<method>@leadset`` (the evaluation's ``lead_set_encoders``).
     """
 
     name: RunName
@@ -114,6 +117,7 @@ class ReportBlock:
     source: str = ""
     kind: BlockKind = "curve"
     data_folders: dict[str, str] = field(default_factory=dict)
+    lead_set_methods: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         bad = [s for s in self.split_seeds if not 0 <= s <= MAX_INT]
@@ -122,9 +126,13 @@ class ReportBlock:
                               f"[0, {MAX_INT}]")
         for method in self.methods.keys() & self.full_methods.keys():
             raise ConfigError(f"block {self.name}: method {method!r} is in both methods and full_methods")
-        reserved = {"random_init", "supervised", "features"} & (self.methods.keys() | self.full_methods.keys())
+        reserved = {"random_init", "supervised", "features"} & (self.methods.keys() | self.full_methods.keys()
+                                                                | self.lead_set_methods.keys())
         if reserved:
             raise ConfigError(f"block {self.name}: {sorted(reserved)} are the curve's own arms, not methods")
+        if self.lead_set_methods and self.kind != "reduced_leads":
+            raise ConfigError(f"block {self.name}: lead_set_methods: pretraining per lead set is for kind "
+                              f"'reduced_leads', not {self.kind!r}; remove lead_set_methods")
 
     def path(self, relative: str) -> Path:
         """A recipe path of this block, resolved against the block file's folder."""
@@ -145,7 +153,8 @@ def load_blocks(folder: str | os.PathLike, full: bool = False, only: list[str] |
     blocks = []
     for path in sorted(folder.glob("*.yaml")):
         block = load_recipe(ReportBlock, path, defaults={"source": str(path)})
-        for relative in [block.curve, *block.methods.values(), *block.full_methods.values()]:
+        for relative in [block.curve, *block.methods.values(), *block.full_methods.values(),
+                         *block.lead_set_methods.values()]:
             if not block.path(relative).is_file():
                 raise ConfigError(f"{path}: recipe {relative!r} not found (paths are relative to the block file)")
         _check_kind(block, path)
@@ -260,11 +269,14 @@ def _curve_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick
     return load_recipe(EvalConfig, block.path(block.curve), overrides)
 
 
-def _reduced_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick: bool):
+def _reduced_config(block: ReportBlock, encoders: dict[str, str], seed: int, quick: bool,
+                    lead_set_encoders: dict[str, dict[str, str]] | None = None):
     from ssl_ecg.evaluate.reduced_leads import ReducedLeadsConfig
 
     overrides = {**block.curve_overrides, "name": "reduced_leads", "encoders": encoders, "split": None,
                  "split_seed": seed}
+    if lead_set_encoders:  # only then: a block without lead_set_methods keeps its recipe's setting
+        overrides["lead_set_encoders"] = lead_set_encoders
     if quick:
         base = load_recipe(ReducedLeadsConfig, block.path(block.curve), dict(block.curve_overrides))
         overrides.update(QUICK_CURVE, tasks=list(block.quick_tasks or base.tasks[:1]), lead_sets=QUICK_LEAD_SETS)
@@ -355,12 +367,14 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
                 failed["seeds"].append(seed)
                 continue
             out["pretrain_seconds"].setdefault(method, []).append(_pretrain_seconds(summary))
+    lead_set_encoders = (_pretrain_lead_sets(block, seeds, folders, quick, progress, out)
+                         if block.kind == "reduced_leads" else {})
     kept = [m for m in methods if m not in out["failed"]]  # the same encoders in every split: paired comparisons
     for seed in seeds:
         folder = folders[seed]
         encoders = {m: str(folder / m) for m in kept}
         if block.kind == "reduced_leads":
-            entry = _run_reduced(block, encoders, seed, quick, folder, progress)
+            entry = _run_reduced(block, encoders, seed, quick, folder, progress, lead_set_encoders.get(seed))
         elif block.kind == "fewshot":
             entry = _run_fewshot(block, encoders, seed, quick, folder, progress)
         else:
@@ -499,19 +513,68 @@ def validation_patients(cfg: Any, split: str | os.PathLike) -> dict[str, int]:
     return out
 
 
-def _run_reduced(block: ReportBlock, encoders: dict, seed: int, quick: bool, folder: Path, progress: bool) -> dict:
-    """One split of a ``reduced_leads`` block: each lead set's curve rows and prediction folders."""
+def _pretrain_lead_sets(block: ReportBlock, seeds: list[int], folders: dict[int, Path], quick: bool, progress: bool,
+                        out: dict) -> dict[int, dict[str, dict[str, str]]]:
+    """Pretrain each of ``block.lead_set_methods`` on each lead set of the block's reduced-leads recipe (after its
+    overrides and ``--quick``), per split seed: run ``<method>_leads<label>``, the method's recipe with ``leads``
+    set to the lead set's names in the data's channel order.
+
+    Like the block's methods, a run failing with a library error in any split is listed in ``out["failed"]``
+    (under its run name) and left out of every split; times go to ``out["pretrain_seconds"]``.
+
+    Returns:
+        split seed -> ``lead_set_encoders`` (``{label: {"<method>@leadset": run folder}}``).
+    """
+    from dataclasses import replace
+
+    from ssl_ecg.evaluate.reduced_leads import LEAD_SETS, lead_sets_in_data_order
+    from ssl_ecg.pretrain.run import run_pretrain
+
+    methods = dict(list(block.lead_set_methods.items())[:1] if quick else block.lead_set_methods)
+    done: dict[int, dict[str, dict[str, str]]] = {seed: {} for seed in seeds}
+    if not methods:
+        return done
+    runs: dict[int, list[tuple[str, str, str]]] = {seed: [] for seed in seeds}
+    for seed in seeds:
+        cfg = _reduced_config(block, {}, seed, quick)
+        sets = lead_sets_in_data_order(cfg.lead_sets, cfg.leads or LEAD_SETS[12])
+        for method, recipe in methods.items():
+            for label, names in sets.items():
+                name = f"{method}_leads{label}"
+                on_leads = replace(block, pretrain_overrides={**block.pretrain_overrides, "leads": names})
+                try:
+                    summary = run_pretrain(_pretrain_config(on_leads, name, recipe, seed, quick), runs=folders[seed],
+                                           progress=progress)
+                except SslEcgError as exc:
+                    failed = out["failed"].setdefault(name, {"reason": f"{type(exc).__name__}: {_one_line(exc)}",
+                                                             "seeds": []})
+                    failed["seeds"].append(seed)
+                    continue
+                out["pretrain_seconds"].setdefault(name, []).append(_pretrain_seconds(summary))
+                runs[seed].append((label, f"{method}@leadset", name))
+    for seed in seeds:  # a lead set's run failing in one split is left out of every split: paired comparisons
+        for label, arm, name in runs[seed]:
+            if name not in out["failed"]:
+                done[seed].setdefault(label, {})[arm] = str(folders[seed] / name)
+    return done
+
+
+def _run_reduced(block: ReportBlock, encoders: dict, seed: int, quick: bool, folder: Path, progress: bool,
+                 lead_set_encoders: dict[str, dict[str, str]] | None = None) -> dict:
+    """One split of a ``reduced_leads`` block: each lead set's curve rows and prediction folders; the encoders
+    pretrained on each lead set (``lead_set_encoders``, :func:`_pretrain_lead_sets`) are evaluated at theirs."""
     from ssl_ecg.evaluate.curve import PREDICTIONS
     from ssl_ecg.evaluate.reduced_leads import run_reduced_leads
     from ssl_ecg.evaluate.runner import FEATURE_ARM
 
-    cfg = _reduced_config(block, encoders, seed, quick)
+    cfg = _reduced_config(block, encoders, seed, quick, lead_set_encoders)
     result = run_reduced_leads(cfg, runs=folder, progress=progress)
     dirs = {label: [result["out"] / f"leads_{label}" / PREDICTIONS]
             + ([result["out"] / f"leads_{label}" / FEATURE_ARM / PREDICTIONS] if cfg.feature_arm else [])
             for label in result["curves"]}
     return {"seed": seed, "table": result["table"], "curves": result["curves"], "predictions": dirs,
             "lead_sets": result["lead_sets"], "per_lead": result["per_lead"], "out": result["out"],
+            "lead_set_encoders": dict(lead_set_encoders or {}),
             "split_hash": result["split_hash"], "split_source": result["split_source"],
             "allow_flags": _allow_flags(cfg, result["provenance"]), "wall_seconds": result.get("wall_seconds")}
 
@@ -780,9 +843,10 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              "splits σ_b rests on 2 degrees of freedom and is 0 in most cells: when runs differ a lot, the "
              "interval can still be too narrow (README: Intervals). A multi-class or multi-label task's macro AUROC "
              f"averages, in each split, the classes with at least {MIN_CLASS_PATIENTS} test patients on each side "
-             "(a rule fixed before "
-             "any result: rarer classes are lost by a large share of bootstrap replicates), so it can differ from "
-             "the curve's own mean over every class; each task says how many classes it kept. "
+             "(rarer classes are lost by a large share of bootstrap replicates; the rule was adopted after the "
+             "first version of this report, from the test sets' class counts only, no arm's score, and applies to "
+             "every arm alike), so it can differ from the curve's own mean over every class, and each split keeps "
+             "its own classes; each such task says how many classes it kept. "
              "Comparisons are paired (the same split, draw and patients in every replicate) and corrected for "
              "multiple comparisons within each family (Holm, unless a family names another correction); a verdict "
              "says better or worse only where the adjusted p is below 0.05. Nothing was chosen on test data: "
@@ -985,9 +1049,10 @@ def _task_extras(summary: dict, task: str) -> list[str]:
         out += ["", f"Bootstrap replicates redrawn because a class was missing (n_redrawn): {int(redrawn)} "
                 f"(of {boot.get('n_boot', '?')} kept)."]
     classes = (boot.get("classes") or {}).get(task)
-    if classes and any(c["dropped"] for c in classes):
-        out += ["", f"Classes scored (at least {boot.get('min_class_patients', '?')} test patients on each side, a "
-                "rule fixed before any result; the macro AUROC averages these): " + ", ".join(
+    if classes and any(c["scored"] + c["dropped"] > 1 for c in classes):
+        out += ["", f"Classes scored (at least {boot.get('min_class_patients', '?')} test patients on each side; "
+                "the macro AUROC averages these, of the classes with a positive and a negative test patient): "
+                + ", ".join(
                     f"{c['scored']} of {c['scored'] + c['dropped']}" for c in classes) + " in the splits, in order."]
     out += _delong_line(summary["summary"].get(task) or {})
     families = _families(summary, task)
@@ -1028,7 +1093,7 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
     estimates and intervals of each lead set over the split seeds), and the AUROC-vs-leads plot."""
     import pandas as pd
 
-    from ssl_ecg.evaluate.reduced_leads import REDUCED_COLUMNS, plot_reduced_leads
+    from ssl_ecg.evaluate.reduced_leads import LEAD_SET_INPUT, REDUCED_COLUMNS, plot_reduced_leads
 
     splits, summaries = result["splits"], result["summary"]
     labels = list(summaries)
@@ -1039,6 +1104,11 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
              "embed only the available leads; multi-lead encoders get the missing leads zero-filled; the feature "
              "arm sees the available leads (the *input* column). Lead sets: " + "; ".join(
                  f"{label} = {' '.join(sets[label])}" for label in labels) + "."]
+    own = [arm for arm, what in inputs.items() if str(what).startswith(LEAD_SET_INPUT)]
+    if own:
+        lines[-1] += (f" {', '.join(f'**{arm}**' for arm in own)}: the method pretrained on each lead set's own leads "
+                      "(run `<method>_leads<lead set>`: same recipe, split and seed) and evaluated only there, the "
+                      "option the zero-filled multi-lead encoders are compared with.")
     panels = list(dict.fromkeys(p for label in labels for p in summaries[label]["summary"]))
     for panel in panels:
         cells = {label: summaries[label]["summary"].get(panel, {}) for label in labels}
@@ -1062,7 +1132,9 @@ def _reduced_section(result: dict, figures: Path) -> list[str]:
                 for arm, cells in arms_of.items() for frac, cell in cells.items()}
     found = [interval.get((t, a, str(ls), float(f))) for t, a, ls, f in
              zip(mean["task"], mean["arm"], mean["lead_set"], mean["fraction"])]
-    mean = mean.assign(ci_low=[c["ci_low"] if c else np.nan for c in found],
+    # the line is the bootstrap estimate where the band is its interval, so a point never leaves its own band
+    mean = mean.assign(mean=[c["estimate"] if c else m for c, m in zip(found, mean["mean"])],
+                       ci_low=[c["ci_low"] if c else np.nan for c in found],
                        ci_high=[c["ci_high"] if c else np.nan for c in found])
     figures.mkdir(parents=True, exist_ok=True)
     name = f"{result['block'].name}_reduced_leads.png"

@@ -46,6 +46,7 @@ from ssl_ecg.evaluate.stats import (
     FEW_POSITIVES,
     HIERARCHICAL_BOOTSTRAP,
     MIN_CLASS_PATIENTS,
+    BootstrapInfeasible,
     SplitPredictions,
     aulc,
     bootstrap_p_value,
@@ -96,10 +97,10 @@ def is_reference_arm(arm: str) -> bool:
 
 def reference_line(reference: str, group: str, probe: str, lines: Any) -> str:
     """The line a method of reference ``group`` (``""`` or ``"@simclr"``) is compared with: the group's copy of
-    ``reference`` (``random_init`` or ``supervised``) with ``probe`` (:func:`line_name`) when ``lines`` holds it,
-    else the plain one (so rows without matched references compare as before)."""
-    own = line_name(f"{reference}{group}", probe)
-    return own if group and own in lines else line_name(reference, probe)
+    ``reference`` (``random_init`` or ``supervised``) with ``probe`` (:func:`line_name`), which may be absent (then
+    the method has no such comparison: never one against another architecture's reference); the plain one for
+    group ``""`` (rows without matched references compare as before)."""
+    return line_name(f"{reference}{group}", probe)
 
 
 @dataclass
@@ -716,9 +717,10 @@ def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, ski
     replicate (:func:`~ssl_ecg.evaluate.stats.labels_needed_distribution`).
 
     A line of reference group ``groups[line]`` (e.g. ``"@simclr"``) is measured against that group's copy
-    (``random_init@simclr``) where it has a cell at 100%, and is then listed under ``references`` with its own
-    reference and target; ``target`` and ``reference`` name the plain one. Lines of the reference arms named in
-    ``skip`` (any group's copy too) and each reference itself are left out. None without the plain reference.
+    (``random_init@simclr``), and is then listed under ``references`` with its own reference and target; where
+    that copy has no cell at 100% the line is left out, never measured against another architecture's reference.
+    ``target`` and ``reference`` name the plain one. Lines of the reference arms named in ``skip`` (any group's
+    copy too) and each reference itself are left out. None without the plain reference.
     """
     groups = groups or {}
     if (reference, 1.0) not in estimates:
@@ -728,9 +730,8 @@ def _needed(lines: dict, estimates: dict, boot: dict | None, reference: str, ski
     own: dict = {}
     for line, (arm, _) in lines.items():
         ref = f"{reference}{groups.get(line, '')}"
-        ref = ref if (ref, 1.0) in estimates else reference
-        if line == ref or (is_reference_arm(arm) and arm.split("@")[0] in skip):
-            continue
+        if line == ref or (is_reference_arm(arm) and arm.split("@")[0] in skip) or (ref, 1.0) not in estimates:
+            continue  # a line whose own architecture's reference is missing is not measured against another's
         target = estimates[(ref, 1.0)]
         if ref != reference:
             own[line] = {"reference": f"{ref} at 100%", "target": target}
@@ -795,9 +796,10 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
     A bootstrapped cell's macro AUROC averages the classes with at least
     ``min_class_patients`` test patients on each side in its split
     (:func:`~ssl_ecg.evaluate.stats.kept_classes`; default
-    :data:`~ssl_ecg.evaluate.stats.MIN_CLASS_PATIENTS`, fixed before any result:
-    a class with one or two patients on a side is lost by a large share of
-    patient replicates, which then no longer describe the test set); the
+    :data:`~ssl_ecg.evaluate.stats.MIN_CLASS_PATIENTS`, adopted after the first
+    report from test-set class counts only, no arm's score: a class with one or
+    two patients on a side is lost by a large share of patient replicates, which
+    then no longer describe the test set; each split keeps its own classes); the
     ``bootstrap["classes"]`` entry counts the classes scored and dropped per task
     and split, and its estimate can differ from the t interval's mean over all
     scorable classes. A task whose test sets cannot be bootstrapped (no class
@@ -868,12 +870,18 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
         probes = allrows["probe"] if "probe" in allrows else ["logistic"] * len(allrows)
         lines = {ln: (a, p) for ln, a, p in zip(allrows["line"], allrows["base_arm"], probes)}
         groups = dict(zip(allrows["line"], allrows["reference"]))  # line -> its reference group ("" or "@simclr")
+        mixed = allrows.groupby("line")["reference"].nunique()
+        if (mixed > 1).any():  # runs that disagree would make a line's references depend on the order of the runs
+            line = mixed.index[mixed > 1][0]
+            raise ConfigError(f"runs: line {line!r} has reference groups "
+                              f"{sorted(set(allrows.loc[allrows['line'] == line, 'reference']))} in different runs; "
+                              "expected one (evaluate every split with the same matched_references)")
         sets, missing = _test_sets(rows, dirs)
         empty = {"estimate": {}, "replicates": {}, "n_redrawn": 0, "patient_se": {}, "delong_se": {}}
         try:
             boot = (hierarchical_replicates(sets, n_boot=n_boot, rng=task_rng(seed, panel), confidence=confidence,
                                             min_class_patients=min_class_patients) if sets else empty)
-        except ConfigError as exc:  # a test set too small for the patient bootstrap: t intervals, and it says why
+        except BootstrapInfeasible as exc:  # a test set too small for the patient bootstrap: t intervals, saying why
             boot, sets = empty, []
             result["bootstrap"]["failed"][panel] = str(exc)
         if sets:
@@ -905,6 +913,8 @@ def summarize_runs(runs: Sequence[tuple[pd.DataFrame, str | Path | Sequence[str 
                     entry["delong_se"] = boot["delong_se"][cell]
             else:
                 est, (lo, hi) = float(v.mean()), (t_lo, t_hi)
+                if "[" not in panel and np.isfinite(lo):  # an AUROC's interval stays in its range
+                    lo, hi = max(0.0, lo), min(1.0, hi)
                 failed = result["bootstrap"]["failed"].get(panel)
                 entry.update(interval=(f"t over seeds (no patient bootstrap: {failed})" if failed
                                        else NO_PREDICTIONS if "[" not in panel else NOT_BOOTSTRAPPED),

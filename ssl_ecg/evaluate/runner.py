@@ -60,7 +60,7 @@ from ssl_ecg.utils import seeded, wandb_settings
 __all__ = ["EvalConfig", "run_evaluation", "FewShotConfig", "run_fewshot_recipe", "check_encoder", "load_arms",
            "EvalSplit", "DEFAULT_SHARES", "EvalInputs", "evaluation_inputs", "curve_spec", "feature_arm_curve",
            "FEATURE_ARM", "eval_leads", "check_curve_recipe", "ReferenceGroup", "reference_groups",
-           "add_matched_references"]
+           "add_matched_references", "check_encoder_pools"]
 
 #: The split drawn when neither an encoder nor the recipe gives one.
 DEFAULT_SHARES = [0.6, 0.2, 0.2]
@@ -369,6 +369,24 @@ def evaluation_inputs(cfg: EvalConfig, progress: bool = False) -> EvalInputs:
         references, extra_supervised = add_matched_references(arms, per_lead, cfg.random_init, seed=cfg.split_seed)
     return EvalInputs(window, prepared, split, split_source, signals, table, checks, arms, per_lead, config,
                       references, extra_supervised)
+
+
+def check_encoder_pools(cfg: EvalConfig, inputs: EvalInputs, paths: dict[str, str],
+                        sources: dict[str, str]) -> dict:
+    """The provenance checks :func:`evaluation_inputs` runs on ``cfg.encoders``, for more encoders evaluated on
+    ``inputs``' split (e.g. reduced leads' lead-set encoders): each is refused without provenance unless
+    ``allow_unknown_provenance``, and for overlap of its pool (or label use) with the test patients unless
+    ``allow_overlap``.
+
+    Args:
+        paths: arm -> checkpoint; sources: arm -> how messages name it.
+
+    Returns:
+        What the outputs record about each arm (as :attr:`EvalInputs.checks`).
+    """
+    provs = _provenances(paths, cfg.allow_unknown_provenance, sources)
+    return _check_arms(provs, paths, sources, inputs.split, inputs.prepared.table, cfg.allow_overlap,
+                       fractions=cfg.fractions)
 
 
 def eval_leads(inputs: EvalInputs) -> list[str]:

@@ -62,7 +62,7 @@ __all__ = ["BootstrapResult", "cluster_counts", "weighted_auroc", "auroc_replica
            "holm", "bootstrap_p_value", "percentile_interval", "aulc", "labels_needed_distribution",
            "hierarchical_replicates", "SplitPredictions", "verdict", "PATIENT_BOOTSTRAP", "HIERARCHICAL_BOOTSTRAP",
            "task_rng", "split_contrast", "class_patients", "min_bootstrap_p", "FEW_POSITIVES", "MIN_CLASS_PATIENTS",
-           "kept_classes"]
+           "kept_classes", "BootstrapInfeasible"]
 
 PATIENT_BOOTSTRAP = "patient bootstrap (percentile)"
 HIERARCHICAL_BOOTSTRAP = ("hierarchical bootstrap: splits fixed; label draws and test patients resampled (each patient "
@@ -70,12 +70,18 @@ HIERARCHICAL_BOOTSTRAP = ("hierarchical bootstrap: splits fixed; label draws and
                           "method of moments (percentile)")
 #: Patients per class below which a test set's percentile interval is flagged ``few_positives`` (it under-covers).
 FEW_POSITIVES = 10
-#: The pre-specified rule of :func:`summarize_runs`-style summaries: a class enters a test set's macro AUROC only
-#: with at least this many test patients on each side. With k positive patients of n, a patient bootstrap replicate
-#: loses every positive with probability (1 - k/n)^n < e^-k: 5% for k = 3, 37% for k = 1, where the redrawn
-#: replicates would no longer describe the test set.
+#: The class rule of :func:`summarize_runs`-style summaries: a class enters a test set's macro AUROC only with at
+#: least this many test patients on each side. With k positive patients of n, a patient bootstrap replicate loses
+#: every positive with probability (1 - k/n)^n < e^-k: 5% for k = 3, 37% for k = 1, where the redrawn replicates
+#: would no longer describe the test set. It was adopted after the first report, from test-set class counts only
+#: (no arm's score enters it), and applies to every arm alike; each split keeps its own classes.
 MIN_CLASS_PATIENTS = 3
 _MAX_REDRAW_ROUNDS = 100
+
+
+class BootstrapInfeasible(ConfigError):
+    """The test sets cannot be patient-bootstrapped: no class passes the class rule (:data:`MIN_CLASS_PATIENTS`),
+    or replicates keep losing a class. Summaries catch this (and only this) to fall back to t intervals."""
 
 
 @dataclass
@@ -243,8 +249,9 @@ def _record_weights(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], 
         need -= int(ok.sum())
         if need == 0:
             return [np.concatenate(k) for k in kept], n_redrawn
-    raise ConfigError(f"patients: {n_redrawn} of {n_redrawn + n_boot - need} bootstrap replicates lost a class "
-                      f"(no positive or no negative patient); expected a test set with several patients per class")
+    raise BootstrapInfeasible(f"patients: {n_redrawn} of {n_redrawn + n_boot - need} bootstrap replicates lost a "
+                              "class (no positive or no negative patient); expected a test set with several patients "
+                              "per class")
 
 
 def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -568,8 +575,9 @@ def hierarchical_replicates(test_sets: Sequence[SplitPredictions], n_boot: int =
         if len(scorable) == 0:
             raise ConfigError(f"test_sets[{m}]: no class has both positives and negatives; AUROC is undefined")
         if len(classes) == 0:
-            raise ConfigError(f"test_sets[{m}]: no class has {min_class_patients} or more test patients on each side "
-                              f"(min_class_patients); expected a test set with several patients per class")
+            raise BootstrapInfeasible(f"test_sets[{m}]: no class has {min_class_patients} or more test patients on "
+                                      "each side (min_class_patients); expected a test set with several patients per "
+                                      "class")
         pids.append(np.asarray(ts.patients).astype(str))
         parts.append((cols, classes))
         dropped.append([int(c) for c in scorable if c not in set(classes.tolist())])
@@ -646,7 +654,7 @@ def split_contrast(boot: Mapping, coefficients: Mapping[tuple, float], confidenc
     26% of data sets but coverage of identical arms did not improve: 0.90 vs
     0.89, and 0.875 vs 0.885 with a larger run effect.)
     The replicates are then scaled about their mean r-bar so their variance is
-    V_w + sigma_b^2 / M,
+    V_w + sigma_b^2 / M (before the t_nu / z factor below and the clip to the range),
 
         r'_b = r-bar + (r_b - r-bar) * sqrt((V_w + sigma_b^2 / M) / V_w) * t_nu / z,
 

@@ -350,7 +350,8 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     assert "| cmsc | 0.041 | 0.000 |" in text  # between-split SD
     assert "n_redrawn): 7" in text
     assert "Classes scored (at least 3 test patients on each side" in text and "2 of 3, 3 of 3 in the splits" in text
-    assert "at least 3 test patients on each side (a rule fixed before any result" in text  # the intro states it
+    assert "at least 3 test patients on each side (rarer classes are lost" in text  # the intro states the rule
+    assert "adopted after the first version of this report, from the test sets' class counts only" in text
     assert "patient bootstrap / DeLong et al. 1988" in text and "supervised 0.041 / 0.040." in text
     summary["bootstrap"]["failed"] = {"lad": "test_sets[0]: no class has 3 or more test patients on each side"}
     report._figures = lambda *a: []

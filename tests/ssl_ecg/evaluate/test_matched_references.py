@@ -64,11 +64,13 @@ class CountingProbe:
     def __init__(self, monkeypatch):
         import ssl_ecg.evaluate.curve as curve
 
-        self.cells, self.real = [], curve.fit_probe
+        self.cells, self.real, self.supervised = [], curve.fit_probe, []
         monkeypatch.setattr(curve, "fit_probe", self)
 
     def __call__(self, kind, data, **kw):
         self.cells.append(kind)
+        if kind == "supervised":  # which architecture and lead mode each supervised cell trained
+            self.supervised.append((dict(kw["encoder"]), kw["per_lead"]))
         return self.real(kind, data, **kw)
 
 
@@ -137,7 +139,9 @@ def test_matched_references_only_add_cells_and_each_group_is_compared_with_its_o
                      "random_init@simclr": "@simclr", "supervised@simclr": "@simclr"}
     stored = pd.read_csv(out / "curve.csv", keep_default_na=False)  # the regrouping reached the file
     assert dict(zip(stored["arm"], stored["reference"])) == group
-    # the supervised copy trained the two-lead config; its fingerprint covers that config
+    # the supervised copy trained the two-lead config, multi-lead; the plain one CMSC's per-lead config
+    trained = {(e["in_channels"], mode) for e, mode in probe.supervised}
+    assert (TWO_LEADS["in_channels"], False) in trained and (1, True) in trained and len(trained) == 2
     sup = both.loc[both["arm"] == "supervised@simclr"]
     assert not set(sup["fingerprint"]) & set(both.loc[both["arm"] == "supervised", "fingerprint"])
     other = _spec((matched[0], {"supervised@simclr": {**TWO_LEADS, "embed_dim": 16}}))
@@ -310,3 +314,65 @@ def test_the_labels_needed_plot_names_each_bars_own_reference(tmp_path, monkeypa
                     "references": {"simclr": {"reference": "random_init@simclr at 100%", "target": 0.7}}}}
     plot_labels_needed(needed, tmp_path / "n.png")
     assert shown == ["cmsc", "simclr\nvs random_init@simclr"]
+
+
+def _rows_with_predictions(folder, arms, seed=0, n_pat=24, patients=None):
+    """curve rows (with the ``reference`` column) and stored predictions of a binary task, one draw per cell."""
+    from ssl_ecg.evaluate.curve import save_predictions
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_pat) % 2
+    pid = np.arange(n_pat).astype(str) if patients is None else patients
+    rows = []
+    for arm, probe, group in arms:
+        for frac in (0.1, 1.0):
+            scores = y + rng.standard_normal(n_pat)
+            fp = f"{arm}-{frac}-{seed}"
+            save_predictions(folder / f"{fp}.npz", scores, y, pid, np.arange(n_pat), "binary")
+            rows.append({"task": "t", "arm": arm, "probe": probe, "fraction": frac, "real_fraction": frac, "seed": 0,
+                         "metric": "auroc", "value": 0.7, "fingerprint": fp, "reference": group})
+    return pd.DataFrame(rows)
+
+
+def test_a_method_whose_own_reference_is_missing_is_never_compared_with_another_architectures(tmp_path):
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    arms = [("cmsc", "logistic", ""), ("simclr", "logistic", "@simclr"), ("random_init", "logistic", ""),
+            ("supervised", "supervised", ""), ("supervised@simclr", "supervised", "@simclr")]  # no random_init@simclr
+    res = summarize_runs([(_rows_with_predictions(tmp_path, arms), tmp_path)], n_boot=50)
+    pairs = {(c["a"][0], c["b"][0]) for c in res["comparisons"]["t"]}
+    assert ("cmsc", "random_init") in pairs and ("simclr", "supervised@simclr") in pairs
+    assert not {p for p in pairs if p[0] == "simclr" and p[1] in ("random_init", "supervised")}
+    assert "simclr" not in res["labels_needed"]["t"]["fractions"]  # its own random init has no 100% cell
+    assert "cmsc" in res["labels_needed"]["t"]["fractions"]
+    assert res["labels_needed_vs_supervised"]["t"]["references"]["simclr"]["reference"] == "supervised@simclr at 100%"
+
+
+def test_runs_disagreeing_on_a_lines_reference_group_are_refused(tmp_path):
+    from ssl_ecg.errors import ConfigError
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    one = [("simclr", "logistic", "@simclr"), ("random_init", "logistic", ""),
+           ("random_init@simclr", "logistic", "@simclr")]
+    two = [("simclr", "logistic", ""), ("random_init", "logistic", ""), ("random_init@simclr", "logistic", "@simclr")]
+    runs = [(_rows_with_predictions(tmp_path / "a", one), tmp_path / "a"),
+            (_rows_with_predictions(tmp_path / "b", two, seed=1), tmp_path / "b")]
+    with pytest.raises(ConfigError, match=r"runs: line 'simclr' has reference groups \['', '@simclr'\]"):
+        summarize_runs(runs, n_boot=20)
+
+
+def test_only_an_infeasible_bootstrap_falls_back_and_the_fallback_stays_in_0_1(tmp_path):
+    from ssl_ecg.errors import ConfigError
+    from ssl_ecg.evaluate.curve import summarize_runs
+
+    arms = [("cmsc", "logistic", ""), ("random_init", "logistic", "")]
+    bad = _rows_with_predictions(tmp_path / "bad", arms, patients=np.array(["p"] * 23))  # 23 ids for 24 records
+    with pytest.raises(ConfigError, match="patients: 23 ids for 24 records"):
+        summarize_runs([(bad, tmp_path / "bad")], n_boot=20)  # a defect is raised, not hidden behind t intervals
+    tiny = pd.concat([_rows_with_predictions(tmp_path / "tiny", arms, n_pat=4)] * 2, ignore_index=True)
+    tiny.loc[len(tiny) // 2:, "seed"] = 1
+    tiny.loc[tiny["seed"] == 0, "value"] = 0.99
+    tiny.loc[tiny["seed"] == 1, "value"] = 0.80  # two draws far apart: the t interval would pass 1
+    res = summarize_runs([(tiny, tmp_path / "tiny")], n_boot=20)
+    cell = res["summary"]["t"]["cmsc"]["1"]
+    assert "no patient bootstrap" in cell["interval"] and cell["ci_high"] == 1.0 and cell["t_ci_high"] > 1.0
