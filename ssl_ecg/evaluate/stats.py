@@ -652,7 +652,8 @@ def split_contrast(boot: Mapping, coefficients: Mapping[tuple, float], confidenc
     pretraining run per split, so the pooled moments are not independent;
     with three splits and a shared run effect, sigma_b = 0 fell from 35% to
     26% of data sets but coverage of identical arms did not improve: 0.90 vs
-    0.89, and 0.875 vs 0.885 with a larger run effect.)
+    0.89, and 0.875 vs 0.885 with a larger run effect;
+    ``experiments/simulations/sigma_pooling.py``.)
     The replicates are then scaled about their mean r-bar so their variance is
     V_w + sigma_b^2 / M (before the t_nu / z factor below and the clip to the range),
 
