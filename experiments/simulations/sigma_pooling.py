@@ -6,9 +6,9 @@ split and arm, ``tau`` its SD), two label draws per cell. For the paired differe
 95% interval covers 0 and how often sigma_b is estimated as 0, with sigma_b from the difference alone (what
 ``split_contrast`` does) or pooled over the three fractions (d = 6 degrees of freedom).
 
-    .venv/bin/python experiments/simulations/sigma_pooling.py 100 0.5   # measured: own 0.89 / 35%, pooled 0.90 / 26%
-    .venv/bin/python experiments/simulations/sigma_pooling.py 200 1.0   # measured: own 0.885 / 14.5%, pooled 0.875 / 11.5%
-    .venv/bin/python experiments/simulations/sigma_pooling.py 200 0.3   # measured: own 0.945 / 59%, pooled 0.94 / 52.5%
+    .venv/bin/python experiments/simulations/sigma_pooling.py 100 0.5  # measured: own 0.89 / 35%, pooled 0.90 / 26%
+    .venv/bin/python experiments/simulations/sigma_pooling.py 200 1.0  # own 0.885 / 14.5%, pooled 0.875 / 11.5%
+    .venv/bin/python experiments/simulations/sigma_pooling.py 200 0.3  # measured: own 0.945 / 59%, pooled 0.94 / 52.5%
 """
 
 from __future__ import annotations
