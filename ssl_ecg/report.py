@@ -430,9 +430,14 @@ def _arms_lines(entry: dict) -> list[str]:
         parts.append(f"**{arm}**: {what}{budget}")
     if not parts:
         return []
-    shared = (f" **random_init** and **supervised** take the {next(iter(records_of))} architecture. Arms of "
-              "different input leads or feature sizes are compared as they are, so a paired difference between them "
-              "mixes method and architecture.")
+    first = next(iter(records_of))
+    supervised = bool((meta.get("config") or {}).get("supervised", True))
+    refs = "**random_init** and **supervised** take" if supervised else "**random_init** takes"
+    shared = (f" {refs} the {first} architecture"
+              + ("" if supervised else " (no supervised arm in this block)") + ". "
+              + ("Arms of different input leads or feature sizes are compared as they are, so a paired difference "
+                 "between them mixes method and architecture." if len(records_of) > 1 else
+                 f"So {first}'s comparisons with them are matched; only the hand-crafted features differ in input."))
     groups = meta.get("reference_groups") or {}  # matched references: one pair of references per architecture
     if len(groups) > 1:
         shared = " " + "; ".join(
@@ -689,8 +694,8 @@ def _pct(fraction: str | float) -> str:
 #: cell and the footnote under the table.
 CELL_FLAGS: dict[str, tuple[str, str]] = {
     "few_positives": ("†", "few patients on a class's smaller side of the test set: the AUROC is unstable and its "
-                           "interval can under-cover (a replicate that loses a class is redrawn, so replicates "
-                           "never vary which of those few patients are present)"),
+                           "interval can under-cover (a replicate that loses every patient of a class is redrawn, "
+                           "so the interval is conditional on the class being present)"),
     "degenerate": ("‡", "degenerate: a perfect score with the interval [1, 1] (every replicate scored 1)"),
 }
 
@@ -832,7 +837,8 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              f"this invocation's wall time {wall_seconds / 60:.1f} min, on {env['cpu_count']} CPU core(s) "
              f"({env['cuda_device'] if env['cuda_device'] != 'none' else 'no GPU'}), commit "
              f"`{env['git_commit'][:12] or 'unknown'}`, torch {env['torch_version']}.", "",
-             "Every number is a test-set estimate with a 95% interval from a hierarchical bootstrap "
+             "Unless a section says otherwise, every number is a test-set estimate with a 95% interval from a "
+             "hierarchical bootstrap "
              f"({n_boot} replicates, seed {seed}): label draws and test patients are resampled (each patient once "
              "per replicate, in every split that holds it), and the variance between split seeds (each with its own "
              "pretraining run and random init, and its own patient split where the split is drawn; official folds "
@@ -840,7 +846,8 @@ def render_results(done: list[dict], figures: Path, wall_seconds: float, quick: 
              "seed) is added with a widening for its few degrees of freedom where the seeds' estimates differ more "
              "than the test bootstrap explains (σ_b > 0 in the between-split table). So the interval covers the "
              "finite test set and the label draw, and the pretraining run only where its variance shows. With 3 "
-             "splits σ_b rests on 2 degrees of freedom and is 0 in most cells: when runs differ a lot, the "
+             "splits σ_b rests on 2 degrees of freedom (1 with 2 splits; a block with one split seed has no "
+             "run-to-run term at all) and is 0 in many cells: when runs differ a lot, the "
              "interval can still be too narrow (README: Intervals). A multi-class or multi-label task's macro AUROC "
              f"averages, in each split, the classes with at least {MIN_CLASS_PATIENTS} test patients on each side "
              "(rarer classes are lost by a large share of bootstrap replicates; the rule was adopted after the "
@@ -1025,7 +1032,11 @@ def _task_extras(summary: dict, task: str) -> list[str]:
     if head:
         low = next(float(c["a"][1]) for c in summary["comparisons"][task] if float(c["a"][1]) != float(c["b"][1]))
         matched = any("@" in c["b"][0] for c in summary["comparisons"][task])
-        out += ["", f"Does the pretrained probe at {_pct(low)} of the labels match "
+        reals = [c.get(f"{low:g}", {}).get("real_fraction") for c in summary["summary"].get(task, {}).values()]
+        real = max((r for r in reals if r is not None), default=None)
+        shown = (f"{_pct(low)} (in fact {_pct(round(real, 2))} of the training patients)"
+                 if real is not None and abs(real - low) >= 0.01 else _pct(low))
+        out += ["", f"Does the pretrained probe at {shown} of the labels match "
                 + ("its own architecture's supervised training" if matched else "supervised training")
                 + " on 100%?",
                 "", *head]
@@ -1045,7 +1056,7 @@ def _task_extras(summary: dict, task: str) -> list[str]:
             out += ["", f"Labels needed to match {needed['reference']} ({needed['target']:.3f}): " + "; ".join(parts)]
     boot = summary.get("bootstrap") or {}
     redrawn = (boot.get("n_redrawn") or {}).get(task)
-    if redrawn is not None:
+    if redrawn is not None and "[" not in task:  # a metric with t intervals has no bootstrap to redraw
         out += ["", f"Bootstrap replicates redrawn because a class was missing (n_redrawn): {int(redrawn)} "
                 f"(of {boot.get('n_boot', '?')} kept)."]
     classes = (boot.get("classes") or {}).get(task)

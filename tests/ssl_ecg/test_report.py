@@ -342,6 +342,8 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     assert "this invocation's wall time 0.1 min" in text
     assert "cmsc 3.0 min" in text and "evaluation 2.0 min in all" in text
     assert "| cmsc | 0.700 [0.600, 0.800]† | 1.000 [1.000, 1.000]‡ |" in text
+    assert "Does the pretrained probe at 10% of the labels match supervised training on 100%?" in text  # real 10%
+    assert "a replicate that loses every patient of a class is redrawn" in text
     assert "† few patients on a class's smaller side" in text
     assert "cmsc at 10% (3 patients on a class's smaller side)" in text
     assert "‡ degenerate" in text
@@ -362,6 +364,14 @@ def test_render_shows_cell_flags_families_validation_patients_and_times(tmp_path
     assert ("**No patient bootstrap for this task** (test_sets[0]: no class has 3 or more test patients on each "
             "side): the intervals above are t intervals") in failed
     assert "No patient bootstrap" not in text
+    assert "at 10% (in fact 31% of the training patients) of the labels" not in failed
+    summary["summary"]["lad"]["cmsc"]["0.1"]["real_fraction"] = 0.31  # rare classes forced into the draw
+    report._figures = lambda *a: []
+    try:
+        forced = render_results([done], monkey_figures, wall_seconds=6.0, quick=False, full=True, n_boot=50, seed=0)
+    finally:
+        report._figures = original
+    assert "Does the pretrained probe at 10% (in fact 31% of the training patients) of the labels match" in forced
     assert ("Family *lad: vs supervised*: 2 comparisons, Holm; the smallest p the bootstrap can give is 0.0099, the "
             "smallest adjusted p 0.02") in text
     assert "not distinguishable (Holm-adjusted over the 2 comparisons of family *lad: vs supervised*" in text
@@ -492,7 +502,14 @@ def test_arms_lines_state_each_arms_leads_feature_size_and_budget(tmp_path):
     assert "**cmsmlc**: clocs on 1 lead, 128-d per lead, probe features 1,536 (12 leads concatenated)" in text
     assert "**simclr**: clocs on 12 leads, probe features 128, 200 encoder passes in 1 s of pretraining." in text
     assert "**random_init** and **supervised** take the cmsc architecture" in text
+    assert "mixes method and architecture" in text
     assert _arms_lines({"out": str(tmp_path / "missing"), "seed": 0}) == []
+    # one encoder and no supervised arm (the transfer block): the sentence says so, and that its comparisons match
+    (out / "curve.json").write_text(json.dumps({"config": {"encoders": {"cmsc": encoders["cmsc"]}, "supervised": False},
+                                                "per_lead": {"cmsc": True}}))
+    alone = _arms_lines({"out": str(out), "seed": 0})[-1]
+    assert "**random_init** takes the cmsc architecture (no supervised arm in this block)." in alone
+    assert "So cmsc's comparisons with them are matched" in alone and "mixes method" not in alone
 
 
 def test_a_block_whose_summary_failed_says_so_and_the_rest_renders(tmp_path):
