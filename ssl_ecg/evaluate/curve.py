@@ -95,7 +95,7 @@ def is_reference_arm(arm: str) -> bool:
     return any(arm == r or arm.startswith(f"{r}@") for r in REFERENCE_ARMS)
 
 
-def reference_line(reference: str, group: str, probe: str, lines: Any) -> str:
+def reference_line(reference: str, group: str, probe: str) -> str:
     """The line a method of reference ``group`` (``""`` or ``"@simclr"``) is compared with: the group's copy of
     ``reference`` (``random_init`` or ``supervised``) with ``probe`` (:func:`line_name`), which may be absent (then
     the method has no such comparison: never one against another architecture's reference); the plain one for
@@ -668,8 +668,9 @@ def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, conf
                  groups: Mapping[str, str] | None = None) -> list[dict]:
     """Paired differences of the panel's bootstrapped cells (:func:`~ssl_ecg.evaluate.stats.split_contrast` over
     the splits holding both cells), Holm-adjusted within each of :data:`FAMILIES`. A line of reference group
-    ``groups[line]`` (e.g. ``"@simclr"``) is compared with that group's references where the panel has them
-    (:func:`reference_line`); reference arms (:func:`is_reference_arm`) are not compared as methods."""
+    ``groups[line]`` (e.g. ``"@simclr"``) is compared with that group's references (:func:`reference_line`),
+    and with none of another architecture where the panel lacks them; reference arms (:func:`is_reference_arm`)
+    are not compared as methods."""
     groups = groups or {}
     pairs = []
     for line, (arm, probe) in lines.items():
@@ -677,8 +678,8 @@ def _comparisons(lines: dict, cells: dict, boot: dict, low_fraction: float, conf
             continue
         group = groups.get(line, "")
         fracs = sorted(f for (ln, f) in cells if ln == line)
-        supervised = reference_line("supervised", group, "supervised", lines)
-        refs = [("vs random_init", reference_line("random_init", group, probe, lines)),
+        supervised = reference_line("supervised", group, "supervised")
+        refs = [("vs random_init", reference_line("random_init", group, probe)),
                 ("vs supervised", supervised)]
         if arm != _FEATURES:
             refs.append(("vs features", line_name(_FEATURES, probe)))

@@ -580,7 +580,7 @@ def hierarchical_replicates(test_sets: Sequence[SplitPredictions], n_boot: int =
                                       "class")
         pids.append(np.asarray(ts.patients).astype(str))
         parts.append((cols, classes))
-        dropped.append([int(c) for c in scorable if c not in set(classes.tolist())])
+        dropped.append([int(c) for c in np.setdiff1d(scorable, classes)])
         fewest.append(class_patients(ts.y, first, ts.patients, ts.kind, classes))
     union = np.unique(np.concatenate(pids))
     weights, n_redrawn = _record_weights([(np.searchsorted(union, p), c, k) for p, (c, k) in zip(pids, parts)],
