@@ -347,7 +347,6 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
     sittings).
     """
     from ssl_ecg.evaluate.runner import run_evaluation
-    from ssl_ecg.pretrain.run import run_pretrain
 
     methods = {**block.methods, **(block.full_methods if full else {})}
     if quick:
@@ -359,14 +358,7 @@ def run_block(block: ReportBlock, runs: str | os.PathLike, full: bool = False, q
     for seed in seeds:
         for method, recipe in methods.items():
             cfg = configs[seed][method] = _pretrain_config(block, method, recipe, seed, quick)
-            try:
-                summary = run_pretrain(cfg, runs=folders[seed], progress=progress)
-            except SslEcgError as exc:
-                failed = out["failed"].setdefault(method, {"reason": f"{type(exc).__name__}: {_one_line(exc)}",
-                                                           "seeds": []})
-                failed["seeds"].append(seed)
-                continue
-            out["pretrain_seconds"].setdefault(method, []).append(_pretrain_seconds(summary))
+            _pretrain_recorded(cfg, method, seed, folders[seed], progress, out)
     lead_set_encoders = (_pretrain_lead_sets(block, seeds, folders, quick, progress, out)
                          if block.kind == "reduced_leads" else {})
     kept = [m for m in methods if m not in out["failed"]]  # the same encoders in every split: paired comparisons
@@ -518,6 +510,22 @@ def validation_patients(cfg: Any, split: str | os.PathLike) -> dict[str, int]:
     return out
 
 
+def _pretrain_recorded(cfg: Any, name: str, seed: int, folder: Path, progress: bool, out: dict) -> bool:
+    """Pretrain ``cfg`` into ``folder`` (resuming what matches). A library error (e.g. a recipe that does not fit
+    the data) is recorded in ``out["failed"][name]`` with the split seed instead of stopping the grid; the run's
+    time goes to ``out["pretrain_seconds"][name]``. Returns whether the run finished."""
+    from ssl_ecg.pretrain.run import run_pretrain
+
+    try:
+        summary = run_pretrain(cfg, runs=folder, progress=progress)
+    except SslEcgError as exc:
+        failed = out["failed"].setdefault(name, {"reason": f"{type(exc).__name__}: {_one_line(exc)}", "seeds": []})
+        failed["seeds"].append(seed)
+        return False
+    out["pretrain_seconds"].setdefault(name, []).append(_pretrain_seconds(summary))
+    return True
+
+
 def _pretrain_lead_sets(block: ReportBlock, seeds: list[int], folders: dict[int, Path], quick: bool, progress: bool,
                         out: dict) -> dict[int, dict[str, dict[str, str]]]:
     """Pretrain each of ``block.lead_set_methods`` on each lead set of the block's reduced-leads recipe (after its
@@ -533,7 +541,6 @@ def _pretrain_lead_sets(block: ReportBlock, seeds: list[int], folders: dict[int,
     from dataclasses import replace
 
     from ssl_ecg.evaluate.reduced_leads import LEAD_SETS, lead_sets_in_data_order
-    from ssl_ecg.pretrain.run import run_pretrain
 
     methods = dict(list(block.lead_set_methods.items())[:1] if quick else block.lead_set_methods)
     done: dict[int, dict[str, dict[str, str]]] = {seed: {} for seed in seeds}
@@ -547,16 +554,9 @@ def _pretrain_lead_sets(block: ReportBlock, seeds: list[int], folders: dict[int,
             for label, names in sets.items():
                 name = f"{method}_leads{label}"
                 on_leads = replace(block, pretrain_overrides={**block.pretrain_overrides, "leads": names})
-                try:
-                    summary = run_pretrain(_pretrain_config(on_leads, name, recipe, seed, quick), runs=folders[seed],
-                                           progress=progress)
-                except SslEcgError as exc:
-                    failed = out["failed"].setdefault(name, {"reason": f"{type(exc).__name__}: {_one_line(exc)}",
-                                                             "seeds": []})
-                    failed["seeds"].append(seed)
-                    continue
-                out["pretrain_seconds"].setdefault(name, []).append(_pretrain_seconds(summary))
-                runs[seed].append((label, f"{method}@leadset", name))
+                if _pretrain_recorded(_pretrain_config(on_leads, name, recipe, seed, quick), name, seed,
+                                      folders[seed], progress, out):
+                    runs[seed].append((label, f"{method}@leadset", name))
     for seed in seeds:  # a lead set's run failing in one split is left out of every split: paired comparisons
         for label, arm, name in runs[seed]:
             if name not in out["failed"]:
