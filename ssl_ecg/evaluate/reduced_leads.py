@@ -40,7 +40,6 @@ from annotated_types import MinLen
 from pydantic import BeforeValidator
 from torch import Tensor, nn
 
-from ssl_ecg.checkpoint import load_encoder
 from ssl_ecg.data.record import canonical_lead
 from ssl_ecg.errors import ConfigError
 from ssl_ecg.evaluate.curve import is_reference_arm, line_name, run_curve, write_outputs
@@ -49,12 +48,12 @@ from ssl_ecg.evaluate.runner import (
     FEATURE_ARM,
     EvalConfig,
     check_curve_recipe,
-    check_encoder,
     check_encoder_pools,
     curve_spec,
     eval_leads,
     evaluation_inputs,
     feature_arm_curve,
+    load_arms,
 )
 from ssl_ecg.paths import run_folder
 from ssl_ecg.recipe import RunName, window_samples
@@ -250,17 +249,16 @@ def _lead_set_arms(cfg: ReducedLeadsConfig, window: int) -> dict[str, dict[str, 
             raise ConfigError(f"{where}: {label!r} is not a lead set of lead_sets; expected one of {list(items)}")
         item = items[label]
         n_leads = len(LEAD_SETS.get(item, ())) if isinstance(item, int) else len(item)
-        out[label] = {}
-        for arm, path in paths.items():
+        for arm in paths:
             if arm in taken or is_reference_arm(arm):
                 what = taken.get(arm, "a matched reference arm")
                 raise ConfigError(f"{where}.{arm}: the name is taken by {what}; expected an arm name of its own "
                                   f"(e.g. {arm}@leadset)")
-            source = f"{where}.{arm} ({path})"
-            encoder = load_encoder(path)
-            per_lead = encoder.config.get("in_channels") == 1 if cfg.per_lead is None else cfg.per_lead
-            check_encoder(encoder, per_lead, n_leads, window, source=source)
-            out[label][arm] = _LeadSetArm(encoder, per_lead, str(path), source)
+        # loaded and checked as the encoders arms are, with the lead set's lead count
+        encoders, modes, _ = (load_arms(paths, cfg.per_lead, n_leads, window, random_init=False, where=where)
+                              if paths else ({}, {}, None))
+        out[label] = {arm: _LeadSetArm(encoders[arm], modes[arm], str(path), f"{where}.{arm} ({path})")
+                      for arm, path in paths.items()}
     return out
 
 

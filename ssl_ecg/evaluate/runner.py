@@ -138,8 +138,8 @@ def check_encoder(encoder: nn.Module, per_lead: bool, n_leads: int, window: int,
 
 
 def load_arms(paths: dict, per_lead: bool | None, n_leads: int, window: int, random_init: bool,
-              seed: int = 0) -> tuple[dict[str, nn.Module], dict[str, bool], dict]:
-    """Load and check the checkpoints.
+              seed: int = 0, where: str = "encoders") -> tuple[dict[str, nn.Module], dict[str, bool], dict]:
+    """Load and check the checkpoints (errors name ``<where>.<arm> (<path>)``).
 
     Returns (arms, per-arm per_lead, the architecture config for the baselines:
     the first checkpoint's, else a per-lead CLOCS encoder). With ``per_lead``
@@ -149,7 +149,7 @@ def load_arms(paths: dict, per_lead: bool | None, n_leads: int, window: int, ran
     for arm, path in paths.items():
         enc = load_encoder(path)
         mode = enc.config.get("in_channels") == 1 if per_lead is None else per_lead
-        check_encoder(enc, mode, n_leads, window, source=f"encoders.{arm} ({path})")
+        check_encoder(enc, mode, n_leads, window, source=f"{where}.{arm} ({path})")
         arms[arm], modes[arm] = enc, mode
         config = config or dict(enc.config)
     if config is None:
