@@ -209,35 +209,11 @@ def test_per_lead_and_two_lead_clocs_share_no_group():
     assert [g.suffix for g in reference_groups(enc, {"a": True, "b": False})] == ["", "@b"]
 
 
-def _ludb_like(tmp_path, n=40):
-    """A tiny LUDB-layout dataset: ``n`` 10 s 12-lead records at 100 Hz, one patient each, lad alternating."""
-    import csv
-
-    import wfdb
-
-    leads = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
-    root = tmp_path / "ludb"
-    (root / "data").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(1, n + 1):
-        wfdb.wrsamp(str(i), fs=100, units=["mV"] * 12, sig_name=leads, fmt=["16"] * 12, adc_gain=[1000.0] * 12,
-                    baseline=[0] * 12, d_signal=rng.integers(-1500, 1500, size=(1000, 12)),
-                    write_dir=str(root / "data"))
-    (root / "RECORDS").write_text("".join(f"data/{i}\n" for i in range(1, n + 1)))
-    with open(root / "ludb.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["ID", "Sex", "Age", "Rhythms", "Electric axis of the heart", "Hypertrophies"])
-        for i in range(1, n + 1):
-            axis = "left axis deviation" if i % 2 else "normal"
-            w.writerow([i, "M", 50, "Sinus rhythm", f"Electric axis of the heart: {axis}", ""])
-    return root
-
-
-def test_a_recipe_with_matched_references_adds_the_arms_and_records_the_groups(tmp_path):
+def test_a_recipe_with_matched_references_adds_the_arms_and_records_the_groups(tmp_path, ludb_like):
     from ssl_ecg.checkpoint import save_encoder
     from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
 
-    root = _ludb_like(tmp_path)
+    root = ludb_like(40)
     paths = {}
     for arm, config, seed in (("cmsc", PER_LEAD, 1), ("simclr", TWO_LEADS, 2), ("byol", TWO_LEADS, 3)):
         paths[arm] = str(save_encoder(_encoder(config, seed), tmp_path / arm / "encoder.pt"))

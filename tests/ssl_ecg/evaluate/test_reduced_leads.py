@@ -1,4 +1,3 @@
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -7,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import wfdb
 
 from ssl_ecg.checkpoint import save_encoder
 from ssl_ecg.data.prepare import Split
@@ -87,27 +85,8 @@ def test_bundled_recipe_validates():
     assert cfg.lead_sets == [12, 6, 4, 3, 2, 1] and cfg.split == "official" and cfg.lead_features == "mean"
 
 
-def _ludb_like(tmp_path, n=16):
-    """A tiny LUDB-layout dataset: 10 s 12-lead records at 100 Hz, one patient each, lad alternating."""
-    root = tmp_path / "ludb"
-    (root / "data").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
-    for i in range(1, n + 1):
-        wfdb.wrsamp(str(i), fs=100, units=["mV"] * 12, sig_name=names, d_signal=rng.integers(-1500, 1500, (1000, 12)),
-                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(root / "data"))
-    (root / "RECORDS").write_text("".join(f"data/{i}\n" for i in range(1, n + 1)))
-    with open(root / "ludb.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["ID", "Sex", "Age", "Rhythms", "Electric axis of the heart", "Hypertrophies"])
-        for i in range(1, n + 1):
-            axis = "left axis deviation" if i % 2 else "normal"
-            w.writerow([i, "M", 50, "Sinus rhythm", f"Electric axis of the heart: {axis}", ""])
-    return root
-
-
-def test_reduced_leads_end_to_end_shares_the_split_and_writes_the_table_and_plot(tmp_path, monkeypatch):
-    root = _ludb_like(tmp_path)
+def test_reduced_leads_end_to_end_shares_the_split_and_writes_the_table_and_plot(tmp_path, monkeypatch, ludb_like):
+    root = ludb_like()
     torch.manual_seed(0)
     for name, channels in (("per", 1), ("multi", 12)):
         enc = build_encoder({"name": "clocs", "in_channels": channels, "input_len": 400, "embed_dim": 8})
@@ -161,10 +140,10 @@ def test_reduced_leads_end_to_end_shares_the_split_and_writes_the_table_and_plot
     assert "lad: test AUROC at 100%" in rl.format_reduced_table(table)
 
 
-def test_run_evaluation_adds_the_feature_arm_on_whole_records(tmp_path):
+def test_run_evaluation_adds_the_feature_arm_on_whole_records(tmp_path, ludb_like):
     from ssl_ecg.evaluate.runner import EvalConfig, run_evaluation
 
-    root = _ludb_like(tmp_path)
+    root = ludb_like()
     cfg = dict(name="e", dataset="ludb", root=str(root), fs=100.0, window=4.0, leads=["I", "II"], tasks=["lad"],
                fractions=[1.0], seeds=[0], supervised=False, split=[0.5, 0.25, 0.25], feature_arm=True,
                cache_dir=str(tmp_path / "cache"))
@@ -223,8 +202,8 @@ def _saved(tmp_path, name: str, channels: int, leads: list[str] | None = None) -
     return str(tmp_path / name)
 
 
-def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_leads(tmp_path, monkeypatch):
-    root = _ludb_like(tmp_path)
+def test_a_lead_set_encoder_is_evaluated_only_at_its_lead_set_on_exactly_its_leads(tmp_path, monkeypatch, ludb_like):
+    root = ludb_like()
     torch.manual_seed(0)
     multi = _saved(tmp_path, "multi", 12)
     two = _saved(tmp_path, "two", 2, ["I", "II"])  # pretrained on the 2-lead set: 2 input channels
